@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import {
+  jsonSchemaTransform,
+  jsonSchemaTransformObject,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { type Config, trustProxySetting } from './config.js';
+import type { Database } from './db/database.js';
+import { AppError } from './errors.js';
+import { registerErrorHandler } from './http/error-handler.js';
+import { registerMetrics } from './http/metrics.js';
+import { registerNotFound } from './http/not-found.js';
+import { ProblemSchema } from './http/problem.js';
+import { loggerOptions } from './logger.js';
+import { operationsRoutes } from './modules/operations/operations.routes.js';
+import { v1Routes } from './routes.js';
+
+export interface AppDeps {
+  config: Config;
+  database: Database;
+  /** A ready pino logger, or `false` to log nothing (defaults to one built from config). */
+  logger?: Logger | false;
+  /** Shared rate-limit store; without it each process counts on its own. */
+  redis?: Redis;
+  /** Separates rate-limit counters of apps sharing one Redis (tests). */
+  rateLimitNamespace?: string;
+}
+
+/** Incoming request ids are echoed only when they are short and harmless. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+export const API_VERSION = '1.0.0';
+
+/** Builds the whole HTTP application; never listens (see `server.ts`). */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, database } = deps;
+
+  const options: FastifyServerOptions & { https?: { key: Buffer; cert: Buffer } | null } = {
+    // One log line per request, written by our onResponse hook (with scrubbed URL).
+    logController: new LogController({
+      disableRequestLogging: true,
+      requestIdLogLabel: 'requestId',
+    }),
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    connectionTimeout: config.CONNECTION_TIMEOUT_MS,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
+    trustProxy: trustProxySetting(config.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+  };
+  if (deps.logger === false) options.logger = false;
+  else if (deps.logger) options.loggerInstance = deps.logger;
+  else options.logger = loggerOptions(config);
+  if (config.TLS_CERT_FILE && config.TLS_KEY_FILE) {
+    options.https = {
+      cert: readFileSync(config.TLS_CERT_FILE),
+      key: readFileSync(config.TLS_KEY_FILE),
+    };
+  }
+
+  const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    done();
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    const quiet = QUIET_ROUTES.has(request.routeOptions.url ?? '');
+    const line = { req: request, res: reply, responseTime: Math.round(reply.elapsedTime) };
+    if (quiet) request.log.debug(line, 'request completed');
+    else request.log.info(line, 'request completed');
+    done();
+  });
+
+  registerErrorHandler(app);
+
+  await app.register(helmet, {
+    // An API answers JSON: nothing may be loaded or framed. /docs sets its own policy.
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
+    },
+    hsts: { maxAge: config.HSTS_MAX_AGE_SECONDS, includeSubDomains: true },
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+  });
+
+  await app.register(rateLimit, {
+    global: true,
+    max: config.RATE_LIMIT_MAX,
+    timeWindow: config.RATE_LIMIT_WINDOW,
+    ...(deps.redis ? { redis: deps.redis } : {}),
+    nameSpace: `custodian-rl:${deps.rateLimitNamespace ?? 'default'}:`,
+    // Counting must not take the API down: if Redis is unreachable, let requests through.
+    skipOnError: true,
+    errorResponseBuilder: (_request, context) =>
+      new AppError(
+        429,
+        'rate_limited',
+        'Too many requests',
+        `Rate limit of ${context.max} requests per ${context.after} exceeded; retry after ${Math.ceil(context.ttl / 1000)} s.`,
+      ),
+  });
+
+  registerNotFound(app);
+  const metrics = registerMetrics(app, () => database.poolStats());
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Custodian API',
+        version: API_VERSION,
+        description:
+          'GDPR back end of an EU email-marketing provider: consent, data-subject requests, ' +
+          'breach incidents and a tamper-evident audit trail. Errors are RFC 9457 ' +
+          '`application/problem+json` documents with a stable `code`.',
+        license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
+        contact: { name: 'Custodian operations', email: 'ops@example.com' },
+      },
+      servers: [{ url: config.PUBLIC_BASE_URL ?? `http://localhost:${config.PORT}` }],
+      tags: [
+        { name: 'meta', description: 'The API itself.' },
+        { name: 'operations', description: 'Health, readiness and metrics for operators.' },
+      ],
+      components: {
+        securitySchemes: {
+          bearerAuth: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description: 'A user access token from `POST /v1/auth/login`.',
+          },
+          apiKeyAuth: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'X-API-Key',
+            description: 'A scoped API key for integrations, from `POST /v1/api-keys`.',
+          },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+
+  // Referenced so the component is always present, even before any route uses it.
+  void ProblemSchema;
+
+  app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () =>
+    app.swagger(),
+  );
+  await app.register(operationsRoutes, {
+    database,
+    metrics,
+    readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
+  });
+  await app.register(v1Routes, { prefix: '/v1' });
+
+  return app;
+}

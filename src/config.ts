@@ -1,0 +1,117 @@
+import { z } from 'zod';
+
+/**
+ * The one place that reads the environment. Everything else receives a frozen `Config`.
+ * Every variable here is listed, grouped and commented, in `.env.example`.
+ */
+
+const BOOL_WORDS = ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off', ''] as const;
+
+const bool = (fallback: boolean) =>
+  z
+    .enum(BOOL_WORDS)
+    .optional()
+    .transform((v) =>
+      v === undefined || v === '' ? fallback : ['true', '1', 'yes', 'on'].includes(v),
+    );
+
+/** A boolean that stays `undefined` when unset, so a default can depend on other settings. */
+const optionalBool = z
+  .enum(BOOL_WORDS)
+  .optional()
+  .transform((v) =>
+    v === undefined || v === '' ? undefined : ['true', '1', 'yes', 'on'].includes(v),
+  );
+
+const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+const envSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+
+    // HTTP server
+    HOST: z.string().min(1).default('127.0.0.1'),
+    PORT: int(3000, 0, 65535),
+    PUBLIC_BASE_URL: optionalString.pipe(z.url().optional()),
+    TRUST_PROXY: optionalString,
+    TLS_CERT_FILE: optionalString,
+    TLS_KEY_FILE: optionalString,
+    HSTS_MAX_AGE_SECONDS: int(31_536_000),
+    BODY_LIMIT_BYTES: int(1_048_576, 1024),
+    REQUEST_TIMEOUT_MS: int(30_000),
+    CONNECTION_TIMEOUT_MS: int(10_000),
+    KEEP_ALIVE_TIMEOUT_MS: int(72_000),
+    SHUTDOWN_GRACE_MS: int(10_000, 0),
+
+    // Logging
+    LOG_LEVEL: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info'),
+    LOG_PRETTY: bool(false),
+
+    // Database: Postgres when DATABASE_URL is set, embedded Postgres (PGlite) otherwise
+    DATABASE_URL: optionalString,
+    DATA_DIR: z.string().min(1).default('./data'),
+    // Unset: migrate on start for the embedded engine only; with Postgres run `npm run migrate`.
+    MIGRATE_ON_START: optionalBool,
+    DB_POOL_MAX: int(10, 1, 1000),
+    DB_CONNECTION_TIMEOUT_MS: int(5_000, 1),
+    DB_STATEMENT_TIMEOUT_MS: int(15_000, 0),
+    DB_IDLE_TIMEOUT_MS: int(30_000, 0),
+
+    // Rate limiting (shared across instances through Redis when REDIS_URL is set)
+    RATE_LIMIT_MAX: int(600, 1),
+    RATE_LIMIT_WINDOW: z.string().min(1).default('1 minute'),
+    REDIS_URL: optionalString,
+  })
+  .superRefine((env, ctx) => {
+    if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'],
+        message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+      });
+    }
+    if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_URL'],
+        message: 'must be a postgres:// or postgresql:// URL',
+      });
+    }
+  });
+
+export type Config = Readonly<z.output<typeof envSchema>>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment once; throws a ConfigError listing every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`,
+    );
+    throw new ConfigError(problems);
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** Interprets TRUST_PROXY the way Fastify's `trustProxy` option expects it. */
+export function trustProxySetting(value: string | undefined): boolean | number | string {
+  if (value === undefined || value === 'false') return false;
+  if (value === 'true') return true;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value;
+}

@@ -1,0 +1,134 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { AppError, type FieldError } from '../errors.js';
+import { PROBLEM_CONTENT_TYPE, type Problem, problemType } from './problem.js';
+
+const CONTEXT_NAMES: Record<string, string> = {
+  body: 'body',
+  querystring: 'query',
+  params: 'path',
+  headers: 'header',
+};
+
+/** `body` + `/contacts/0/email` -> `body.contacts.0.email` */
+function fieldName(context: string | undefined, instancePath: string): string {
+  const prefix = CONTEXT_NAMES[context ?? 'body'] ?? context ?? 'body';
+  const rest = instancePath.split('/').filter(Boolean).join('.');
+  return rest ? `${prefix}.${rest}` : prefix;
+}
+
+/** Fastify's own client errors, by code, mapped to our stable codes. */
+const FASTIFY_CODES: Record<
+  string,
+  { status: number; code: string; title: string; detail: string }
+> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
+    status: 415,
+    code: 'unsupported_media_type',
+    title: 'Unsupported media type',
+    detail: 'Send the body as application/json.',
+  },
+  FST_ERR_CTP_BODY_TOO_LARGE: {
+    status: 413,
+    code: 'payload_too_large',
+    title: 'Payload too large',
+    detail: 'The request body exceeds the size limit.',
+  },
+  FST_ERR_CTP_EMPTY_JSON_BODY: {
+    status: 400,
+    code: 'empty_body',
+    title: 'Bad request',
+    detail: 'The content type is application/json but the body is empty.',
+  },
+  FST_ERR_CTP_INVALID_JSON_BODY: {
+    status: 400,
+    code: 'malformed_json',
+    title: 'Bad request',
+    detail: 'The body is not valid JSON.',
+  },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: {
+    status: 400,
+    code: 'invalid_content_length',
+    title: 'Bad request',
+    detail: 'The Content-Length header does not match the body.',
+  },
+  FST_ERR_CTP_INVALID_CONTENT_TYPE: {
+    status: 415,
+    code: 'unsupported_media_type',
+    title: 'Unsupported media type',
+    detail: 'The Content-Type header is not valid.',
+  },
+};
+
+export function sendProblem(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  p: Omit<Problem, 'type' | 'instance' | 'requestId'> & { headers?: Record<string, string> },
+) {
+  const { headers, ...rest } = p;
+  if (headers) reply.headers(headers);
+  const body: Problem = {
+    type: problemType(p.code),
+    ...rest,
+    instance: request.url.split('?')[0],
+    requestId: String(request.id),
+  };
+  return reply.code(p.status).type(PROBLEM_CONTENT_TYPE).send(body);
+}
+
+/** The one place that turns a failure into an HTTP answer. */
+export function registerErrorHandler(app: FastifyInstance) {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof AppError) {
+      if (error.status >= 500) request.log.error({ err: error }, 'request failed');
+      return sendProblem(request, reply, {
+        status: error.status,
+        code: error.code,
+        title: error.title,
+        detail: error.message,
+        errors: error.errors,
+        headers: error.headers,
+      });
+    }
+
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const errors: FieldError[] = error.validation.map((issue) => ({
+        field: fieldName(error.validationContext, issue.instancePath),
+        message: issue.message ?? 'is invalid',
+        code: issue.keyword,
+      }));
+      return sendProblem(request, reply, {
+        status: 400,
+        code: 'validation_failed',
+        title: 'Validation failed',
+        detail: `Invalid ${errors.map((e) => e.field).join(', ')}.`,
+        errors,
+      });
+    }
+
+    const known = error.code ? FASTIFY_CODES[error.code] : undefined;
+    if (known) return sendProblem(request, reply, known);
+    if (error instanceof SyntaxError && error.statusCode === 400) {
+      return sendProblem(request, reply, FASTIFY_CODES.FST_ERR_CTP_INVALID_JSON_BODY!);
+    }
+
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      // Some other client error raised by Fastify or a plugin: keep its status, not its internals.
+      return sendProblem(request, reply, {
+        status,
+        code: (error.code ?? 'bad_request').toLowerCase(),
+        title: 'Bad request',
+        detail: error.message,
+      });
+    }
+
+    request.log.error({ err: error }, 'unexpected error');
+    return sendProblem(request, reply, {
+      status: 500,
+      code: 'internal_error',
+      title: 'Internal server error',
+      detail: 'Something went wrong on our side. Quote the request id when reporting it.',
+    });
+  });
+}

@@ -1,0 +1,81 @@
+import { createRequire } from 'node:module';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { LoggerOptions } from 'pino';
+
+/** Anything shaped like an email address inside a string (URLs, messages). */
+const EMAIL_PATTERN = /[^\s@/?&=:;,"'<>]+@[^\s@/?&=:;,"'<>]+\.[a-z]{2,}/gi;
+
+/** Replaces email-looking substrings so no address reaches a log line. */
+export function scrubEmails(text: string): string {
+  return text.replace(EMAIL_PATTERN, '[email]');
+}
+
+const SECRET_KEYS = [
+  'password',
+  'currentPassword',
+  'newPassword',
+  'token',
+  'accessToken',
+  'refreshToken',
+  'apiKey',
+  'secret',
+  'passphrase',
+  'email',
+  'firstName',
+  'lastName',
+  'name',
+];
+
+/**
+ * Paths pino censors. Authorization and cookies are credentials; the rest are credentials or
+ * personal data that might be logged as part of an object at depth one or two.
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'res.headers["set-cookie"]',
+  ...SECRET_KEYS.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
+];
+
+function hasPrettyPrinter(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function loggerOptions(config: {
+  LOG_LEVEL: string;
+  LOG_PRETTY: boolean;
+  NODE_ENV: string;
+}): LoggerOptions {
+  // Pretty output only for a person at a terminal; machines get one JSON object per line.
+  const pretty =
+    (config.LOG_PRETTY || (process.stdout.isTTY && config.NODE_ENV !== 'production')) &&
+    hasPrettyPrinter();
+  return {
+    level: config.LOG_LEVEL,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: {
+      req: (req: FastifyRequest) => ({
+        method: req.method,
+        url: scrubEmails(req.url),
+        remoteAddress: req.ip,
+      }),
+      res: (reply: FastifyReply) => ({ statusCode: reply.statusCode }),
+      err: (err: Error & { code?: string; statusCode?: number }) => ({
+        type: err.name,
+        message: scrubEmails(err.message ?? ''),
+        code: err.code,
+        statusCode: err.statusCode,
+        stack: err.stack ? scrubEmails(err.stack) : undefined,
+      }),
+    },
+    ...(pretty
+      ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } }
+      : {}),
+  };
+}

@@ -1,0 +1,35 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+
+export const ApiIndexSchema = z
+  .object({
+    name: z.string(),
+    version: z.string(),
+    documentation: z.string().describe('Interactive API documentation.'),
+    openapi: z.string().describe('The OpenAPI 3.1 document.'),
+  })
+  .meta({
+    id: 'ApiIndex',
+    example: { name: 'custodian', version: 'v1', documentation: '/docs', openapi: '/openapi.json' },
+  });
+
+/** `GET /v1`: where to find the contract. */
+export const metaRoutes: FastifyPluginAsyncZod = async (app) => {
+  app.get(
+    '/',
+    {
+      schema: {
+        operationId: 'getApiIndex',
+        tags: ['meta'],
+        summary: 'API index: version and where the documentation lives',
+        response: { 200: ApiIndexSchema },
+      },
+    },
+    async () => ({
+      name: 'custodian',
+      version: 'v1',
+      documentation: '/docs',
+      openapi: '/openapi.json',
+    }),
+  );
+};

@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
+import tap from 'tap';
+import { buildApp } from '../src/app.js';
+import { type Config, loadConfig } from '../src/config.js';
+import {
+  createEmbeddedDatabase,
+  createPostgresDatabase,
+  type Database,
+} from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+
+type Test = Pick<typeof tap, 'teardown'>;
+
+/** Which engine this run uses: Postgres when DATABASE_URL is set, embedded otherwise. */
+export const ENGINE = process.env.DATABASE_URL ? 'postgres' : 'embedded';
+
+/** Configuration for tests: quiet, and with whatever the test overrides. */
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env });
+}
+
+let shared: Promise<Database> | undefined;
+
+/**
+ * The database of this test file, migrated once. Each tap test file runs in its own process,
+ * so this is per file: an in-memory embedded database, or a fresh Postgres schema dropped at
+ * the end. Test files never share state, so they run in parallel.
+ */
+export function testDatabase(): Promise<Database> {
+  shared ??= openTestDatabase();
+  return shared;
+}
+
+/** A new isolated, migrated database (beyond the per-file one), closed at teardown. */
+export async function openTestDatabase(): Promise<Database> {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    const database = await createEmbeddedDatabase({ dataDir: 'memory://' });
+    await migrateToLatest(database.db, database.schema);
+    tap.teardown(() => database.close());
+    return database;
+  }
+  const schema = `t_${process.pid}_${randomBytes(4).toString('hex')}`;
+  await adminQuery(url, `create schema ${schema}`);
+  const database = createPostgresDatabase({
+    url,
+    schema,
+    poolMax: 5,
+    connectionTimeoutMs: 5_000,
+    statementTimeoutMs: 30_000,
+    idleTimeoutMs: 10_000,
+  });
+  await migrateToLatest(database.db, database.schema);
+  tap.teardown(async () => {
+    await database.close();
+    await adminQuery(url, `drop schema if exists ${schema} cascade`);
+  });
+  return database;
+}
+
+async function adminQuery(url: string, text: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface BuildOptions {
+  env?: Record<string, string>;
+  database?: Database;
+}
+
+/** The app as production builds it, on this file's database; closed at the test's end. */
+export async function build(
+  t: Test,
+  options: BuildOptions = {},
+): Promise<FastifyInstance & { database: Database }> {
+  const database = options.database ?? (await testDatabase());
+  const app = await buildApp({
+    config: testConfig(options.env),
+    database,
+    logger: false,
+    rateLimitNamespace: randomBytes(6).toString('hex'),
+  });
+  t.teardown(() => app.close());
+  await app.ready();
+  return Object.assign(app, { database });
+}
