@@ -73,6 +73,10 @@ async function adminQuery(url: string, text: string) {
 export interface BuildOptions {
   env?: Record<string, string>;
   database?: Database;
+  /** Add test-only routes or hooks before the app is sealed. */
+  configure?: (app: FastifyInstance) => void | Promise<void>;
+  /** A pino logger to capture log lines (defaults to none). */
+  logger?: import('pino').Logger;
 }
 
 /** The app as production builds it, on this file's database; closed at the test's end. */
@@ -84,10 +88,11 @@ export async function build(
   const app = await buildApp({
     config: testConfig(options.env),
     database,
-    logger: false,
+    logger: options.logger ?? false,
     rateLimitNamespace: randomBytes(6).toString('hex'),
   });
   t.teardown(() => app.close());
+  if (options.configure) await options.configure(app);
   await app.ready();
   return Object.assign(app, { database });
 }
