@@ -22,6 +22,7 @@ import { registerMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
 import { loggerOptions } from './logger.js';
+import { registerAuth } from './modules/identity/auth.plugin.js';
 import { operationsRoutes } from './modules/operations/operations.routes.js';
 import { v1Routes } from './routes.js';
 
@@ -77,6 +78,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  // The API reads JSON only. Fastify also parses text/plain by default, which turns a
+  // text body sent to a JSON route into a 400 validation error instead of a 415.
+  app.removeContentTypeParser('text/plain');
 
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
@@ -120,6 +124,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   registerNotFound(app);
+  await registerAuth(app, config, database);
   const metrics = registerMetrics(app, () => database.poolStats());
 
   await app.register(swagger, {
@@ -135,10 +140,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
         contact: { name: 'Custodian operations', email: 'ops@example.com' },
       },
-      servers: [{ url: config.PUBLIC_BASE_URL ?? `http://localhost:${config.PORT}` }],
+      // Without a public URL, a relative server: /docs then calls whatever host served it (also
+      // behind a proxy), and the committed openapi.yaml does not depend on a local PORT.
+      servers: [{ url: config.PUBLIC_BASE_URL ?? '/' }],
       tags: [
         { name: 'meta', description: 'The API itself.' },
         { name: 'operations', description: 'Health, readiness and metrics for operators.' },
+        { name: 'auth', description: 'Sign-up, login, token refresh, password change.' },
+        { name: 'account', description: 'Your account: time zone, DPO contact.' },
+        { name: 'users', description: 'The people of your account and their roles.' },
+        { name: 'api-keys', description: 'Scoped keys for your systems.' },
+        { name: 'audit', description: 'The tamper-evident audit trail (Art. 5(2), 24).' },
+        { name: 'ops', description: 'The provider’s operations staff.' },
       ],
       components: {
         securitySchemes: {
@@ -158,7 +171,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
     },
     transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
+    // The zod provider emits every registered schema twice (`X` for responses, `XInput` for
+    // requests), used or not: keep only what the paths reference, so clients get no dead types.
+    transformObject: (document) => withoutUnusedSchemas(jsonSchemaTransformObject(document)),
   });
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
 
@@ -173,7 +188,39 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });
-  await app.register(v1Routes, { prefix: '/v1' });
+  await app.register(v1Routes, { prefix: '/v1', db: database.db, config });
 
   return app;
+}
+
+const SCHEMA_REF = '#/components/schemas/';
+type OpenApiDocument = ReturnType<typeof jsonSchemaTransformObject>;
+
+/**
+ * Drops the component schemas that nothing outside `components.schemas` reaches through `$ref`
+ * (directly, or through another schema that is reached).
+ */
+function withoutUnusedSchemas(document: OpenApiDocument): OpenApiDocument {
+  const { components } = document as { components?: { schemas?: Record<string, unknown> } };
+  const schemas = components?.schemas;
+  if (!schemas) return document;
+  const used = new Set<string>();
+  const pending: unknown[] = [{ ...document, components: { ...components, schemas: {} } }];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (node === null || typeof node !== 'object') continue;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === '$ref' && typeof value === 'string' && value.startsWith(SCHEMA_REF)) {
+        const name = value.slice(SCHEMA_REF.length);
+        if (!used.has(name)) {
+          used.add(name);
+          pending.push(schemas[name]);
+        }
+      } else {
+        pending.push(value);
+      }
+    }
+  }
+  const kept = Object.fromEntries(Object.entries(schemas).filter(([name]) => used.has(name)));
+  return { ...document, components: { ...components, schemas: kept } } as OpenApiDocument;
 }

@@ -31,6 +31,12 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 
+/**
+ * zod skips an object's refinements once any field has failed; this runs the cross-field checks
+ * anyway, so that one start lists every bad variable instead of revealing them one by one.
+ */
+const ALWAYS_CHECK = { when: () => true };
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -69,6 +75,24 @@ const envSchema = z
     RATE_LIMIT_MAX: int(600, 1),
     RATE_LIMIT_WINDOW: z.string().min(1).default('1 minute'),
     REDIS_URL: optionalString,
+
+    // Identity and access
+    // Secret for signing access tokens (HS256), at least 32 characters; required in production.
+    // Unset elsewhere: a random secret per process (tokens die with the process).
+    JWT_SECRET: optionalString.pipe(
+      z.string().min(32, 'must be at least 32 characters').optional(),
+    ),
+    ACCESS_TOKEN_TTL: z
+      .string()
+      .regex(/^\d+[smhd]$/, 'must look like 15m, 1h or 900s')
+      .default('15m'),
+    REFRESH_TOKEN_TTL_DAYS: int(30, 1, 365),
+    SIGNUP: z.enum(['open', 'closed']).default('open'),
+    PASSWORD_MIN_LENGTH: int(15, 12, 64),
+    PASSWORD_MAX_AGE_DAYS: int(365, 0),
+    LOGIN_MAX_PER_IP_PER_MINUTE: int(30, 1),
+    LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: int(10, 1),
+    LOGIN_LOCKOUT_THRESHOLD: int(100, 1, 100),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
@@ -78,6 +102,9 @@ const envSchema = z
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
       });
     }
+    if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
+      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required in production' });
+    }
     if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
       ctx.addIssue({
         code: 'custom',
@@ -85,7 +112,7 @@ const envSchema = z
         message: 'must be a postgres:// or postgresql:// URL',
       });
     }
-  });
+  }, ALWAYS_CHECK);
 
 export type Config = Readonly<z.output<typeof envSchema>>;
 

@@ -2,8 +2,11 @@ import { createRequire } from 'node:module';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LoggerOptions } from 'pino';
 
-/** Anything shaped like an email address inside a string (URLs, messages). */
-const EMAIL_PATTERN = /[^\s@/?&=:;,"'<>]+@[^\s@/?&=:;,"'<>]+\.[a-z]{2,}/gi;
+/**
+ * Anything shaped like an email address inside a string (URLs, messages). Query strings
+ * usually carry the `@` percent-encoded (`%40`, as URLSearchParams writes it), so match that too.
+ */
+const EMAIL_PATTERN = /[^\s@/?&=:;,"'<>]+(?:@|%40)[^\s@/?&=:;,"'<>]+\.[a-z]{2,}/gi;
 
 /** Replaces email-looking substrings so no address reaches a log line. */
 export function scrubEmails(text: string): string {

@@ -1,10 +1,39 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance } from 'fastify';
+import type { Kysely } from 'kysely';
+import type { Config } from './config.js';
+import type { DB } from './db/schema.js';
+import { accountRoutes } from './modules/accounts/accounts.routes.js';
+import { createAccountsService } from './modules/accounts/accounts.service.js';
+import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
+import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
+import { auditRoutes } from './modules/audit/audit.routes.js';
+import { authRoutes } from './modules/identity/auth.routes.js';
+import { createAuthService } from './modules/identity/auth.service.js';
 import { metaRoutes } from './modules/meta/meta.routes.js';
+import { opsRoutes } from './modules/ops/ops.routes.js';
+import { usersRoutes } from './modules/users/users.routes.js';
+import { createUsersService } from './modules/users/users.service.js';
+
+export interface V1Options {
+  db: Kysely<DB>;
+  config: Config;
+}
 
 /**
- * The route table: every resource module mounted under `/v1`, one visible line each.
- * Adding an endpoint starts here.
+ * The route table: every resource module mounted under `/v1`, one visible line each, with the
+ * services it needs. Adding an endpoint starts here. Each route declares its `config.auth`.
  */
-export const v1Routes: FastifyPluginAsync = async (v1) => {
-  await v1.register(metaRoutes, { prefix: '' });
-};
+export async function v1Routes(v1: FastifyInstance, { db, config }: V1Options) {
+  const auth = createAuthService({ db, config, app: v1 });
+  const accounts = createAccountsService(db);
+  const users = createUsersService({ db, config });
+  const apiKeys = createApiKeysService(db);
+
+  await v1.register(metaRoutes); //                      GET /v1
+  await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
+  await v1.register(accountRoutes, { accounts }); //    /v1/account
+  await v1.register(usersRoutes, { users }); //         /v1/users
+  await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
+  await v1.register(auditRoutes, { db }); //            /v1/audit-events
+  await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*
+}

@@ -7,6 +7,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { loggerOptions } from './logger.js';
+import { checkPasswordPolicy, DUMMY_HASH } from './modules/identity/password.js';
 
 export interface StartOptions {
   env?: NodeJS.ProcessEnv;
@@ -43,6 +44,10 @@ export async function startServer(options: StartOptions = {}): Promise<FastifyIn
     logger.info({ applied: applied.map((m) => m.migrationName) }, 'migrations up to date');
   }
   app = await buildApp({ config, database, logger, redis });
+  // Pay one-off costs now rather than on the first login: the dummy hash that keeps unknown
+  // emails as slow as known ones, and the password dictionaries.
+  await DUMMY_HASH.get();
+  checkPasswordPolicy('warming up the dictionaries', { minLength: config.PASSWORD_MIN_LENGTH });
   if (options.configure) await options.configure(app);
   await app.listen({ host: config.HOST, port: config.PORT });
   logger.info({ engine: database.engine }, 'custodian is serving');

@@ -18,7 +18,12 @@ export const ENGINE = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 
 /** Configuration for tests: quiet, and with whatever the test overrides. */
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', ...env });
+  return loadConfig({
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    JWT_SECRET: 'test-secret-test-secret-test-secret-0123',
+    ...env,
+  });
 }
 
 let shared: Promise<Database> | undefined;

@@ -79,6 +79,12 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
       'idle database client failed',
     );
   });
+  // A checked-out client has no pool listener: if its connection dies mid-query (Postgres
+  // restart, network cut) the 'error' event would crash the process. The query rejects with
+  // the same error and the pool discards the broken client on release, so only swallow it.
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   return {

@@ -30,10 +30,10 @@ export class FolderMigrationProvider implements MigrationProvider {
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
-function migrator(db: Kysely<any>, schema: string): Migrator {
+function migrator(db: Kysely<any>, schema: string, folder: string): Migrator {
   return new Migrator({
     db,
-    provider: new FolderMigrationProvider(),
+    provider: new FolderMigrationProvider(folder),
     // Name the schema explicitly: otherwise Kysely looks for its bookkeeping table in any
     // schema and would be fooled by another test file's schema on the same database.
     migrationTableSchema: schema,
@@ -64,15 +64,24 @@ function unwrap(set: MigrationResultSet): NonNullable<MigrationResultSet['result
 
 /**
  * Brings the schema to the newest migration. Kysely's Postgres adapter holds an advisory lock
- * for the whole run, so concurrent starts never apply a migration twice.
+ * for the whole run, so concurrent starts never apply a migration twice. `folder` defaults to
+ * the project's `migrations/` (tests pass a fixture folder).
  */
-// biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
-export async function migrateToLatest(db: Kysely<any>, schema = 'public') {
-  return unwrap(await migrator(db, schema).migrateToLatest());
+export async function migrateToLatest(
+  // biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
+  db: Kysely<any>,
+  schema = 'public',
+  folder: string = MIGRATIONS_DIR,
+) {
+  return unwrap(await migrator(db, schema, folder).migrateToLatest());
 }
 
-/** Undoes the newest applied migration. */
-// biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
-export async function migrateDown(db: Kysely<any>, schema = 'public') {
-  return unwrap(await migrator(db, schema).migrateDown());
+/** Undoes the newest applied migration (of `folder`, by default the project's). */
+export async function migrateDown(
+  // biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
+  db: Kysely<any>,
+  schema = 'public',
+  folder: string = MIGRATIONS_DIR,
+) {
+  return unwrap(await migrator(db, schema, folder).migrateDown());
 }

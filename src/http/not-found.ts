@@ -2,6 +2,13 @@ import type { FastifyInstance, HTTPMethods } from 'fastify';
 import FindMyWay from 'find-my-way';
 import { sendProblem } from './error-handler.js';
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every registered path with its methods (used by the tenancy test matrix). */
+    routeTable(): { url: string; methods: string[] }[];
+  }
+}
+
 /**
  * Unknown paths answer 404 and known paths with the wrong method answer 405 with `Allow`, both
  * as problem+json. Fastify itself answers 404 for both, so we keep a method-agnostic index of
@@ -10,6 +17,9 @@ import { sendProblem } from './error-handler.js';
 export function registerNotFound(app: FastifyInstance) {
   const methodsByPath = new Map<string, Set<string>>();
   const paths = FindMyWay({ ignoreTrailingSlash: false });
+  app.decorate('routeTable', () =>
+    [...methodsByPath].map(([url, methods]) => ({ url, methods: [...methods].sort() })),
+  );
 
   app.addHook('onRoute', (route) => {
     const methods = (Array.isArray(route.method) ? route.method : [route.method]) as HTTPMethods[];

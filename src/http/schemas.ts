@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { BadRequestError } from '../errors.js';
+
+/** Shared wire primitives: ids, emails, timestamps, pagination. One definition each. */
+
+export const Id = z.uuid().describe('A UUID.');
+export const IdParams = z.object({ id: Id });
+
+export const Email = z
+  .email()
+  .max(254)
+  .transform((v) => v.trim().toLowerCase())
+  .describe('An email address (stored lower-cased).');
+
+/** ISO-8601 in UTC with an offset, as every timestamp on the wire. */
+export const Timestamp = z.iso.datetime({ offset: true }).describe('ISO-8601 timestamp.');
+
+export function toIso(value: Date | string): string;
+export function toIso(value: Date | string | null): string | null;
+export function toIso(value: Date | string | null): string | null {
+  if (value === null) return null;
+  return (value instanceof Date ? value : new Date(value)).toISOString();
+}
+
+export const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(200).default(50).describe('Page size (1–200).'),
+  cursor: z
+    .string()
+    .max(512)
+    .optional()
+    .describe('Opaque cursor from the previous page’s `nextCursor`.'),
+});
+
+export function pageOf<T extends z.ZodType>(item: T) {
+  return z.object({
+    data: z.array(item),
+    nextCursor: z
+      .string()
+      .nullable()
+      .describe('Pass as `cursor` to get the next page; null on the last page.'),
+  });
+}
+
+/** Keyset cursors: an opaque, URL-safe encoding of the last row's sort key. */
+export function encodeCursor(key: (string | number)[]): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+export function decodeCursor(
+  cursor: string | undefined,
+  arity: number,
+): (string | number)[] | undefined {
+  if (cursor === undefined) return undefined;
+  try {
+    const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (
+      Array.isArray(key) &&
+      key.length === arity &&
+      key.every((k) => typeof k === 'string' || typeof k === 'number')
+    ) {
+      return key;
+    }
+  } catch {
+    // fall through to the error below
+  }
+  throw new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
+}

@@ -1,0 +1,5 @@
+/** OpenAPI security requirements, by who may call. */
+type SecurityRequirement = Record<string, string[]>;
+
+export const BEARER: SecurityRequirement[] = [{ bearerAuth: [] }];
+export const BEARER_OR_API_KEY: SecurityRequirement[] = [{ bearerAuth: [] }, { apiKeyAuth: [] }];

@@ -1,0 +1,117 @@
+import type { Kysely } from 'kysely';
+import type { AuditEventRow, DB } from '../../db/schema.js';
+import { decodeCursor, encodeCursor, toIso } from '../../http/schemas.js';
+import type { RequestContext } from '../identity/actor.js';
+import {
+  type AuditFilter,
+  appendAuditEvent,
+  entryHash,
+  GENESIS_HASH,
+  listAuditEvents,
+  walkChain,
+} from './audit.repository.js';
+
+export interface AuditChange {
+  action: string;
+  entityType: string;
+  entityId: string | null;
+  /** Names of the fields that changed; never their values. */
+  changedFields?: string[];
+  /** The chain to write to; defaults to the actor's account (operators must name one). */
+  accountId?: string;
+}
+
+/**
+ * Records a change in the audit trail of the account it concerns. Call it with the transaction
+ * that makes the change, so the change and its record commit or roll back together.
+ */
+export async function recordAudit(trx: Kysely<DB>, ctx: RequestContext, change: AuditChange) {
+  const accountId = change.accountId ?? ctx.actor.accountId;
+  if (!accountId) throw new Error(`audit entry ${change.action} has no account`);
+  return appendAuditEvent(trx, {
+    accountId,
+    actorType: ctx.actor.type,
+    actorId: ctx.actor.id,
+    action: change.action,
+    entityType: change.entityType,
+    entityId: change.entityId,
+    requestId: ctx.requestId,
+    ip: ctx.ip,
+    changedFields: change.changedFields ?? [],
+  });
+}
+
+export function toAuditEvent(row: AuditEventRow) {
+  return {
+    id: row.id,
+    seq: row.seq,
+    occurredAt: toIso(row.occurred_at),
+    actor: { type: row.actor_type, id: row.actor_id },
+    action: row.action,
+    entity: { type: row.entity_type, id: row.entity_id },
+    changedFields: row.changed_fields,
+    requestId: row.request_id,
+    ip: row.ip,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+export async function listAudit(
+  db: Kysely<DB>,
+  accountId: string,
+  query: Omit<AuditFilter, 'beforeSeq'> & { cursor?: string | undefined },
+) {
+  const cursor = decodeCursor(query.cursor, 1);
+  const rows = await listAuditEvents(db, accountId, {
+    ...query,
+    beforeSeq: cursor ? Number(cursor[0]) : undefined,
+    limit: query.limit + 1,
+  });
+  const page = rows.slice(0, query.limit);
+  const last = page[page.length - 1];
+  return {
+    data: page.map(toAuditEvent),
+    nextCursor: rows.length > query.limit && last ? encodeCursor([last.seq]) : null,
+  };
+}
+
+export interface ChainVerification {
+  valid: boolean;
+  checked: number;
+  lastSeq: number | null;
+  lastHash: string | null;
+  firstBroken: { seq: number; id: string; reason: 'hash_mismatch' | 'broken_link' | 'gap' } | null;
+}
+
+/**
+ * Walks the account's chain from the first entry, recomputing each hash. Reports the first
+ * entry whose content no longer matches its hash, whose link to its predecessor is broken, or
+ * whose sequence number skips (an entry was removed).
+ */
+export async function verifyAuditChain(
+  db: Kysely<DB>,
+  accountId: string,
+): Promise<ChainVerification> {
+  let prevHash = GENESIS_HASH;
+  let expectedSeq = 1;
+  let checked = 0;
+  let lastSeq: number | null = null;
+  for await (const row of walkChain(db, accountId)) {
+    checked++;
+    const broken = (reason: 'hash_mismatch' | 'broken_link' | 'gap') => ({
+      valid: false,
+      checked,
+      lastSeq,
+      lastHash: prevHash,
+      firstBroken: { seq: row.seq, id: row.id, reason },
+    });
+    if (row.seq !== expectedSeq) return broken('gap');
+    if (row.prev_hash !== prevHash) return broken('broken_link');
+    if (entryHash(row) !== row.hash) return broken('hash_mismatch');
+    prevHash = row.hash;
+    lastSeq = row.seq;
+    expectedSeq++;
+  }
+  return { valid: true, checked, lastSeq, lastHash: checked ? prevHash : null, firstBroken: null };
+}

@@ -1,0 +1,188 @@
+import { randomBytes } from 'node:crypto';
+import fastifyJwt from '@fastify/jwt';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Config } from '../../config.js';
+import type { Database } from '../../db/database.js';
+import { ForbiddenError, UnauthorizedError } from '../../errors.js';
+import type { Actor, Permission, RequestContext } from './actor.js';
+import { roleAllows } from './actor.js';
+import { findApiKeyByPrefix, findSessionUser, touchApiKey } from './identity.repository.js';
+import { constantTimeEqualHex, looksLikeApiKey, parseApiKey, sha256Hex } from './tokens.js';
+
+/**
+ * What a route requires of its caller, declared in its `config.auth`:
+ * - `'public'`: anyone (sign-up, login, public consent links);
+ * - `{ permission }`: a user of an account whose role allows it, or an API key with that scope;
+ * - `'user'`: any signed-in person (account user or operator), never an API key;
+ * - `'operator'`: the provider's operations staff.
+ * Routes under /v1 must declare one: a route without it fails at start-up, so nothing becomes
+ * public by omission.
+ */
+export type AuthRequirement = 'public' | 'user' | 'operator' | { permission: Permission };
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: AuthRequirement;
+  }
+  interface FastifyRequest {
+    actor: Actor | null;
+  }
+}
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: { sub: string; sid: string; typ: 'access' };
+    user: { sub: string; sid: string; typ: 'access' };
+  }
+}
+
+export const TOKEN_ISSUER = 'custodian';
+export const TOKEN_AUDIENCE = 'custodian-api';
+
+export async function registerAuth(app: FastifyInstance, config: Config, database: Database) {
+  await app.register(fastifyJwt, {
+    // Without a configured secret (development only) tokens die with the process.
+    secret: config.JWT_SECRET ?? randomBytes(48).toString('hex'),
+    // Pin the algorithm and check issuer and audience: @fastify/jwt accepts any algorithm
+    // unless told otherwise. Durations as strings ('15m'): a bare number means milliseconds
+    // to fast-jwt underneath.
+    sign: {
+      algorithm: 'HS256',
+      expiresIn: config.ACCESS_TOKEN_TTL,
+      iss: TOKEN_ISSUER,
+      aud: TOKEN_AUDIENCE,
+    },
+    verify: { algorithms: ['HS256'], allowedIss: TOKEN_ISSUER, allowedAud: TOKEN_AUDIENCE },
+  });
+
+  app.decorateRequest('actor', null);
+
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/v1/') && route.url !== '/v1/' && !route.config?.auth) {
+      throw new Error(`route ${route.method} ${route.url} declares no config.auth`);
+    }
+  });
+
+  // After the rate limiter (onRequest), before validation: an anonymous caller learns nothing
+  // about a route's schema.
+  app.addHook('preValidation', async (request) => {
+    const auth = request.routeOptions.config.auth;
+    if (!auth || auth === 'public') return;
+    const actor = await authenticate(app, database, request);
+    authorize(actor, auth);
+    request.actor = actor;
+  });
+}
+
+async function authenticate(
+  app: FastifyInstance,
+  database: Database,
+  request: FastifyRequest,
+): Promise<Actor> {
+  const apiKeyHeader = request.headers['x-api-key'];
+  if (typeof apiKeyHeader === 'string') return authenticateApiKey(database, apiKeyHeader);
+  const authorization = request.headers.authorization;
+  if (!authorization) throw new UnauthorizedError('Send a bearer token or an X-API-Key header.');
+  const [scheme, token] = authorization.split(' ');
+  if (scheme?.toLowerCase() !== 'bearer' || !token) {
+    throw new UnauthorizedError('Use the Bearer scheme.', 'invalid_token');
+  }
+  if (looksLikeApiKey(token)) return authenticateApiKey(database, token);
+
+  let claims: { sub: string; sid: string; typ: string };
+  try {
+    claims = app.jwt.verify(token);
+  } catch (err) {
+    const expired = (err as { code?: string }).code === 'FAST_JWT_EXPIRED';
+    throw new UnauthorizedError(
+      expired ? 'The access token has expired; refresh it.' : 'The access token is not valid.',
+      expired ? 'token_expired' : 'invalid_token',
+    );
+  }
+  if (claims.typ !== 'access' || !claims.sid || !claims.sub) {
+    throw new UnauthorizedError('The access token is not valid.', 'invalid_token');
+  }
+  // Revocation takes effect at once: logout, password change and refresh-token reuse all end
+  // the session, and the session is checked on every request.
+  const row = await findSessionUser(database.db, claims.sid, claims.sub);
+  if (!row || row.revoked_at || row.expires_at < new Date()) {
+    throw new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
+  }
+  if (row.role === 'operator')
+    return { type: 'operator', id: row.id, accountId: null, sessionId: claims.sid };
+  return {
+    type: 'user',
+    id: row.id,
+    accountId: row.account_id!,
+    role: row.role,
+    sessionId: claims.sid,
+  };
+}
+
+async function authenticateApiKey(database: Database, key: string): Promise<Actor> {
+  const parsed = parseApiKey(key);
+  const invalid = new UnauthorizedError('The API key is not valid.', 'invalid_api_key');
+  if (!parsed) throw invalid;
+  const row = await findApiKeyByPrefix(database.db, parsed.prefix);
+  if (!row || !constantTimeEqualHex(row.secret_hash, sha256Hex(parsed.secret))) throw invalid;
+  if (row.revoked_at) throw new UnauthorizedError('The API key was revoked.', 'api_key_revoked');
+  if (row.expires_at && row.expires_at < new Date()) {
+    throw new UnauthorizedError('The API key has expired.', 'api_key_expired');
+  }
+  // Last use is informational: refresh it at most once a minute rather than on every call.
+  if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
+    await touchApiKey(database.db, row.account_id, row.id);
+  }
+  return { type: 'api_key', id: row.id, accountId: row.account_id, scopes: row.scopes };
+}
+
+function authorize(actor: Actor, auth: Exclude<AuthRequirement, 'public'>): void {
+  if (auth === 'operator') {
+    if (actor.type !== 'operator') throw new ForbiddenError('Only operators may do this.');
+    return;
+  }
+  if (auth === 'user') {
+    if (actor.type === 'api_key') {
+      throw new ForbiddenError('This needs a signed-in user, not an API key.', 'user_required');
+    }
+    return;
+  }
+  const { permission } = auth;
+  if (actor.type === 'operator') {
+    throw new ForbiddenError(
+      'Operators act on accounts through /v1/ops endpoints.',
+      'operator_not_in_account',
+    );
+  }
+  if (actor.type === 'api_key') {
+    if (!actor.scopes.includes(permission)) {
+      throw new ForbiddenError(`The API key lacks the scope ${permission}.`, 'missing_scope');
+    }
+    return;
+  }
+  if (!roleAllows(actor.role, permission)) {
+    throw new ForbiddenError(
+      `The role ${actor.role} may not do this (${permission}).`,
+      'role_forbidden',
+    );
+  }
+}
+
+/** The request's actor and trace data, for services and the audit trail. */
+export function requestContext(request: FastifyRequest): RequestContext {
+  if (!request.actor) throw new UnauthorizedError();
+  return { actor: request.actor, requestId: String(request.id), ip: request.ip };
+}
+
+/** The caller's account id; operators have none and must use /v1/ops routes. */
+export function accountIdOf(request: FastifyRequest): string {
+  const actor = request.actor;
+  if (!actor) throw new UnauthorizedError();
+  if (actor.accountId === null) {
+    throw new ForbiddenError(
+      'Operators act on accounts through /v1/ops endpoints.',
+      'operator_not_in_account',
+    );
+  }
+  return actor.accountId;
+}

@@ -1,0 +1,242 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { Config } from '../../config.js';
+import { AppError } from '../../errors.js';
+import { problemResponses } from '../../http/problem.js';
+import { Email, Timestamp } from '../../http/schemas.js';
+import { BEARER } from '../../http/security.js';
+import { requestContext } from './auth.plugin.js';
+import type { AuthService } from './auth.service.js';
+import {
+  AccountSchema,
+  Password,
+  TimeZone,
+  TokenPairSchema,
+  toAccount,
+  toUser,
+  UserSchema,
+} from './identity.schemas.js';
+
+/** A preHandler that counts requests under its own key and answers 429 past `max`. */
+function throttle(
+  app: FastifyInstance,
+  options: { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string },
+) {
+  const check = app.createRateLimit(options);
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const result = await check(request);
+    if (!result.isAllowed && result.isExceeded) {
+      reply.header('retry-after', String(result.ttlInSeconds));
+      throw new AppError(
+        429,
+        'rate_limited',
+        'Too many requests',
+        `Too many attempts; retry after ${result.ttlInSeconds} s.`,
+      );
+    }
+  };
+}
+
+export interface AuthRoutesOptions {
+  auth: AuthService;
+  config: Config;
+}
+
+const SignupBody = z
+  .object({
+    accountName: z.string().trim().min(1).max(200).describe('Your organisation (the controller).'),
+    timeZone: TimeZone.optional(),
+    email: Email,
+    password: Password,
+  })
+  .meta({
+    example: {
+      accountName: 'Example Shop d.o.o.',
+      timeZone: 'Europe/Ljubljana',
+      email: 'dpo@example.com',
+      password: 'staple orbit lantern quietly',
+    },
+  });
+
+const LoginBody = z
+  .object({ email: Email, password: Password })
+  .meta({ example: { email: 'dpo@example.com', password: 'staple orbit lantern quietly' } });
+
+const RefreshBody = z
+  .object({ refreshToken: z.string().min(1).max(200) })
+  .meta({ example: { refreshToken: 'crt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } });
+
+const PasswordChangeBody = z.object({ currentPassword: Password, newPassword: Password }).meta({
+  example: {
+    currentPassword: 'staple orbit lantern quietly',
+    newPassword: 'marble comet harbour sideways',
+  },
+});
+
+const SignupResponse = z.object({
+  account: AccountSchema,
+  user: UserSchema,
+  tokens: TokenPairSchema,
+});
+
+const MeResponse = z
+  .object({
+    user: UserSchema,
+    account: AccountSchema.nullable().describe('Null for operators.'),
+    password: z.object({
+      passwordChangedAt: Timestamp,
+      passwordAgeDays: z.number().int(),
+      passwordChangeRecommended: z
+        .boolean()
+        .describe('True when the password is older than PASSWORD_MAX_AGE_DAYS.'),
+    }),
+  })
+  .meta({ id: 'Me' });
+
+/** Sign-up, login, token refresh, logout, password change and `GET /v1/me`. */
+export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
+  app,
+  { auth, config },
+) => {
+  // Throttle guessing per client address and per target email (the body is parsed by then).
+  // The global limiter already ran for this request, so these use separate counters.
+  const perIp = throttle(app, {
+    max: config.LOGIN_MAX_PER_IP_PER_MINUTE,
+    timeWindow: 60_000,
+    keyGenerator: (request) => `login-ip:${request.ip}`,
+  });
+  const perEmail = throttle(app, {
+    max: config.LOGIN_MAX_PER_EMAIL_PER_15_MINUTES,
+    timeWindow: 15 * 60_000,
+    keyGenerator: (request) => {
+      const email = (request.body as { email?: unknown } | undefined)?.email;
+      return `login-email:${typeof email === 'string' ? email.trim().toLowerCase() : ''}`;
+    },
+  });
+
+  app.post(
+    '/auth/signup',
+    {
+      config: { auth: 'public' },
+      preHandler: [perIp],
+      schema: {
+        operationId: 'signup',
+        tags: ['auth'],
+        summary: 'Create an account and its first owner (when SIGNUP=open)',
+        body: SignupBody,
+        response: { 201: SignupResponse, ...problemResponses(400, 403, 409, 429) },
+      },
+    },
+    async (request, reply) => {
+      const result = await auth.signup(request.body, {
+        requestId: String(request.id),
+        ip: request.ip,
+      });
+      reply.code(201);
+      return {
+        account: toAccount(result.account),
+        user: toUser(result.user),
+        tokens: result.tokens,
+      };
+    },
+  );
+
+  app.post(
+    '/auth/login',
+    {
+      config: { auth: 'public' },
+      preHandler: [perIp, perEmail],
+      schema: {
+        operationId: 'login',
+        tags: ['auth'],
+        summary: 'Exchange email and password for an access token and a refresh token',
+        description:
+          'Unknown emails and wrong passwords get the same answer in the same time. Throttled per ' +
+          'client address and per email; an account locks after LOGIN_LOCKOUT_THRESHOLD ' +
+          'consecutive failures.',
+        body: LoginBody,
+        response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
+      },
+    },
+    async (request) => auth.login(request.body, { requestId: String(request.id), ip: request.ip }),
+  );
+
+  app.post(
+    '/auth/refresh',
+    {
+      config: { auth: 'public' },
+      preHandler: [perIp],
+      schema: {
+        operationId: 'refreshTokens',
+        tags: ['auth'],
+        summary: 'Rotate a refresh token into a new token pair',
+        description: 'A refresh token works once. Reusing one ends the whole session.',
+        body: RefreshBody,
+        response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
+      },
+    },
+    async (request) =>
+      auth.refresh(request.body.refreshToken, { requestId: String(request.id), ip: request.ip }),
+  );
+
+  app.post(
+    '/auth/logout',
+    {
+      config: { auth: 'user' },
+      schema: {
+        operationId: 'logout',
+        tags: ['auth'],
+        summary: 'End the current session (its refresh tokens stop working)',
+        security: BEARER,
+        response: { 204: z.undefined().describe('Signed out.'), ...problemResponses(401, 403) },
+      },
+    },
+    async (request, reply) => {
+      await auth.logout(requestContext(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.post(
+    '/auth/password',
+    {
+      config: { auth: 'user' },
+      preHandler: [perIp],
+      schema: {
+        operationId: 'changePassword',
+        tags: ['auth'],
+        summary: 'Change your password (ends your other sessions)',
+        security: BEARER,
+        body: PasswordChangeBody,
+        response: { 204: z.undefined().describe('Changed.'), ...problemResponses(400, 401, 403) },
+      },
+    },
+    async (request, reply) => {
+      await auth.changePassword(requestContext(request), request.body);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/me',
+    {
+      config: { auth: 'user' },
+      schema: {
+        operationId: 'getMe',
+        tags: ['auth'],
+        summary: 'The signed-in user, their account, and the age of their password',
+        security: BEARER,
+        response: { 200: MeResponse, ...problemResponses(401, 403) },
+      },
+    },
+    async (request) => {
+      const me = await auth.me(requestContext(request));
+      return {
+        user: toUser(me.user),
+        account: me.account ? toAccount(me.account) : null,
+        password: me.password,
+      };
+    },
+  );
+};

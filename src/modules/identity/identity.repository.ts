@@ -1,0 +1,176 @@
+import type { Kysely } from 'kysely';
+import type { DB, NewUser, UserRole } from '../../db/schema.js';
+
+/** All SQL about accounts, users, sessions, refresh tokens and API keys. */
+
+export function findUserByEmail(db: Kysely<DB>, email: string) {
+  return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
+}
+
+export function findUserById(db: Kysely<DB>, id: string) {
+  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export function insertUser(db: Kysely<DB>, user: NewUser) {
+  return db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow();
+}
+
+export function insertAccount(db: Kysely<DB>, account: { name: string; time_zone?: string }) {
+  return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();
+}
+
+export function findAccount(db: Kysely<DB>, id: string) {
+  return db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function recordLoginFailure(
+  db: Kysely<DB>,
+  userId: string,
+  threshold: number,
+  lockMinutes: number,
+) {
+  const row = await db
+    .updateTable('users')
+    .set((eb) => ({ failed_login_count: eb('failed_login_count', '+', 1) }))
+    .where('id', '=', userId)
+    .returning('failed_login_count')
+    .executeTakeFirst();
+  if (row && row.failed_login_count >= threshold) {
+    await db
+      .updateTable('users')
+      .set({ locked_until: new Date(Date.now() + lockMinutes * 60_000), failed_login_count: 0 })
+      .where('id', '=', userId)
+      .execute();
+  }
+}
+
+export function resetLoginFailures(db: Kysely<DB>, userId: string) {
+  return db
+    .updateTable('users')
+    .set({ failed_login_count: 0, locked_until: null })
+    .where('id', '=', userId)
+    .execute();
+}
+
+export function insertSession(db: Kysely<DB>, userId: string, expiresAt: Date) {
+  return db
+    .insertInto('sessions')
+    .values({ user_id: userId, expires_at: expiresAt })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export function insertRefreshToken(
+  db: Kysely<DB>,
+  sessionId: string,
+  tokenHash: string,
+  expiresAt: Date,
+) {
+  return db
+    .insertInto('refresh_tokens')
+    .values({ session_id: sessionId, token_hash: tokenHash, expires_at: expiresAt })
+    .execute();
+}
+
+export function findRefreshToken(db: Kysely<DB>, tokenHash: string) {
+  return db
+    .selectFrom('refresh_tokens')
+    .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
+    .innerJoin('users', 'users.id', 'sessions.user_id')
+    .select([
+      'refresh_tokens.id',
+      'refresh_tokens.session_id',
+      'refresh_tokens.expires_at',
+      'refresh_tokens.used_at',
+      'sessions.revoked_at',
+      'sessions.expires_at as session_expires_at',
+      'users.id as user_id',
+      'users.account_id',
+      'users.role',
+    ])
+    .where('refresh_tokens.token_hash', '=', tokenHash)
+    .executeTakeFirst();
+}
+
+/** Marks a refresh token used; false when another request used it first. */
+export async function markRefreshTokenUsed(db: Kysely<DB>, id: string): Promise<boolean> {
+  const result = await db
+    .updateTable('refresh_tokens')
+    .set({ used_at: new Date() })
+    .where('id', '=', id)
+    .where('used_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export function revokeSession(db: Kysely<DB>, sessionId: string, reason: string) {
+  return db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date(), revoked_reason: reason })
+    .where('id', '=', sessionId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+export function revokeUserSessions(
+  db: Kysely<DB>,
+  userId: string,
+  reason: string,
+  exceptSessionId?: string,
+) {
+  let query = db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date(), revoked_reason: reason })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null);
+  if (exceptSessionId) query = query.where('id', '!=', exceptSessionId);
+  return query.execute();
+}
+
+export function touchSession(db: Kysely<DB>, sessionId: string) {
+  return db
+    .updateTable('sessions')
+    .set({ last_used_at: new Date() })
+    .where('id', '=', sessionId)
+    .execute();
+}
+
+/** The user behind an access token, if its session is still alive. */
+export function findSessionUser(db: Kysely<DB>, sessionId: string, userId: string) {
+  return db
+    .selectFrom('sessions')
+    .innerJoin('users', 'users.id', 'sessions.user_id')
+    .select([
+      'users.id',
+      'users.account_id',
+      'users.role',
+      'sessions.revoked_at',
+      'sessions.expires_at',
+    ])
+    .where('sessions.id', '=', sessionId)
+    .where('users.id', '=', userId)
+    .executeTakeFirst();
+}
+
+export function findApiKeyByPrefix(db: Kysely<DB>, prefix: string) {
+  return db.selectFrom('api_keys').selectAll().where('prefix', '=', prefix).executeTakeFirst();
+}
+
+export function touchApiKey(db: Kysely<DB>, accountId: string, id: string) {
+  return db
+    .updateTable('api_keys')
+    .set({ last_used_at: new Date() })
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .execute();
+}
+
+export function countOwners(db: Kysely<DB>, accountId: string) {
+  return db
+    .selectFrom('users')
+    .select((eb) => eb.fn.countAll<string | number | bigint>().as('n'))
+    .where('account_id', '=', accountId)
+    .where('role', '=', 'owner' satisfies UserRole)
+    .executeTakeFirstOrThrow()
+    .then((r) => Number(r.n));
+}

@@ -1,0 +1,132 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { problemResponses } from '../../http/problem.js';
+import { Email, IdParams, PageQuery, pageOf } from '../../http/schemas.js';
+import { BEARER } from '../../http/security.js';
+import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
+import { AccountRoleSchema, Password, toUser, UserSchema } from '../identity/identity.schemas.js';
+import type { UsersService } from './users.service.js';
+
+const CreateUserBody = z
+  .object({ email: Email, password: Password, role: AccountRoleSchema.default('member') })
+  .meta({
+    example: {
+      email: 'marketing@example.com',
+      password: 'velvet tundra compass ripple',
+      role: 'member',
+    },
+  });
+
+const ChangeRoleBody = z.object({ role: AccountRoleSchema }).meta({ example: { role: 'admin' } });
+
+const ListUsersQuery = PageQuery.extend({ role: AccountRoleSchema.optional() });
+
+/** `/v1/users`: the account's people. Owners and admins manage; members read. */
+export const usersRoutes: FastifyPluginAsyncZod<{ users: UsersService }> = async (
+  app,
+  { users },
+) => {
+  const security = BEARER;
+
+  app.get(
+    '/users',
+    {
+      config: { auth: { permission: 'users:read' } },
+      schema: {
+        operationId: 'listUsers',
+        tags: ['users'],
+        summary: 'List the users of your account',
+        security,
+        querystring: ListUsersQuery,
+        response: { 200: pageOf(UserSchema), ...problemResponses(400, 401, 403) },
+      },
+    },
+    async (request) => {
+      const page = await users.list(accountIdOf(request), request.query);
+      return { data: page.rows.map(toUser), nextCursor: page.nextCursor };
+    },
+  );
+
+  app.post(
+    '/users',
+    {
+      config: { auth: { permission: 'users:write' } },
+      schema: {
+        operationId: 'createUser',
+        tags: ['users'],
+        summary: 'Add a user to your account',
+        security,
+        body: CreateUserBody,
+        response: { 201: UserSchema, ...problemResponses(400, 401, 403, 409) },
+      },
+    },
+    async (request, reply) => {
+      const user = await users.create(requestContext(request), accountIdOf(request), request.body);
+      reply.code(201);
+      return toUser(user);
+    },
+  );
+
+  app.get(
+    '/users/:id',
+    {
+      config: { auth: { permission: 'users:read' } },
+      schema: {
+        operationId: 'getUser',
+        tags: ['users'],
+        summary: 'One user of your account',
+        security,
+        params: IdParams,
+        response: { 200: UserSchema, ...problemResponses(400, 401, 403, 404) },
+      },
+    },
+    async (request) => toUser(await users.get(accountIdOf(request), request.params.id)),
+  );
+
+  app.patch(
+    '/users/:id',
+    {
+      config: { auth: { permission: 'users:write' } },
+      schema: {
+        operationId: 'changeUserRole',
+        tags: ['users'],
+        summary: "Change a user's role",
+        security,
+        params: IdParams,
+        body: ChangeRoleBody,
+        response: { 200: UserSchema, ...problemResponses(400, 401, 403, 404, 409) },
+      },
+    },
+    async (request) =>
+      toUser(
+        await users.changeRole(
+          requestContext(request),
+          accountIdOf(request),
+          request.params.id,
+          request.body.role,
+        ),
+      ),
+  );
+
+  app.delete(
+    '/users/:id',
+    {
+      config: { auth: { permission: 'users:write' } },
+      schema: {
+        operationId: 'removeUser',
+        tags: ['users'],
+        summary: 'Remove a user (their sessions end)',
+        security,
+        params: IdParams,
+        response: {
+          204: z.undefined().describe('Removed.'),
+          ...problemResponses(400, 401, 403, 404, 409),
+        },
+      },
+    },
+    async (request, reply) => {
+      await users.remove(requestContext(request), accountIdOf(request), request.params.id);
+      return reply.code(204).send();
+    },
+  );
+};

@@ -1,0 +1,311 @@
+import t from 'tap';
+import { bearer, GOOD_PASSWORD, login, signup, uniqueEmail } from '../fixtures/identity.js';
+import { build } from '../helper.js';
+
+const PROBLEM = /^application\/problem\+json/;
+
+t.test('sign-up creates an account, its owner and a working session', async (t) => {
+  const app = await build(t);
+  const email = uniqueEmail('Owner');
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: { accountName: 'Example Shop', email: email.toUpperCase(), password: GOOD_PASSWORD },
+  });
+  t.equal(res.statusCode, 201, res.body);
+  const body = res.json();
+  t.equal(body.account.timeZone, 'Europe/Ljubljana', 'default time zone');
+  t.equal(body.user.role, 'owner');
+  t.equal(body.user.email, email.toLowerCase(), 'email is normalised');
+  t.notOk('passwordHash' in body.user, 'no hash on the wire');
+  t.notOk(JSON.stringify(body).includes('argon2'), 'no hash anywhere in the body');
+  const me = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(body.tokens.accessToken),
+  });
+  t.equal(me.statusCode, 200);
+  t.equal(me.json().account.id, body.account.id);
+  t.equal(me.json().password.passwordAgeDays, 0);
+  t.equal(me.json().password.passwordChangeRecommended, false);
+
+  const again = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: { accountName: 'Other', email, password: GOOD_PASSWORD },
+  });
+  t.equal(again.statusCode, 409);
+  t.equal(again.json().code, 'email_taken');
+});
+
+t.test('weak and common passwords are refused with the reason', async (t) => {
+  const app = await build(t);
+  const cases: [string, string, string][] = [
+    ['short one', 'password_too_short', 'body.password'],
+    ['passwordpassword', 'password_common', 'body.password'],
+  ];
+  for (const [password, code, field] of cases) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/auth/signup',
+      payload: { accountName: 'Example', email: uniqueEmail(), password },
+    });
+    t.equal(res.statusCode, 400, `${code}: ${res.body}`);
+    t.match(res.headers['content-type'], PROBLEM);
+    const problem = res.json();
+    t.ok(
+      [code, 'password_too_weak'].includes(problem.code),
+      `${password.length} chars refused as ${problem.code}`,
+    );
+    t.equal(problem.errors[0].field, field);
+    t.ok(problem.detail.length > 10, 'a reason is given');
+    t.notOk(problem.detail.includes(password), 'the password is not echoed');
+  }
+  const personal = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: {
+      accountName: 'Example',
+      email: 'marjetica.kovacic@example.com',
+      password: 'marjetica.kovacic 2026 spring',
+    },
+  });
+  t.equal(personal.statusCode, 400);
+  t.equal(personal.json().code, 'password_contains_personal_info');
+});
+
+t.test('sign-up can be closed', async (t) => {
+  const app = await build(t, { env: { SIGNUP: 'closed' } });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: { accountName: 'Example', email: uniqueEmail(), password: GOOD_PASSWORD },
+  });
+  t.equal(res.statusCode, 403);
+  t.equal(res.json().code, 'signup_closed');
+});
+
+t.test('unknown and known emails get identical login failures', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const known = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/login',
+    payload: { email: owner.email, password: 'wrong password entirely here' },
+  });
+  const unknown = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/login',
+    payload: { email: uniqueEmail('nobody'), password: 'wrong password entirely here' },
+  });
+  t.equal(known.statusCode, 401);
+  t.equal(unknown.statusCode, 401);
+  const strip = (b: Record<string, unknown>) => ({ ...b, requestId: undefined });
+  t.same(strip(known.json()), strip(unknown.json()), 'same body apart from the request id');
+  t.equal(known.json().code, 'invalid_credentials');
+  t.equal(known.headers['content-type'], unknown.headers['content-type']);
+});
+
+t.test('login is throttled per email', async (t) => {
+  const app = await build(t, { env: { LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: '3' } });
+  const email = uniqueEmail('target');
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      payload: { email, password: 'wrong password entirely here' },
+      remoteAddress: `127.0.0.${i + 1}`,
+    });
+    statuses.push(res.statusCode);
+    if (res.statusCode === 429) t.ok(res.headers['retry-after'], 'Retry-After is set');
+  }
+  t.same(statuses, [401, 401, 401, 429]);
+});
+
+t.test('login is throttled per client address', async (t) => {
+  const app = await build(t, { env: { LOGIN_MAX_PER_IP_PER_MINUTE: '2' } });
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      payload: { email: uniqueEmail(`ip${i}`), password: 'wrong password entirely here' },
+    });
+    statuses.push(res.statusCode);
+  }
+  t.same(statuses, [401, 401, 429]);
+});
+
+t.test('consecutive failures lock the account, without saying so', async (t) => {
+  const app = await build(t, {
+    env: { LOGIN_LOCKOUT_THRESHOLD: '3', LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: '50' },
+  });
+  const owner = await signup(app);
+  for (let i = 0; i < 3; i++) {
+    await app.inject({
+      method: 'POST',
+      url: '/v1/auth/login',
+      payload: { email: owner.email, password: 'wrong password entirely here' },
+    });
+  }
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/login',
+    payload: { email: owner.email, password: GOOD_PASSWORD },
+  });
+  t.equal(res.statusCode, 401, 'even the right password is refused while locked');
+  t.equal(res.json().code, 'invalid_credentials');
+});
+
+t.test('refresh rotates; reusing an old refresh token kills the session family', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const first = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    payload: { refreshToken: owner.refreshToken },
+  });
+  t.equal(first.statusCode, 200, first.body);
+  const rotated = first.json();
+  t.not(rotated.refreshToken, owner.refreshToken, 'a new refresh token');
+
+  const meBefore = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(rotated.accessToken),
+  });
+  t.equal(meBefore.statusCode, 200);
+
+  const reuse = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    payload: { refreshToken: owner.refreshToken },
+  });
+  t.equal(reuse.statusCode, 401);
+  t.equal(reuse.json().code, 'refresh_token_reused');
+
+  const newer = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    payload: { refreshToken: rotated.refreshToken },
+  });
+  t.equal(newer.statusCode, 401, 'the newest token of the family is dead too');
+  const meAfter = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(rotated.accessToken),
+  });
+  t.equal(meAfter.statusCode, 401, 'access tokens of the family stop working');
+  t.equal(meAfter.json().code, 'session_revoked');
+
+  const other = await login(app, owner.email);
+  const meOther = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(other.accessToken),
+  });
+  t.equal(meOther.statusCode, 200, 'a separate login is unaffected');
+});
+
+t.test('logout revokes the session', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const out = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/logout',
+    headers: bearer(owner.accessToken),
+  });
+  t.equal(out.statusCode, 204);
+  const me = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(owner.accessToken) });
+  t.equal(me.statusCode, 401);
+  const refresh = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/refresh',
+    payload: { refreshToken: owner.refreshToken },
+  });
+  t.equal(refresh.statusCode, 401);
+});
+
+t.test('password change needs the current password and ends other sessions', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const second = await login(app, owner.email);
+  const wrong = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/password',
+    headers: bearer(owner.accessToken),
+    payload: {
+      currentPassword: 'not the password at all',
+      newPassword: 'marble comet harbour sideways',
+    },
+  });
+  t.equal(wrong.statusCode, 400);
+  t.equal(wrong.json().code, 'current_password_wrong');
+  const weak = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/password',
+    headers: bearer(owner.accessToken),
+    payload: { currentPassword: GOOD_PASSWORD, newPassword: 'short' },
+  });
+  t.equal(weak.statusCode, 400);
+  t.equal(weak.json().errors[0].field, 'body.newPassword');
+
+  const ok = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/password',
+    headers: bearer(owner.accessToken),
+    payload: { currentPassword: GOOD_PASSWORD, newPassword: 'marble comet harbour sideways' },
+  });
+  t.equal(ok.statusCode, 204, ok.body);
+  const mine = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(owner.accessToken),
+  });
+  t.equal(mine.statusCode, 200, 'the session that changed it stays');
+  const other = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(second.accessToken),
+  });
+  t.equal(other.statusCode, 401, 'other sessions end');
+  await login(app, owner.email, 'marble comet harbour sideways');
+});
+
+t.test('access tokens: algorithm pinned, tampering and expiry refused', async (t) => {
+  const app = await build(t, { env: { ACCESS_TOKEN_TTL: '1s' } });
+  const owner = await signup(app);
+  const [header, payload] = owner.accessToken.split('.');
+  const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
+  const res = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(none) });
+  t.equal(res.statusCode, 401, 'alg=none refused');
+  const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString());
+  const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, sub: claims.sid })).toString('base64url')}.${owner.accessToken.split('.')[2]}`;
+  const tampered = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(forged) });
+  t.equal(tampered.statusCode, 401, 'a changed payload fails the signature');
+  t.equal(claims.iss, 'custodian');
+  t.equal(claims.aud, 'custodian-api');
+  await new Promise((r) => setTimeout(r, 2100));
+  const expired = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(owner.accessToken),
+  });
+  t.equal(expired.statusCode, 401);
+  t.equal(expired.json().code, 'token_expired');
+});
+
+t.test('the password age shows and recommends a change when old', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  await app.database.db
+    .updateTable('users')
+    .set({ password_changed_at: new Date(Date.now() - 400 * 86_400_000) })
+    .where('id', '=', owner.userId)
+    .execute();
+  const me = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(owner.accessToken) });
+  t.equal(me.statusCode, 200);
+  t.equal(me.json().password.passwordAgeDays, 400);
+  t.equal(me.json().password.passwordChangeRecommended, true);
+});
