@@ -36,7 +36,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   // Emails are stored normalised (lower case); one login identity per address.
   await db.schema.createIndex('users_email_key').on('users').column('email').unique().execute();
-  await db.schema.createIndex('users_account_id_idx').on('users').columns(['account_id', 'created_at']).execute();
+  await db.schema
+    .createIndex('users_account_id_idx')
+    .on('users')
+    .columns(['account_id', 'created_at'])
+    .execute();
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: see up()

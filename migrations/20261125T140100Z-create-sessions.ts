@@ -18,7 +18,9 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema
     .createTable('refresh_tokens')
     .addColumn('id', 'uuid', (c) => c.primaryKey().defaultTo(sql`gen_random_uuid()`))
-    .addColumn('session_id', 'uuid', (c) => c.notNull().references('sessions.id').onDelete('cascade'))
+    .addColumn('session_id', 'uuid', (c) =>
+      c.notNull().references('sessions.id').onDelete('cascade'),
+    )
     // SHA-256 of the opaque token: the token itself is never stored.
     .addColumn('token_hash', 'text', (c) => c.notNull().unique())
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))

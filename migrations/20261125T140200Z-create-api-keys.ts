@@ -4,7 +4,9 @@ import { type Kysely, sql } from 'kysely';
 export async function up(db: Kysely<any>): Promise<void> {
   await db.schema
     .createTable('api_keys')
-    .addColumn('account_id', 'uuid', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+    .addColumn('account_id', 'uuid', (c) =>
+      c.notNull().references('accounts.id').onDelete('cascade'),
+    )
     .addColumn('id', 'uuid', (c) => c.notNull().defaultTo(sql`gen_random_uuid()`))
     .addColumn('name', 'text', (c) => c.notNull())
     // The public part of the key, shown in listings and used to find the row.
@@ -20,7 +22,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addPrimaryKeyConstraint('api_keys_pkey', ['account_id', 'id'])
     .execute();
   await db.schema.createIndex('api_keys_id_idx').on('api_keys').column('id').unique().execute();
-  await db.schema.createIndex('api_keys_created_by_idx').on('api_keys').column('created_by').execute();
+  await db.schema
+    .createIndex('api_keys_created_by_idx')
+    .on('api_keys')
+    .column('created_by')
+    .execute();
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: see up()

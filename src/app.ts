@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import helmet from '@fastify/helmet';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -18,11 +17,13 @@ import { type Config, trustProxySetting } from './config.js';
 import type { Database } from './db/database.js';
 import { AppError } from './errors.js';
 import { registerErrorHandler } from './http/error-handler.js';
-import { registerMetrics } from './http/metrics.js';
+import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
+import { securityHeaders } from './http/security-headers.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
+import { PrincipalCache } from './modules/identity/principal-cache.js';
 import { operationsRoutes } from './modules/operations/operations.routes.js';
 import { v1Routes } from './routes.js';
 
@@ -40,6 +41,7 @@ export interface AppDeps {
 /** Incoming request ids are echoed only when they are short and harmless. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+const DEBUG_LEVELS = new Set(['debug', 'trace']);
 
 export const API_VERSION = '1.0.0';
 
@@ -82,29 +84,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // text body sent to a JSON route into a 400 validation error instead of a 415.
   app.removeContentTypeParser('text/plain');
 
+  const headers = securityHeaders({ hstsMaxAgeSeconds: config.HSTS_MAX_AGE_SECONDS });
   app.addHook('onRequest', (request, reply, done) => {
+    reply.headers(headers);
     reply.header('x-request-id', request.id);
-    done();
-  });
-  app.addHook('onResponse', (request, reply, done) => {
-    const quiet = QUIET_ROUTES.has(request.routeOptions.url ?? '');
-    const line = { req: request, res: reply, responseTime: Math.round(reply.elapsedTime) };
-    if (quiet) request.log.debug(line, 'request completed');
-    else request.log.info(line, 'request completed');
     done();
   });
 
   registerErrorHandler(app);
-
-  await app.register(helmet, {
-    // An API answers JSON: nothing may be loaded or framed. /docs sets its own policy.
-    contentSecurityPolicy: {
-      useDefaults: false,
-      directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
-    },
-    hsts: { maxAge: config.HSTS_MAX_AGE_SECONDS, includeSubDomains: true },
-    crossOriginResourcePolicy: { policy: 'same-origin' },
-  });
 
   await app.register(rateLimit, {
     global: true,
@@ -124,8 +111,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   registerNotFound(app);
-  await registerAuth(app, config, database);
-  const metrics = registerMetrics(app, () => database.poolStats());
+  const principals = new PrincipalCache(config.AUTH_CACHE_TTL_MS);
+  await registerAuth(app, config, database, principals);
+  const metrics = createMetrics(() => database.poolStats());
+  // One hook per response for both the metrics and the access log line.
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url;
+    metrics.observe(request.method, route, reply.statusCode, reply.elapsedTime);
+    const quiet = route !== undefined && QUIET_ROUTES.has(route);
+    if (!quiet || DEBUG_LEVELS.has(request.log.level)) {
+      const line = { req: request, res: reply, responseTime: Math.round(reply.elapsedTime) };
+      if (quiet) request.log.debug(line, 'request completed');
+      else request.log.info(line, 'request completed');
+    }
+    done();
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -185,10 +185,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(operationsRoutes, {
     database,
-    metrics,
+    metrics: metrics.registry,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });
-  await app.register(v1Routes, { prefix: '/v1', db: database.db, config });
+  await app.register(v1Routes, { prefix: '/v1', db: database.db, config, principals });
 
   return app;
 }

@@ -92,7 +92,21 @@ const envSchema = z
     PASSWORD_MAX_AGE_DAYS: int(365, 0),
     LOGIN_MAX_PER_IP_PER_MINUTE: int(30, 1),
     LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: int(10, 1),
+    // NIST SP 800-63B-4: at most 100 consecutive failed attempts per account.
     LOGIN_LOCKOUT_THRESHOLD: int(100, 1, 100),
+    // How long an instance may reuse a verified session without asking the database; changes
+    // made elsewhere are seen within this window. 0 disables the cache.
+    AUTH_CACHE_TTL_MS: int(5_000, 0, 60_000),
+
+    // Personal data
+    // Key for the keyed hashes (HMAC-SHA256) that replace erased addresses (Art. 17) and feed
+    // the suppression list; at least 32 characters; required in production. Never rotate it
+    // without re-keying the suppression list.
+    HASH_SECRET: optionalString.pipe(
+      z.string().min(32, 'must be at least 32 characters').optional(),
+    ),
+    // Double opt-in confirmation and withdrawal links stay valid this long.
+    CONSENT_TOKEN_TTL_HOURS: int(72, 1, 24 * 30),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
@@ -102,8 +116,10 @@ const envSchema = z
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
       });
     }
-    if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
-      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required in production' });
+    for (const key of ['JWT_SECRET', 'HASH_SECRET'] as const) {
+      if (env.NODE_ENV === 'production' && !env[key]) {
+        ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
+      }
     }
     if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
       ctx.addIssue({

@@ -7,27 +7,36 @@ import { createAccountsService } from './modules/accounts/accounts.service.js';
 import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
 import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
 import { auditRoutes } from './modules/audit/audit.routes.js';
+import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
+import { consentsRoutes } from './modules/consents/consents.routes.js';
+import { createConsentsService } from './modules/consents/consents.service.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
 import { createAuthService } from './modules/identity/auth.service.js';
+import type { PrincipalCache } from './modules/identity/principal-cache.js';
 import { metaRoutes } from './modules/meta/meta.routes.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
+import { purposesRoutes } from './modules/purposes/purposes.routes.js';
+import { createPurposesService } from './modules/purposes/purposes.service.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 import { createUsersService } from './modules/users/users.service.js';
 
 export interface V1Options {
   db: Kysely<DB>;
   config: Config;
+  principals: PrincipalCache;
 }
 
 /**
  * The route table: every resource module mounted under `/v1`, one visible line each, with the
  * services it needs. Adding an endpoint starts here. Each route declares its `config.auth`.
  */
-export async function v1Routes(v1: FastifyInstance, { db, config }: V1Options) {
-  const auth = createAuthService({ db, config, app: v1 });
-  const accounts = createAccountsService(db);
-  const users = createUsersService({ db, config });
+export async function v1Routes(v1: FastifyInstance, { db, config, principals }: V1Options) {
+  const auth = createAuthService({ db, config, app: v1, principals });
+  const accounts = createAccountsService(db, principals);
+  const users = createUsersService({ db, config, principals });
   const apiKeys = createApiKeysService(db);
+  const purposes = createPurposesService(db);
+  const consents = createConsentsService({ db, config });
 
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
@@ -35,5 +44,8 @@ export async function v1Routes(v1: FastifyInstance, { db, config }: V1Options) {
   await v1.register(usersRoutes, { users }); //         /v1/users
   await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
   await v1.register(auditRoutes, { db }); //            /v1/audit-events
+  await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
+  await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
+  await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
   await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*
 }

@@ -85,6 +85,92 @@ export interface AuditEventsTable {
   hash: string;
 }
 
+export type ContactStatus = 'active' | 'unsubscribed' | 'bounced';
+
+export interface ContactsTable {
+  account_id: string;
+  id: Generated<string>;
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  language: string | null;
+  attributes: ColumnType<Record<string, unknown>, string | undefined, string>;
+  status: Generated<ContactStatus>;
+  restricted_at: Date | null;
+  restriction_reason: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+  version: Generated<number>;
+}
+
+export interface SuppressionsTable {
+  account_id: string;
+  email_hash: string;
+  reason: string;
+  created_at: CreatedAt;
+}
+
+export interface ErasuresTable {
+  account_id: string;
+  contact_id: string;
+  email_hash: string;
+  erased_at: CreatedAt;
+  request_id: string | null;
+}
+
+export interface PurposesTable {
+  account_id: string;
+  id: Generated<string>;
+  key: string;
+  name: string;
+  description: string | null;
+  category: Generated<string>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface NoticeVersionsTable {
+  account_id: string;
+  purpose_id: string;
+  version: number;
+  text: string;
+  text_sha256: string;
+  language: string | null;
+  created_at: CreatedAt;
+  first_used_at: Date | null;
+}
+
+export type ConsentEventKind = 'granted' | 'withdrawn' | 'confirmed';
+
+export interface ConsentEventsTable {
+  account_id: string;
+  id: Generated<string>;
+  contact_id: string;
+  purpose_id: string;
+  notice_version: number | null;
+  event: ConsentEventKind;
+  method: string;
+  legal_basis: Generated<string>;
+  occurred_at: Date;
+  recorded_at: CreatedAt;
+  ip: string | null;
+  user_agent: string | null;
+  source_url: string | null;
+  actor_type: string | null;
+  actor_id: string | null;
+}
+
+export interface ConsentTokensTable {
+  token_hash: string;
+  account_id: string;
+  contact_id: string;
+  purpose_id: string;
+  kind: 'confirm' | 'withdraw';
+  expires_at: Date;
+  used_at: Date | null;
+  created_at: CreatedAt;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -92,6 +178,13 @@ export interface DB {
   refresh_tokens: RefreshTokensTable;
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
+  contacts: ContactsTable;
+  suppressions: SuppressionsTable;
+  erasures: ErasuresTable;
+  purposes: PurposesTable;
+  notice_versions: NoticeVersionsTable;
+  consent_events: ConsentEventsTable;
+  consent_tokens: ConsentTokensTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -100,3 +193,7 @@ export type NewUser = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type AuditEventRow = Selectable<AuditEventsTable>;
+export type ContactRow = Selectable<ContactsTable>;
+export type PurposeRow = Selectable<PurposesTable>;
+export type NoticeVersionRow = Selectable<NoticeVersionsTable>;
+export type ConsentEventRow = Selectable<ConsentEventsTable>;

@@ -1,4 +1,3 @@
-import type { FastifyInstance } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { PoolStats } from '../db/database.js';
 
@@ -7,7 +6,7 @@ import type { PoolStats } from '../db/database.js';
  * process (tests) do not collide. Routes are labelled by their pattern, never the raw URL, so
  * ids cannot explode the label space; unmatched requests share one label.
  */
-export function registerMetrics(app: FastifyInstance, poolStats: () => PoolStats) {
+export function createMetrics(poolStats: () => PoolStats) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
@@ -38,16 +37,12 @@ export function registerMetrics(app: FastifyInstance, poolStats: () => PoolStats
   });
   void pool;
 
-  app.addHook('onResponse', (request, reply, done) => {
-    const labels = {
-      method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
-      status_code: String(reply.statusCode),
-    };
-    requests.inc(labels);
-    duration.observe(labels, reply.elapsedTime / 1000);
-    done();
-  });
-
-  return registry;
+  return {
+    registry,
+    observe(method: string, route: string | undefined, statusCode: number, elapsedMs: number) {
+      const labels = { method, route: route ?? 'unmatched', status_code: String(statusCode) };
+      requests.inc(labels);
+      duration.observe(labels, elapsedMs / 1000);
+    },
+  };
 }

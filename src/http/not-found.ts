@@ -4,8 +4,8 @@ import { sendProblem } from './error-handler.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Every registered path with its methods (used by the tenancy test matrix). */
-    routeTable(): { url: string; methods: string[] }[];
+    /** Every registered route with its auth requirement (used by the tenancy test matrix). */
+    routeTable(): { url: string; method: string; auth: unknown }[];
   }
 }
 
@@ -17,9 +17,8 @@ declare module 'fastify' {
 export function registerNotFound(app: FastifyInstance) {
   const methodsByPath = new Map<string, Set<string>>();
   const paths = FindMyWay({ ignoreTrailingSlash: false });
-  app.decorate('routeTable', () =>
-    [...methodsByPath].map(([url, methods]) => ({ url, methods: [...methods].sort() })),
-  );
+  const table: { url: string; method: string; auth: unknown }[] = [];
+  app.decorate('routeTable', () => [...table]);
 
   app.addHook('onRoute', (route) => {
     const methods = (Array.isArray(route.method) ? route.method : [route.method]) as HTTPMethods[];
@@ -29,7 +28,10 @@ export function registerNotFound(app: FastifyInstance) {
       methodsByPath.set(route.url, known);
       paths.on('GET', route.url, () => {}, { path: route.url });
     }
-    for (const m of methods) known.add(m.toUpperCase());
+    for (const m of methods) {
+      known.add(m.toUpperCase());
+      table.push({ url: route.url, method: m.toUpperCase(), auth: route.config?.auth });
+    }
   });
 
   app.setNotFoundHandler(

@@ -4,6 +4,7 @@ import { NotFoundError, PreconditionFailedError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { findAccount } from '../identity/identity.repository.js';
+import type { PrincipalCache } from '../identity/principal-cache.js';
 
 export interface AccountPatch {
   name?: string | undefined;
@@ -26,7 +27,7 @@ const COLUMN_OF = {
 } as const;
 
 /** The customer's own settings: name, time zone, DPO contact. */
-export function createAccountsService(db: Kysely<DB>) {
+export function createAccountsService(db: Kysely<DB>, principals: PrincipalCache) {
   return {
     async get(accountId: string) {
       const account = await findAccount(db, accountId);
@@ -48,7 +49,7 @@ export function createAccountsService(db: Kysely<DB>) {
         const value = patch.dpo?.[key];
         if (value !== undefined) values[COLUMN_OF[`dpo.${key}`]] = value;
       }
-      return db.transaction().execute(async (trx) => {
+      const result = await db.transaction().execute(async (trx) => {
         const current = await trx
           .selectFrom('accounts')
           .selectAll()
@@ -79,6 +80,8 @@ export function createAccountsService(db: Kysely<DB>) {
         });
         return updated;
       });
+      principals.forgetAccount(accountId);
+      return result;
     },
   };
 }

@@ -6,7 +6,8 @@ import type { Database } from '../../db/database.js';
 import { ForbiddenError, UnauthorizedError } from '../../errors.js';
 import type { Actor, Permission, RequestContext } from './actor.js';
 import { roleAllows } from './actor.js';
-import { findApiKeyByPrefix, findSessionUser, touchApiKey } from './identity.repository.js';
+import { findApiKeyByPrefix, findSessionPrincipal, touchApiKey } from './identity.repository.js';
+import type { PrincipalCache, SessionPrincipal } from './principal-cache.js';
 import { constantTimeEqualHex, looksLikeApiKey, parseApiKey, sha256Hex } from './tokens.js';
 
 /**
@@ -26,6 +27,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     actor: Actor | null;
+    /** For bearer sessions: the user and account as loaded (or cached) at authentication. */
+    principal: SessionPrincipal | null;
   }
 }
 
@@ -39,7 +42,12 @@ declare module '@fastify/jwt' {
 export const TOKEN_ISSUER = 'custodian';
 export const TOKEN_AUDIENCE = 'custodian-api';
 
-export async function registerAuth(app: FastifyInstance, config: Config, database: Database) {
+export async function registerAuth(
+  app: FastifyInstance,
+  config: Config,
+  database: Database,
+  cache: PrincipalCache,
+) {
   await app.register(fastifyJwt, {
     // Without a configured secret (development only) tokens die with the process.
     secret: config.JWT_SECRET ?? randomBytes(48).toString('hex'),
@@ -56,27 +64,32 @@ export async function registerAuth(app: FastifyInstance, config: Config, databas
   });
 
   app.decorateRequest('actor', null);
+  app.decorateRequest('principal', null);
 
+  // After the rate limiter (onRequest), before validation, so an anonymous caller learns
+  // nothing about a route's schema. Attached only to routes that need it: probes stay free.
   app.addHook('onRoute', (route) => {
-    if (route.url.startsWith('/v1/') && route.url !== '/v1/' && !route.config?.auth) {
+    const auth = route.config?.auth;
+    if (route.url.startsWith('/v1/') && route.url !== '/v1/' && !auth) {
       throw new Error(`route ${route.method} ${route.url} declares no config.auth`);
     }
-  });
-
-  // After the rate limiter (onRequest), before validation: an anonymous caller learns nothing
-  // about a route's schema.
-  app.addHook('preValidation', async (request) => {
-    const auth = request.routeOptions.config.auth;
     if (!auth || auth === 'public') return;
-    const actor = await authenticate(app, database, request);
-    authorize(actor, auth);
-    request.actor = actor;
+    const guard = async (request: FastifyRequest) => {
+      const actor = await authenticate(app, database, cache, request);
+      authorize(actor, auth);
+      request.actor = actor;
+    };
+    const existing = route.preValidation;
+    route.preValidation = existing
+      ? [guard, ...(Array.isArray(existing) ? existing : [existing])]
+      : [guard];
   });
 }
 
 async function authenticate(
   app: FastifyInstance,
   database: Database,
+  cache: PrincipalCache,
   request: FastifyRequest,
 ): Promise<Actor> {
   const apiKeyHeader = request.headers['x-api-key'];
@@ -102,19 +115,26 @@ async function authenticate(
   if (claims.typ !== 'access' || !claims.sid || !claims.sub) {
     throw new UnauthorizedError('The access token is not valid.', 'invalid_token');
   }
-  // Revocation takes effect at once: logout, password change and refresh-token reuse all end
-  // the session, and the session is checked on every request.
-  const row = await findSessionUser(database.db, claims.sid, claims.sub);
-  if (!row || row.revoked_at || row.expires_at < new Date()) {
+  // Revocation takes effect at once in this process (the services drop the cached session),
+  // and within the cache's short TTL on other instances.
+  let principal = cache.get(claims.sid);
+  if (!principal || principal.user.id !== claims.sub) {
+    principal = await findSessionPrincipal(database.db, claims.sid, claims.sub);
+    if (principal) cache.set(principal);
+  }
+  if (!principal || principal.revoked || principal.sessionExpiresAt < new Date()) {
     throw new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
   }
-  if (row.role === 'operator')
-    return { type: 'operator', id: row.id, accountId: null, sessionId: claims.sid };
+  request.principal = principal;
+  const user = principal.user;
+  if (user.role === 'operator') {
+    return { type: 'operator', id: user.id, accountId: null, sessionId: claims.sid };
+  }
   return {
     type: 'user',
-    id: row.id,
-    accountId: row.account_id!,
-    role: row.role,
+    id: user.id,
+    accountId: user.account_id!,
+    role: user.role,
     sessionId: claims.sid,
   };
 }

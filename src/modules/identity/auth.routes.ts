@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
-import { AppError } from '../../errors.js';
+import { AppError, UnauthorizedError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
 import { Email, Timestamp } from '../../http/schemas.js';
 import { BEARER } from '../../http/security.js';
@@ -17,6 +17,7 @@ import {
   toUser,
   UserSchema,
 } from './identity.schemas.js';
+import { passwordAge } from './password.js';
 
 /** A preHandler that counts requests under its own key and answers 429 past `max`. */
 function throttle(
@@ -231,11 +232,17 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       },
     },
     async (request) => {
-      const me = await auth.me(requestContext(request));
+      // Authentication already loaded (or found cached) the user and account.
+      const principal = request.principal;
+      if (!principal) throw new UnauthorizedError();
       return {
-        user: toUser(me.user),
-        account: me.account ? toAccount(me.account) : null,
-        password: me.password,
+        user: toUser(principal.user),
+        account: principal.account ? toAccount(principal.account) : null,
+        password: passwordAge(
+          principal.user.password_changed_at,
+          new Date(),
+          config.PASSWORD_MAX_AGE_DAYS,
+        ),
       };
     },
   );

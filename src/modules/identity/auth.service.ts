@@ -25,10 +25,10 @@ import {
   checkPasswordPolicy,
   hashPassword,
   needsRehash,
-  passwordAge,
   verifyAgainstDummy,
   verifyPassword,
 } from './password.js';
+import type { PrincipalCache } from './principal-cache.js';
 import { newRefreshToken, sha256Hex } from './tokens.js';
 
 /** Minutes an account stays locked after too many consecutive failures (NIST SP 800-63B-4). */
@@ -79,8 +79,13 @@ function ttlSeconds(ttl: string): number {
  * Sign-up, login, refresh-token rotation, logout and password change. Services own the rules
  * and the transactions; every change is audited in the account's chain.
  */
-export function createAuthService(deps: { db: Kysely<DB>; config: Config; app: FastifyInstance }) {
-  const { db, config, app } = deps;
+export function createAuthService(deps: {
+  db: Kysely<DB>;
+  config: Config;
+  app: FastifyInstance;
+  principals: PrincipalCache;
+}) {
+  const { db, config, app, principals } = deps;
   const accessTtl = ttlSeconds(config.ACCESS_TOKEN_TTL);
 
   async function issueTokens(
@@ -256,6 +261,7 @@ export function createAuthService(deps: { db: Kysely<DB>; config: Config; app: F
             });
           }
         });
+        principals.forgetSession(row.session_id);
         app.log.warn({ sessionId: row.session_id }, 'refresh token reused: session revoked');
         throw new UnauthorizedError(
           'This refresh token was already used; the session has been ended for safety.',
@@ -283,6 +289,7 @@ export function createAuthService(deps: { db: Kysely<DB>; config: Config; app: F
           });
         }
       });
+      principals.forgetSession(sessionId);
     },
 
     /** Needs the current password; ends every other session of the user. */
@@ -342,18 +349,7 @@ export function createAuthService(deps: { db: Kysely<DB>; config: Config; app: F
           });
         }
       });
-    },
-
-    async me(ctx: RequestContext) {
-      if (ctx.actor.type === 'api_key') throw new ForbiddenError();
-      const user = await findUserById(db, ctx.actor.id);
-      if (!user) throw new UnauthorizedError();
-      const account = user.account_id ? await findAccount(db, user.account_id) : undefined;
-      return {
-        user,
-        account: account ?? null,
-        password: passwordAge(user.password_changed_at, new Date(), config.PASSWORD_MAX_AGE_DAYS),
-      };
+      principals.forgetUser(user.id);
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { DB, NewUser, UserRole } from '../../db/schema.js';
+import type { SessionPrincipal } from './principal-cache.js';
 
 /** All SQL about accounts, users, sessions, refresh tokens and API keys. */
 
@@ -135,21 +136,67 @@ export function touchSession(db: Kysely<DB>, sessionId: string) {
     .execute();
 }
 
-/** The user behind an access token, if its session is still alive. */
-export function findSessionUser(db: Kysely<DB>, sessionId: string, userId: string) {
-  return db
+/** The user (and their account) behind an access token's session, in one round trip. */
+export async function findSessionPrincipal(
+  db: Kysely<DB>,
+  sessionId: string,
+  userId: string,
+): Promise<SessionPrincipal | undefined> {
+  const row = await db
     .selectFrom('sessions')
     .innerJoin('users', 'users.id', 'sessions.user_id')
+    .leftJoin('accounts', 'accounts.id', 'users.account_id')
     .select([
-      'users.id',
-      'users.account_id',
-      'users.role',
       'sessions.revoked_at',
       'sessions.expires_at',
+      'users.id',
+      'users.account_id',
+      'users.email',
+      'users.role',
+      'users.password_changed_at',
+      'users.created_at',
+      'users.updated_at',
+      'accounts.name as a_name',
+      'accounts.time_zone as a_time_zone',
+      'accounts.dpo_name as a_dpo_name',
+      'accounts.dpo_email as a_dpo_email',
+      'accounts.dpo_phone as a_dpo_phone',
+      'accounts.created_at as a_created_at',
+      'accounts.updated_at as a_updated_at',
+      'accounts.version as a_version',
     ])
     .where('sessions.id', '=', sessionId)
     .where('users.id', '=', userId)
     .executeTakeFirst();
+  if (!row) return undefined;
+  return {
+    sessionId,
+    sessionExpiresAt: row.expires_at,
+    revoked: row.revoked_at !== null,
+    user: {
+      id: row.id,
+      account_id: row.account_id,
+      email: row.email,
+      role: row.role,
+      password_changed_at: row.password_changed_at,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+    },
+    account:
+      row.account_id && row.a_name !== null
+        ? {
+            id: row.account_id,
+            name: row.a_name,
+            time_zone: row.a_time_zone!,
+            dpo_name: row.a_dpo_name,
+            dpo_email: row.a_dpo_email,
+            dpo_phone: row.a_dpo_phone,
+            created_at: row.a_created_at!,
+            updated_at: row.a_updated_at!,
+            version: row.a_version!,
+          }
+        : null,
+  };
 }
 
 export function findApiKeyByPrefix(db: Kysely<DB>, prefix: string) {

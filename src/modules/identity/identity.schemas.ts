@@ -50,7 +50,12 @@ export const UserSchema = z
   });
 
 /** The one place a user row becomes an API object: an allow-list, so no hash can leak. */
-export function toUser(row: UserRow): z.infer<typeof UserSchema> {
+export function toUser(
+  row: Pick<
+    UserRow,
+    'id' | 'account_id' | 'email' | 'role' | 'password_changed_at' | 'created_at' | 'updated_at'
+  >,
+): z.infer<typeof UserSchema> {
   return {
     id: row.id,
     accountId: row.account_id,

@@ -14,6 +14,7 @@ import {
   revokeUserSessions,
 } from '../identity/identity.repository.js';
 import { hashPassword } from '../identity/password.js';
+import type { PrincipalCache } from '../identity/principal-cache.js';
 
 /** Only an owner may create, promote to, or demote from, the owner role. */
 function assertMayAssign(ctx: RequestContext, role: AccountRole | undefined, currentRole?: string) {
@@ -24,8 +25,12 @@ function assertMayAssign(ctx: RequestContext, role: AccountRole | undefined, cur
 }
 
 /** The people of one account and their roles. Every query is scoped by the account id. */
-export function createUsersService(deps: { db: Kysely<DB>; config: Config }) {
-  const { db, config } = deps;
+export function createUsersService(deps: {
+  db: Kysely<DB>;
+  config: Config;
+  principals: PrincipalCache;
+}) {
+  const { db, config, principals } = deps;
 
   async function getRow(accountId: string, id: string) {
     const row = await db
@@ -107,7 +112,7 @@ export function createUsersService(deps: { db: Kysely<DB>; config: Config }) {
     },
 
     async changeRole(ctx: RequestContext, accountId: string, id: string, role: AccountRole) {
-      return db.transaction().execute(async (trx) => {
+      const updated = await db.transaction().execute(async (trx) => {
         const current = await trx
           .selectFrom('users')
           .selectAll()
@@ -136,6 +141,8 @@ export function createUsersService(deps: { db: Kysely<DB>; config: Config }) {
         });
         return updated;
       });
+      principals.forgetUser(id);
+      return updated;
     },
 
     async remove(ctx: RequestContext, accountId: string, id: string) {
@@ -161,6 +168,7 @@ export function createUsersService(deps: { db: Kysely<DB>; config: Config }) {
           entityId: id,
         });
       });
+      principals.forgetUser(id);
     },
   };
 }

@@ -1,0 +1,410 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  fire,
+  type LoadOptions,
+  median,
+  type PreparedScenario,
+  prepareScenario,
+  type Sample,
+} from './measure.js';
+import { analyseProfile, formatBreakdown, profileFiles } from './profile-summary.js';
+import { type Scenario, scenarios, selectScenarios, type TargetName } from './scenarios.js';
+import {
+  buildService,
+  fileSize,
+  killAllTargetsNow,
+  REPO_ROOT,
+  removeDir,
+  startBare,
+  startService,
+  stopAllTargets,
+  type Target,
+} from './targets.js';
+
+/**
+ * `npm run bench`: the real service and a bare Fastify, each in its own process, loaded by
+ * autocannon in alternation (round after round, every scenario once per round, the order
+ * reversed every other round) so that the noise of a shared machine hits both alike. Reports
+ * medians over rounds, the requests/s ratio of each scenario to its baseline, and the CPU time
+ * the target spent per request.
+ */
+
+const HELP = `usage: npm run bench -- [options]
+
+  --rounds N         measured rounds (BENCH_ROUNDS, default 5)
+  --duration S       seconds per measured run (BENCH_DURATION, default 5)
+  --warmup S         seconds of unmeasured load before each run (BENCH_WARMUP, default 2)
+  --connections N    concurrent connections (BENCH_CONNECTIONS, default 10)
+  --pipelining N     requests in flight per connection (BENCH_PIPELINING, default 1)
+  --only TEXT        only scenarios whose name contains TEXT (repeatable; BENCH_ONLY, comma-separated)
+  --no-build         do not run \`npm run build\` first (BENCH_BUILD=0; use dist/ as is)
+  --tsx              run the service from src/ through tsx instead of dist/
+  --profile          run the targets under --cpu-prof and summarise where the time went
+                     (the profiler slows them: do not compare those numbers with others)
+  --check            exit 1 when a scenario misses its minimum ratio
+  --keep-temp        keep the scratch folder (data, service log) for inspection
+`;
+
+interface Options extends LoadOptions {
+  rounds: number;
+  durationSeconds: number;
+  warmupSeconds: number;
+  only: string[];
+  build: boolean;
+  tsx: boolean;
+  profile: boolean;
+  check: boolean;
+  keepTemp: boolean;
+}
+
+function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      pipelining: { type: 'string' },
+      only: { type: 'string', multiple: true },
+      'no-build': { type: 'boolean' },
+      tsx: { type: 'boolean' },
+      profile: { type: 'boolean' },
+      check: { type: 'boolean' },
+      'keep-temp': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    process.exit(0);
+  }
+  const number = (name: string, arg: string | undefined, fallback: number, min: number) => {
+    const raw = arg ?? env[`BENCH_${name.toUpperCase()}`];
+    const value = raw === undefined || raw === '' ? fallback : Number(raw);
+    if (!Number.isFinite(value) || value < min) {
+      throw new Error(`--${name} must be a number >= ${min}, got "${raw}"`);
+    }
+    return value;
+  };
+  return {
+    rounds: Math.round(number('rounds', values.rounds, 5, 1)),
+    durationSeconds: number('duration', values.duration, 5, 1),
+    warmupSeconds: number('warmup', values.warmup, 2, 0),
+    connections: Math.round(number('connections', values.connections, 10, 1)),
+    pipelining: Math.round(number('pipelining', values.pipelining, 1, 1)),
+    only:
+      values.only ??
+      (env.BENCH_ONLY ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    build: !values['no-build'] && !values.tsx && env.BENCH_BUILD !== '0',
+    tsx: values.tsx ?? false,
+    profile: values.profile ?? false,
+    check: values.check ?? false,
+    keepTemp: values['keep-temp'] ?? false,
+  };
+}
+
+interface ScenarioResult {
+  name: string;
+  target: TargetName;
+  method: string;
+  path: string;
+  samples: Sample[];
+  median: {
+    requestsPerSecond: number;
+    latencyP50Ms: number;
+    latencyP99Ms: number;
+    cpuMicrosPerRequest?: number;
+  };
+  minRequestsPerSecond: number;
+  maxRequestsPerSecond: number;
+  failures: number;
+  baseline?: string;
+  /** Median requests/s of this scenario divided by the baseline's. */
+  ratio?: number;
+  /** The baseline's median CPU time per request divided by this one's (same sense as `ratio`). */
+  cpuRatio?: number;
+  minRatio?: number;
+  pass?: boolean;
+}
+
+function summarise(scenario: Scenario, samples: Sample[]): ScenarioResult {
+  const rps = samples.map((s) => s.requestsPerSecond);
+  const cpu = samples.flatMap((s) =>
+    s.cpuMicrosPerRequest === undefined ? [] : [s.cpuMicrosPerRequest],
+  );
+  return {
+    name: scenario.name,
+    target: scenario.target,
+    method: scenario.method,
+    path: scenario.path,
+    samples,
+    median: {
+      requestsPerSecond: median(rps),
+      latencyP50Ms: median(samples.map((s) => s.latencyP50Ms)),
+      latencyP99Ms: median(samples.map((s) => s.latencyP99Ms)),
+      ...(cpu.length === samples.length ? { cpuMicrosPerRequest: median(cpu) } : {}),
+    },
+    minRequestsPerSecond: Math.min(...rps),
+    maxRequestsPerSecond: Math.max(...rps),
+    failures: samples.reduce((sum, s) => sum + s.failures, 0),
+  };
+}
+
+function compareWithBaselines(results: ScenarioResult[], selected: Scenario[]): void {
+  const byName = new Map(results.map((r) => [r.name, r]));
+  for (const scenario of selected) {
+    const result = byName.get(scenario.name);
+    const baseline = scenario.baseline ? byName.get(scenario.baseline) : undefined;
+    if (!result || !baseline) continue;
+    result.baseline = baseline.name;
+    result.ratio = result.median.requestsPerSecond / baseline.median.requestsPerSecond;
+    const cpu = result.median.cpuMicrosPerRequest;
+    const baselineCpu = baseline.median.cpuMicrosPerRequest;
+    if (cpu && baselineCpu) result.cpuRatio = baselineCpu / cpu;
+    if (scenario.minRatio !== undefined) {
+      result.minRatio = scenario.minRatio;
+      result.pass = result.ratio >= scenario.minRatio;
+    }
+  }
+}
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const ms = (n: number) => n.toFixed(2);
+
+function markdownTable(results: ScenarioResult[]): string {
+  const rows = results.map((r) => {
+    const cpu = r.median.cpuMicrosPerRequest;
+    const vs =
+      r.ratio === undefined
+        ? '—'
+        : `**${r.ratio.toFixed(2)}** of ${r.baseline}` +
+          (r.minRatio === undefined ? '' : ` (min ${r.minRatio}: ${r.pass ? 'PASS' : 'FAIL'})`);
+    const cells = [
+      r.name,
+      `${r.method} ${r.path}`,
+      int(r.median.requestsPerSecond),
+      `${int(r.minRequestsPerSecond)}–${int(r.maxRequestsPerSecond)}`,
+      ms(r.median.latencyP50Ms),
+      ms(r.median.latencyP99Ms),
+      cpu === undefined ? '—' : cpu.toFixed(0),
+      String(r.failures),
+      vs,
+    ];
+    return `| ${cells.join(' | ')} |`;
+  });
+  return [
+    '| scenario | request | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | failed | req/s ratio (medians) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...rows,
+  ].join('\n');
+}
+
+/** Median time of one argon2id hash with the service's parameters, measured in this process. */
+async function argon2Cost(): Promise<string> {
+  const { hashPassword, ARGON2_OPTIONS } = await import('../src/modules/identity/password.js');
+  const times: number[] = [];
+  for (let i = 0; i < 15; i++) {
+    const started = process.hrtime.bigint();
+    await hashPassword('staple orbit lantern quietly');
+    times.push(Number(process.hrtime.bigint() - started) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  const median = times[Math.floor(times.length / 2)]!;
+  return (
+    `argon2id (m=${ARGON2_OPTIONS.memoryCost} KiB, t=${ARGON2_OPTIONS.timeCost}, p=${ARGON2_OPTIONS.parallelism}): ` +
+    `median ${median.toFixed(1)} ms per hash over 15 (min ${times[0]!.toFixed(1)} ms), ` +
+    `i.e. at most ~${Math.floor(1000 / median)} hashes/s per core`
+  );
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2), process.env);
+  const selected = selectScenarios(scenarios, options.only);
+  if (selected.length === 0) throw new Error(`no scenario matches ${options.only.join(', ')}`);
+  const load: LoadOptions = { connections: options.connections, pipelining: options.pipelining };
+
+  const workDir = mkdtempSync(join(tmpdir(), 'custodian-bench-'));
+  process.once('exit', () => {
+    killAllTargetsNow();
+    if (!options.keepTemp) removeDir(workDir);
+  });
+  const resultsDir = join(REPO_ROOT, 'bench/results');
+  const profileDir = options.profile ? join(resultsDir, 'profiles', stamp()) : undefined;
+
+  const needed = new Set(selected.map((s) => s.target));
+  let useDist = false;
+  if (needed.has('service') && !options.tsx) {
+    if (options.build) {
+      log('building (npm run build)...');
+      const outcome = buildService();
+      useDist = outcome !== 'failed';
+      if (outcome === 'emitted-with-type-errors') {
+        log('the type check failed (see above) but tsc emitted dist/: benchmarking that');
+      } else if (outcome === 'failed') {
+        log('build failed: running the service from src/ through tsx instead');
+      }
+    } else {
+      useDist = fileSize(join(REPO_ROOT, 'dist/src/server.js')) !== undefined;
+    }
+  }
+
+  const startOptions = { workDir, useDist, ...(profileDir ? { profileDir } : {}) };
+  const targets = new Map<TargetName, Target>();
+  // One after the other, so the service's migrations do not compete with the bare start-up.
+  if (needed.has('bare')) targets.set('bare', await startBare(startOptions));
+  if (needed.has('service')) targets.set('service', await startService(startOptions));
+  for (const t of targets.values()) log(`${t.name}: ${t.command} (pid ${t.pid}) at ${t.baseUrl}`);
+
+  const prepared: PreparedScenario[] = [];
+  for (const scenario of selected) {
+    prepared.push(await prepareScenario(scenario, targets.get(scenario.target)!.baseUrl));
+  }
+
+  const perRun = options.warmupSeconds + options.durationSeconds;
+  log(
+    `${selected.length} scenarios x ${options.rounds} rounds x (${options.warmupSeconds} s warm-up + ` +
+      `${options.durationSeconds} s), ${load.connections} connections, pipelining ` +
+      `${load.pipelining}: about ${Math.ceil((selected.length * options.rounds * perRun) / 60)} min`,
+  );
+  const startedAt = new Date();
+  const loadBefore = loadavg();
+  const window = { startUs: nowUs(), endUs: 0 };
+  const samples = new Map<string, Sample[]>(prepared.map((p) => [p.scenario.name, []]));
+  for (let round = 1; round <= options.rounds; round++) {
+    // Reversed every other round, so no scenario always runs first (or right after another).
+    const order = round % 2 === 1 ? prepared : [...prepared].reverse();
+    for (const p of order) {
+      const pid = targets.get(p.scenario.target)!.pid;
+      if (options.warmupSeconds > 0) await fire(p, pid, options.warmupSeconds, load, 0);
+      const sample = await fire(p, pid, options.durationSeconds, load, round);
+      samples.get(p.scenario.name)!.push(sample);
+      log(
+        `round ${round}/${options.rounds}  ${p.scenario.name.padEnd(24)} ${int(sample.requestsPerSecond).padStart(7)} req/s` +
+          `  p50 ${ms(sample.latencyP50Ms)} ms  p99 ${ms(sample.latencyP99Ms)} ms` +
+          (sample.cpuMicrosPerRequest === undefined
+            ? ''
+            : `  ${sample.cpuMicrosPerRequest.toFixed(0)} µs CPU/req`) +
+          (sample.failures ? `  ${sample.failures} FAILED` : ''),
+      );
+    }
+  }
+  const finishedAt = new Date();
+  window.endUs = nowUs();
+
+  // Graceful stop: the service drains and exits 0, which is when profiles are written.
+  await stopAllTargets();
+  const serviceLogBytes = fileSize(targets.get('service')?.logFile);
+
+  const results = prepared.map((p) => summarise(p.scenario, samples.get(p.scenario.name)!));
+  compareWithBaselines(results, selected);
+
+  const report = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    machine: {
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: loadavg(),
+    },
+    options: {
+      rounds: options.rounds,
+      durationSeconds: options.durationSeconds,
+      warmupSeconds: options.warmupSeconds,
+      connections: options.connections,
+      pipelining: options.pipelining,
+      profiled: options.profile,
+    },
+    targets: Object.fromEntries([...targets.values()].map((t) => [t.name, { command: t.command }])),
+    serviceLogBytes,
+    scenarios: results,
+  };
+  mkdirSync(resultsDir, { recursive: true });
+  const jsonFile = join(resultsDir, 'latest.json');
+  writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+
+  const out: string[] = [
+    '',
+    `## Custodian benchmark — ${startedAt.toISOString()}`,
+    '',
+    `${process.version}, ${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(' ')}; ` +
+      `${options.rounds} rounds x ${options.durationSeconds} s (+${options.warmupSeconds} s warm-up), ` +
+      `${options.connections} connections, pipelining ${options.pipelining}; medians over rounds.`,
+    ...[...targets.values()].map((t) => `- ${t.name}: \`${t.command}\``),
+    options.profile
+      ? '\n**Profiled run: the profiler slows the targets; numbers are not comparable.**'
+      : '',
+    '',
+    markdownTable(results),
+    '',
+    'Ratios:',
+  ];
+  for (const r of results) {
+    if (r.ratio === undefined) continue;
+    const verdict =
+      r.minRatio === undefined ? '' : ` (target >= ${r.minRatio}: ${r.pass ? 'PASS' : 'FAIL'})`;
+    const cpu =
+      r.cpuRatio === undefined ? '' : `; by CPU time per request ${r.cpuRatio.toFixed(2)}`;
+    out.push(`- ${r.name} / ${r.baseline}: req/s ${r.ratio.toFixed(2)}${verdict}${cpu}`);
+  }
+  out.push('', await argon2Cost());
+  out.push(`\nJSON: ${relative(process.cwd(), jsonFile)}`);
+  if (options.keepTemp) out.push(`scratch (data, service log): ${workDir}`);
+  process.stdout.write(`${out.join('\n')}\n`);
+
+  if (profileDir) {
+    process.stdout.write(`\n## CPU profiles (${relative(process.cwd(), profileDir)})\n\n`);
+    for (const file of profileFiles([profileDir])) {
+      const breakdown = analyseProfile(file, window);
+      // tsx's loader thread and the like: idle under load, nothing to learn.
+      if (breakdown.busyMs < 100) continue;
+      process.stdout.write(`${formatBreakdown(breakdown)}\n`);
+    }
+  }
+
+  const failed = results.some((r) => r.failures > 0);
+  if (failed) log('some requests failed (unexpected status, error or timeout): see "failed"');
+  const missed = results.some((r) => r.pass === false);
+  return options.check && (missed || failed) ? 1 : 0;
+}
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+/** The monotonic clock in µs, the one V8 stamps its profiles with. */
+function nowUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, '-');
+}
+
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+  ['SIGHUP', 129],
+] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping the targets`);
+    void stopAllTargets(3_000).finally(() => process.exit(code));
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (err: unknown) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    await stopAllTargets(3_000);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,248 @@
+import { type Kysely, sql } from 'kysely';
+import type { ConsentEventKind, ConsentEventRow, DB } from '../../db/schema.js';
+
+/**
+ * The consent ledger (Art. 7): an append-only table of events per contact and purpose. The
+ * current state is derived from it, never stored apart from it: the newest event for a
+ * (contact, purpose), by `recorded_at` then `id`, decides.
+ */
+
+export type ConsentState = 'pending' | 'granted' | 'withdrawn';
+
+/** What the newest event of a (contact, purpose) means. */
+export function deriveState(event: ConsentEventKind, method: string): ConsentState {
+  if (event === 'withdrawn') return 'withdrawn';
+  if (event === 'confirmed') return 'granted';
+  // A double opt-in grant is only verified by its confirmation (a later `confirmed` event).
+  return method === 'double_opt_in' ? 'pending' : 'granted';
+}
+
+/**
+ * Art. 17: lets this transaction delete consent events (the ledger's trigger refuses DELETE
+ * otherwise), so erasing a contact can cascade to its ledger. Transaction-local: the
+ * permission ends with the transaction. Call it in the erasure's transaction before deleting.
+ */
+export async function allowLedgerErasure(trx: Kysely<DB>): Promise<void> {
+  await sql`select set_config('custodian.erasure', 'on', true)`.execute(trx);
+}
+
+export interface LockedContact {
+  id: string;
+  status: string;
+  language: string | null;
+  restricted_at: Date | null;
+}
+
+/**
+ * Locks the contact row for the rest of the transaction, so one contact's ledger is appended
+ * to one event at a time (and a restriction cannot slip in between the check and the write).
+ */
+export async function lockContact(
+  trx: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<LockedContact | undefined> {
+  return trx
+    .selectFrom('contacts')
+    .select(['id', 'status', 'language', 'restricted_at'])
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .forNoKeyUpdate()
+    .executeTakeFirst();
+}
+
+export interface NewConsentEvent {
+  accountId: string;
+  contactId: string;
+  purposeId: string;
+  noticeVersion: number | null;
+  event: ConsentEventKind;
+  method: string;
+  legalBasis: string;
+  occurredAt: Date;
+  ip: string | null;
+  userAgent: string | null;
+  sourceUrl: string | null;
+  actorType: string | null;
+  actorId: string | null;
+}
+
+/**
+ * Appends one event. Call it with the contact locked ({@link lockContact}): `recorded_at` is
+ * the clock at insertion (not the transaction's start), so under the lock each event of a
+ * contact is recorded strictly after the one before it and the newest event is well defined.
+ * The first event that refers to a notice version marks the version as used, in the same
+ * transaction; from then on the version cannot be deleted.
+ */
+export async function appendConsentEvent(
+  trx: Kysely<DB>,
+  event: NewConsentEvent,
+): Promise<ConsentEventRow> {
+  const row = await trx
+    .insertInto('consent_events')
+    .values({
+      account_id: event.accountId,
+      contact_id: event.contactId,
+      purpose_id: event.purposeId,
+      notice_version: event.noticeVersion,
+      event: event.event,
+      method: event.method,
+      legal_basis: event.legalBasis,
+      occurred_at: event.occurredAt,
+      recorded_at: sql<Date>`clock_timestamp()`,
+      ip: event.ip,
+      user_agent: event.userAgent,
+      source_url: event.sourceUrl,
+      actor_type: event.actorType,
+      actor_id: event.actorId,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  if (event.noticeVersion !== null) {
+    await trx
+      .updateTable('notice_versions')
+      .set({ first_used_at: row.recorded_at })
+      .where('account_id', '=', event.accountId)
+      .where('purpose_id', '=', event.purposeId)
+      .where('version', '=', event.noticeVersion)
+      .where('first_used_at', 'is', null)
+      .execute();
+  }
+  return row;
+}
+
+/** The newest event of one (contact, purpose), which decides its current state. */
+export async function newestConsentEvent(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+  purposeId: string,
+): Promise<ConsentEventRow | undefined> {
+  return db
+    .selectFrom('consent_events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('purpose_id', '=', purposeId)
+    .where('contact_id', '=', contactId)
+    .orderBy('recorded_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export type CurrentConsentRow = ConsentEventRow & { purpose_key: string };
+
+/** The newest event of each purpose the contact has events for, by purpose key. */
+export async function currentConsentEvents(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<CurrentConsentRow[]> {
+  const rows = await db
+    .selectFrom('consent_events as e')
+    .innerJoin('purposes as p', (join) =>
+      join.onRef('p.account_id', '=', 'e.account_id').onRef('p.id', '=', 'e.purpose_id'),
+    )
+    .distinctOn('e.purpose_id')
+    .selectAll('e')
+    .select('p.key as purpose_key')
+    .where('e.account_id', '=', accountId)
+    .where('e.contact_id', '=', contactId)
+    .orderBy('e.purpose_id')
+    .orderBy('e.recorded_at', 'desc')
+    .orderBy('e.id', 'desc')
+    .execute();
+  return rows.sort((a, b) => a.purpose_key.localeCompare(b.purpose_key));
+}
+
+export type RankedConsentEventRow = ConsentEventRow & {
+  /** `recorded_at` in microseconds since the epoch: JavaScript dates stop at milliseconds. */
+  recorded_us: string;
+};
+
+/** For each purpose of the contact, the newest event of each kind (at most three per purpose). */
+export async function newestConsentEventsByKind(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<RankedConsentEventRow[]> {
+  return db
+    .selectFrom('consent_events')
+    .distinctOn(['purpose_id', 'event'])
+    .selectAll()
+    .select(
+      sql<string>`(extract(epoch from recorded_at) * 1000000)::bigint::text`.as('recorded_us'),
+    )
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .orderBy('purpose_id')
+    .orderBy('event')
+    .orderBy('recorded_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+}
+
+/**
+ * One page of a contact's ledger, newest first. The cursor carries `recorded_at` as Postgres
+ * text (microseconds), not as a JavaScript date (milliseconds), so no event is skipped.
+ */
+export async function listConsentEvents(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+  query: { limit: number; after?: { recordedAt: string; id: string }; purposeId?: string },
+): Promise<(ConsentEventRow & { recorded_key: string })[]> {
+  let q = db
+    .selectFrom('consent_events')
+    .selectAll()
+    .select(sql<string>`recorded_at::text`.as('recorded_key'))
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId);
+  if (query.purposeId) q = q.where('purpose_id', '=', query.purposeId);
+  if (query.after) {
+    const { recordedAt, id } = query.after;
+    q = q.where(sql<boolean>`(recorded_at, id) < (${recordedAt}::timestamptz, ${id}::uuid)`);
+  }
+  return q.orderBy('recorded_at', 'desc').orderBy('id', 'desc').limit(query.limit).execute();
+}
+
+export interface AudienceRow {
+  contact_id: string;
+  email: string;
+  language: string | null;
+}
+
+/**
+ * One page of a purpose's audience: contacts whose newest event for the purpose is a verified
+ * grant (a confirmation, or a grant that needed none), who are active and not restricted
+ * (Art. 18). One query that walks `consent_events_state_idx` (account, purpose, contact,
+ * recorded_at desc, id desc) from the cursor: `DISTINCT ON (contact_id)` keeps each contact's
+ * newest event straight off the index, the join checks the contact, and `LIMIT` stops the walk
+ * as soon as the page is full, however many contacts the purpose has.
+ */
+export async function audiencePage(
+  db: Kysely<DB>,
+  accountId: string,
+  purposeId: string,
+  query: { limit: number; afterContactId?: string | undefined },
+): Promise<AudienceRow[]> {
+  const after = query.afterContactId
+    ? sql`and e.contact_id > ${query.afterContactId}::uuid`
+    : sql``;
+  const result = await sql<AudienceRow>`
+    select c.id as contact_id, c.email, c.language
+    from (
+      select distinct on (e.contact_id) e.contact_id, e.event, e.method
+      from consent_events e
+      where e.account_id = ${accountId}::uuid and e.purpose_id = ${purposeId}::uuid ${after}
+      order by e.contact_id, e.recorded_at desc, e.id desc
+    ) newest
+    join contacts c on c.account_id = ${accountId}::uuid and c.id = newest.contact_id
+    where (newest.event = 'confirmed'
+           or (newest.event = 'granted' and newest.method <> 'double_opt_in'))
+      and c.restricted_at is null
+      and c.status = 'active'
+    order by newest.contact_id
+    limit ${query.limit}`.execute(db);
+  return result.rows;
+}

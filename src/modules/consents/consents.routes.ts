@@ -1,0 +1,146 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { problemResponses } from '../../http/problem.js';
+import { IdParams, pageOf } from '../../http/schemas.js';
+import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
+import { ConsentReceiptSchema } from './consent-receipt.js';
+import {
+  AudienceMemberSchema,
+  AudienceQuery,
+  ConsentsQuery,
+  ContactConsentsSchema,
+  RecordConsentBody,
+  RecordedConsentSchema,
+  toConsentEvent,
+  toCurrentConsent,
+} from './consents.schemas.js';
+import type { ConsentsService } from './consents.service.js';
+
+/**
+ * `/v1/contacts/{id}/consents` (the ledger), `/v1/contacts/{id}/consent-receipt` and
+ * `/v1/purposes/{id}/audience` (who may be mailed for a purpose).
+ */
+export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }> = async (
+  app,
+  { consents },
+) => {
+  const security = BEARER_OR_API_KEY;
+
+  app.post(
+    '/contacts/:id/consents',
+    {
+      config: { auth: { permission: 'consents:write' } },
+      schema: {
+        operationId: 'recordConsentEvent',
+        tags: ['consents'],
+        summary: 'Append a consent event (granted or withdrawn) to a contact’s ledger',
+        description:
+          'The ledger is append-only (Art. 7(1)); the current state is derived from it. A grant ' +
+          'names the notice version the person saw and returns a single-use withdrawal link ' +
+          '(Art. 7(3)); a double opt-in grant is `pending` and also returns a confirmation ' +
+          'link. Both tokens are shown only in this response: send them with your mail system. ' +
+          'A restricted contact (Art. 18) may withdraw but not grant (409 `restricted`).',
+        security,
+        params: IdParams,
+        body: RecordConsentBody,
+        response: {
+          201: RecordedConsentSchema,
+          ...problemResponses(400, 401, 403, 404, 409, 422),
+        },
+      },
+    },
+    async (request, reply) => {
+      const recorded = await consents.record(
+        requestContext(request),
+        accountIdOf(request),
+        request.params.id,
+        request.body,
+      );
+      request.log.info(
+        { contactId: request.params.id, consentEventId: recorded.event.id },
+        `consent ${recorded.event.event}`,
+      );
+      reply.code(201);
+      return {
+        ...toConsentEvent(recorded.event),
+        state: recorded.state,
+        ...(recorded.confirmation ? { confirmation: recorded.confirmation } : {}),
+        ...(recorded.withdrawal ? { withdrawal: recorded.withdrawal } : {}),
+      };
+    },
+  );
+
+  app.get(
+    '/contacts/:id/consents',
+    {
+      config: { auth: { permission: 'consents:read' } },
+      schema: {
+        operationId: 'getContactConsents',
+        tags: ['consents'],
+        summary: 'A contact’s current consent per purpose and its ledger, newest first',
+        security,
+        params: IdParams,
+        querystring: ConsentsQuery,
+        response: { 200: ContactConsentsSchema, ...problemResponses(400, 401, 403, 404) },
+      },
+    },
+    async (request) => {
+      const ledger = await consents.ledger(accountIdOf(request), request.params.id, request.query);
+      return {
+        current: ledger.current.map(({ row, state }) => toCurrentConsent(row, state)),
+        events: ledger.events.map(toConsentEvent),
+        nextCursor: ledger.nextCursor,
+      };
+    },
+  );
+
+  app.get(
+    '/contacts/:id/consent-receipt',
+    {
+      config: { auth: { permission: 'consents:read' } },
+      schema: {
+        operationId: 'getConsentReceipt',
+        tags: ['consents'],
+        summary: 'A consent receipt for the contact (Kantara CR v1.1 / ISO/IEC 27560 fields)',
+        security,
+        params: IdParams,
+        response: { 200: ConsentReceiptSchema, ...problemResponses(400, 401, 403, 404) },
+      },
+    },
+    async (request) => consents.receipt(accountIdOf(request), request.params.id),
+  );
+
+  app.get(
+    '/purposes/:id/audience',
+    {
+      config: { auth: { permission: 'contacts:read' } },
+      schema: {
+        operationId: 'getPurposeAudience',
+        tags: ['consents'],
+        summary: 'Contacts that may be mailed for a purpose now, by contact id',
+        description:
+          'Contacts whose current consent for the purpose is granted and verified (a pending ' +
+          'double opt-in is not), who are active (not unsubscribed or bounced) and not ' +
+          'restricted (Art. 18). Ask before every send.',
+        security,
+        params: IdParams,
+        querystring: AudienceQuery,
+        response: {
+          200: pageOf(AudienceMemberSchema),
+          ...problemResponses(400, 401, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const page = await consents.audience(accountIdOf(request), request.params.id, request.query);
+      return {
+        data: page.rows.map((row) => ({
+          contactId: row.contact_id,
+          email: row.email,
+          language: row.language,
+        })),
+        nextCursor: page.nextCursor,
+      };
+    },
+  );
+};

@@ -1,0 +1,146 @@
+import t from 'tap';
+import { ConfigError, loadConfig, trustProxySetting } from '../../src/config.js';
+
+/** Runs loadConfig and returns the ConfigError it throws (fails the test otherwise). */
+function configError(env: NodeJS.ProcessEnv): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('loadConfig accepted an invalid environment');
+}
+
+t.test('bad values throw a ConfigError naming every bad variable', async (t) => {
+  const err = configError({
+    PORT: 'abc',
+    DATABASE_URL: 'mysql://x',
+    TLS_CERT_FILE: '/etc/custodian/cert.pem',
+    HOST: 'localhost',
+  });
+  t.equal(err.name, 'ConfigError');
+  t.type(err, Error);
+  const named = err.problems.map((p) => p.split(':')[0]).sort();
+  t.same(named, ['DATABASE_URL', 'PORT', 'TLS_KEY_FILE'], 'each bad variable, and only those');
+  for (const variable of ['PORT', 'DATABASE_URL', 'TLS_KEY_FILE']) {
+    t.match(err.message, new RegExp(`^  - ${variable}: \\S`, 'm'), `the message names ${variable}`);
+  }
+  t.match(err.message, /^Invalid configuration:/);
+});
+
+t.test('a key without its certificate is named the other way round', async (t) => {
+  const err = configError({ TLS_KEY_FILE: '/etc/custodian/key.pem' });
+  t.same(
+    err.problems.map((p) => p.split(':')[0]),
+    ['TLS_CERT_FILE'],
+  );
+  t.match(err.message, /set together/);
+});
+
+t.test('out-of-range and malformed values are refused', async (t) => {
+  const cases: Record<string, string> = {
+    PORT: '70000',
+    BODY_LIMIT_BYTES: '10',
+    DB_POOL_MAX: '0',
+    LOG_LEVEL: 'loud',
+    LOG_PRETTY: 'maybe',
+    MIGRATE_ON_START: 'sometimes',
+    NODE_ENV: 'staging',
+    PUBLIC_BASE_URL: 'not a url',
+    RATE_LIMIT_MAX: '-1',
+  };
+  for (const [variable, value] of Object.entries(cases)) {
+    const err = configError({ [variable]: value });
+    t.same(
+      err.problems.map((p) => p.split(':')[0]),
+      [variable],
+      `${variable}=${value} is refused by name`,
+    );
+  }
+});
+
+t.test('errors do not echo secret values', async (t) => {
+  const err = configError({ DATABASE_URL: 'mysql://admin:s3cr3t-pw@db.internal/app' });
+  t.match(err.message, /DATABASE_URL/);
+  t.notOk(err.message.includes('s3cr3t-pw'), 'the password in the URL is not repeated');
+});
+
+t.test('the configuration is frozen', async (t) => {
+  const config = loadConfig({});
+  t.ok(Object.isFrozen(config));
+  t.throws(() => {
+    (config as { PORT: number }).PORT = 1;
+  }, TypeError);
+  t.equal(config.PORT, 3000);
+});
+
+t.test('defaults are sensible', async (t) => {
+  const config = loadConfig({});
+  t.match(config, {
+    NODE_ENV: 'development',
+    HOST: '127.0.0.1', // not reachable from outside unless asked for
+    PORT: 3000,
+    LOG_LEVEL: 'info',
+    LOG_PRETTY: false,
+    DATA_DIR: './data',
+    RATE_LIMIT_MAX: 600,
+    RATE_LIMIT_WINDOW: '1 minute',
+    HSTS_MAX_AGE_SECONDS: 31_536_000,
+    BODY_LIMIT_BYTES: 1_048_576,
+  });
+  t.equal(config.DATABASE_URL, undefined, 'the embedded engine unless told otherwise');
+  t.equal(config.MIGRATE_ON_START, undefined, 'the migration default depends on the engine');
+  t.equal(config.TLS_CERT_FILE, undefined);
+  t.equal(config.REDIS_URL, undefined);
+  // Fastify and node-postgres wait forever by default: every timeout must be finite.
+  for (const key of [
+    'REQUEST_TIMEOUT_MS',
+    'CONNECTION_TIMEOUT_MS',
+    'KEEP_ALIVE_TIMEOUT_MS',
+    'SHUTDOWN_GRACE_MS',
+    'DB_CONNECTION_TIMEOUT_MS',
+    'DB_STATEMENT_TIMEOUT_MS',
+  ] as const) {
+    t.ok(config[key] > 0 && config[key] <= 120_000, `${key} is finite (${config[key]} ms)`);
+  }
+  t.ok(config.DB_POOL_MAX >= 1 && config.DB_POOL_MAX <= 100, 'a bounded pool');
+});
+
+t.test('values are parsed into their types', async (t) => {
+  const config = loadConfig({
+    PORT: '8080',
+    LOG_PRETTY: 'yes',
+    MIGRATE_ON_START: 'off',
+    DATABASE_URL: '  postgresql://app@db:5432/custodian  ',
+    REDIS_URL: '   ',
+    TLS_CERT_FILE: '/c.pem',
+    TLS_KEY_FILE: '/k.pem',
+  });
+  t.equal(config.PORT, 8080);
+  t.equal(config.LOG_PRETTY, true);
+  t.equal(config.MIGRATE_ON_START, false);
+  t.equal(config.DATABASE_URL, 'postgresql://app@db:5432/custodian', 'trimmed');
+  t.equal(config.REDIS_URL, undefined, 'blank means unset');
+  t.equal(config.TLS_CERT_FILE, '/c.pem');
+  t.equal(config.TLS_KEY_FILE, '/k.pem');
+});
+
+t.test('loadConfig reads only the environment it is given', async (t) => {
+  const saved = process.env.PORT;
+  process.env.PORT = 'not-a-port';
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.PORT;
+    else process.env.PORT = saved;
+  });
+  t.equal(loadConfig({ PORT: '4000' }).PORT, 4000);
+  t.throws(() => loadConfig(), ConfigError, 'and process.env by default');
+});
+
+t.test('TRUST_PROXY maps onto Fastify’s trustProxy', async (t) => {
+  t.equal(trustProxySetting(undefined), false);
+  t.equal(trustProxySetting('false'), false);
+  t.equal(trustProxySetting('true'), true);
+  t.equal(trustProxySetting('2'), 2, 'a hop count');
+  t.equal(trustProxySetting('10.0.0.0/8'), '10.0.0.0/8', 'addresses pass through');
+});

@@ -1,0 +1,161 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { pino } from 'pino';
+import t from 'tap';
+import { z } from 'zod';
+import { loggerOptions } from '../../src/logger.js';
+import { build, testConfig } from '../helper.js';
+
+const TOKEN = 'secret-token-123';
+const COOKIE_VALUE = 'session-cookie-value-9f8e7d';
+const EMAIL = 'someone@example.com';
+const PASSWORD = 'correct horse battery staple';
+const SECRETS = [TOKEN, COOKIE_VALUE, EMAIL, PASSWORD];
+
+interface LogLine {
+  level: number;
+  msg: string;
+  requestId?: string;
+  [key: string]: unknown;
+}
+
+/**
+ * A logger configured exactly like production (same redaction and serializers), writing
+ * each JSON line into memory instead of stdout.
+ */
+function captureLogger() {
+  const raw: string[] = [];
+  const config = testConfig({ LOG_LEVEL: 'debug' });
+  const { transport: _pretty, ...options } = loggerOptions(config);
+  const logger = pino(options, { write: (line: string) => void raw.push(line) });
+  return {
+    logger,
+    raw,
+    lines: () => raw.map((line) => JSON.parse(line) as LogLine),
+  };
+}
+
+function addTestRoutes(app: FastifyInstance) {
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  typed.post(
+    '/test/signup',
+    {
+      schema: {
+        body: z.object({ email: z.string(), password: z.string() }),
+        response: { 202: z.object({ accepted: z.boolean() }) },
+      },
+    },
+    async (request, reply) => {
+      const { email, password } = request.body;
+      // A careless handler: logs personal data and a secret at depth one and two.
+      request.log.info({ email, password, attempt: { email, password } }, 'signup attempt');
+      return reply.code(202).send({ accepted: true });
+    },
+  );
+  typed.get(
+    '/test/lookup-fails',
+    { schema: { response: { 200: z.object({ ok: z.boolean() }) } } },
+    async () => {
+      throw new Error(`lookup failed for ${EMAIL}`);
+    },
+  );
+}
+
+/** onResponse hooks may run just after inject() resolves: wait until the lines are there. */
+async function waitFor(check: () => boolean, timeoutMs = 2_000) {
+  const until = Date.now() + timeoutMs;
+  while (!check() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+}
+
+t.test('no token, cookie, email or password reaches a log line', async (t) => {
+  const capture = captureLogger();
+  const app = await build(t, { logger: capture.logger, configure: addTestRoutes });
+  const credentials = {
+    authorization: `Bearer ${TOKEN}`,
+    cookie: `session=${COOKIE_VALUE}`,
+  };
+
+  const requests = [
+    { method: 'GET' as const, url: `/v1?contact=${EMAIL}`, expected: 200 },
+    {
+      method: 'POST' as const,
+      url: `/test/signup?ref=${encodeURIComponent(EMAIL)}`,
+      payload: { email: EMAIL, password: PASSWORD },
+      expected: 202,
+    },
+    { method: 'GET' as const, url: `/v1/contacts/${EMAIL}`, expected: 404 },
+    { method: 'GET' as const, url: '/test/lookup-fails', expected: 500 },
+    { method: 'GET' as const, url: '/healthz', expected: 200 },
+  ];
+  const ids: string[] = [];
+  for (const [i, { expected, ...request }] of requests.entries()) {
+    const requestId = `log-test-${i}`;
+    const res = await app.inject({
+      ...request,
+      headers: { ...credentials, 'x-request-id': requestId },
+    });
+    t.equal(res.statusCode, expected, `${request.method} ${request.url}`);
+    t.match(
+      res.headers['content-type'],
+      expected < 400 ? /^application\/json/ : /^application\/problem\+json/,
+    );
+    t.type(res.json(), 'object');
+    ids.push(requestId);
+  }
+
+  const completed = () => capture.lines().filter((l) => l.msg === 'request completed');
+  await waitFor(() => completed().length >= requests.length);
+
+  const all = capture.raw.join('');
+  for (const secret of SECRETS) {
+    t.notOk(all.includes(secret), `no line contains "${secret}"`);
+  }
+  t.notOk(all.includes('someone%40example.com'), 'nor the URL-encoded email');
+
+  // The captures are real: the lines that would have carried the secrets are there.
+  const lines = capture.lines();
+  const signup = lines.find((l) => l.msg === 'signup attempt');
+  t.match(
+    signup,
+    {
+      requestId: 'log-test-1',
+      email: '[redacted]',
+      password: '[redacted]',
+      attempt: { email: '[redacted]', password: '[redacted]' },
+    },
+    'the handler’s object is logged, with its secrets censored',
+  );
+  const failure = lines.find((l) => l.msg === 'unexpected error');
+  t.match(
+    failure,
+    { requestId: 'log-test-3', err: { message: 'lookup failed for [email]' } },
+    'the error is logged with the email scrubbed from its message',
+  );
+
+  for (const id of ids) {
+    const mine = completed().filter((l) => l.requestId === id);
+    t.equal(mine.length, 1, `${id}: exactly one "request completed" line`);
+    t.match(
+      mine[0],
+      {
+        req: { method: /^[A-Z]+$/, url: /^\// },
+        res: { statusCode: Number },
+        responseTime: Number,
+      },
+      `${id}: the line names method, url, status and time`,
+    );
+  }
+  t.equal(completed().length, requests.length, 'no other request lines');
+
+  const v1 = completed().find((l) => l.requestId === 'log-test-0');
+  t.equal((v1?.req as { url?: string })?.url, '/v1?contact=[email]', 'the URL is scrubbed');
+  const signupLine = completed().find((l) => l.requestId === 'log-test-1');
+  t.equal(
+    (signupLine?.req as { url?: string })?.url,
+    '/test/signup?ref=[email]',
+    'a percent-encoded email is scrubbed too',
+  );
+  const health = completed().find((l) => l.requestId === 'log-test-4');
+  t.equal(health?.level, 20, 'probes log at debug, not info');
+  t.equal(v1?.level, 30, 'API requests log at info');
+});
