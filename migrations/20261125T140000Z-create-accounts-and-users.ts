@@ -1,5 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 
+// Timestamps keep millisecond precision (timestamptz(3)): exactly what a JavaScript Date holds,
+// so keyset cursors built from them round-trip without skipping or repeating rows.
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations are frozen in time and see no app types
 export async function up(db: Kysely<any>): Promise<void> {
   await db.schema
@@ -10,8 +13,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('dpo_name', 'text')
     .addColumn('dpo_email', 'text')
     .addColumn('dpo_phone', 'text')
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('updated_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('version', 'integer', (c) => c.notNull().defaultTo(1))
     .execute();
 
@@ -23,11 +26,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('email', 'text', (c) => c.notNull())
     .addColumn('password_hash', 'text', (c) => c.notNull())
     .addColumn('role', 'text', (c) => c.notNull())
-    .addColumn('password_changed_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('password_changed_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('failed_login_count', 'integer', (c) => c.notNull().defaultTo(0))
-    .addColumn('locked_until', 'timestamptz')
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('locked_until', sql`timestamptz(3)`)
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('updated_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addCheckConstraint('users_role_valid', sql`role in ('owner', 'admin', 'member', 'operator')`)
     .addCheckConstraint(
       'users_operator_has_no_account',

@@ -7,10 +7,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .createTable('sessions')
     .addColumn('id', 'uuid', (c) => c.primaryKey().defaultTo(sql`gen_random_uuid()`))
     .addColumn('user_id', 'uuid', (c) => c.notNull().references('users.id').onDelete('cascade'))
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('last_used_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
-    .addColumn('revoked_at', 'timestamptz')
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('last_used_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('expires_at', sql`timestamptz(3)`, (c) => c.notNull())
+    .addColumn('revoked_at', sql`timestamptz(3)`)
     .addColumn('revoked_reason', 'text')
     .execute();
   await db.schema.createIndex('sessions_user_id_idx').on('sessions').column('user_id').execute();
@@ -23,9 +23,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     )
     // SHA-256 of the opaque token: the token itself is never stored.
     .addColumn('token_hash', 'text', (c) => c.notNull().unique())
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
-    .addColumn('used_at', 'timestamptz')
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('expires_at', sql`timestamptz(3)`, (c) => c.notNull())
+    .addColumn('used_at', sql`timestamptz(3)`)
     .execute();
   await db.schema
     .createIndex('refresh_tokens_session_id_idx')

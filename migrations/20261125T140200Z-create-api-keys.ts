@@ -15,10 +15,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('secret_hash', 'text', (c) => c.notNull())
     .addColumn('scopes', sql`text[]`, (c) => c.notNull())
     .addColumn('created_by', 'uuid', (c) => c.references('users.id').onDelete('set null'))
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('expires_at', 'timestamptz')
-    .addColumn('last_used_at', 'timestamptz')
-    .addColumn('revoked_at', 'timestamptz')
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('expires_at', sql`timestamptz(3)`)
+    .addColumn('last_used_at', sql`timestamptz(3)`)
+    .addColumn('revoked_at', sql`timestamptz(3)`)
     .addPrimaryKeyConstraint('api_keys_pkey', ['account_id', 'id'])
     .execute();
   await db.schema.createIndex('api_keys_id_idx').on('api_keys').column('id').unique().execute();

@@ -10,7 +10,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('account_id', 'uuid', (c) => c.notNull())
     .addColumn('seq', 'integer', (c) => c.notNull())
     .addColumn('id', 'uuid', (c) => c.notNull().defaultTo(sql`gen_random_uuid()`))
-    .addColumn('occurred_at', 'timestamptz', (c) => c.notNull())
+    .addColumn('occurred_at', sql`timestamptz(3)`, (c) => c.notNull())
     .addColumn('actor_type', 'text', (c) => c.notNull())
     .addColumn('actor_id', 'text')
     .addColumn('action', 'text', (c) => c.notNull())

@@ -16,10 +16,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('attributes', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`))
     .addColumn('status', 'text', (c) => c.notNull().defaultTo('active'))
     // Art. 18: while restricted, the data is only stored.
-    .addColumn('restricted_at', 'timestamptz')
+    .addColumn('restricted_at', sql`timestamptz(3)`)
     .addColumn('restriction_reason', 'text')
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('updated_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('version', 'integer', (c) => c.notNull().defaultTo(1))
     .addCheckConstraint(
       'contacts_status_valid',
@@ -53,7 +53,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     )
     .addColumn('email_hash', 'text', (c) => c.notNull())
     .addColumn('reason', 'text', (c) => c.notNull())
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('created_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addPrimaryKeyConstraint('suppressions_pkey', ['account_id', 'email_hash'])
     .execute();
 
@@ -65,7 +65,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     )
     .addColumn('contact_id', 'uuid', (c) => c.notNull())
     .addColumn('email_hash', 'text', (c) => c.notNull())
-    .addColumn('erased_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addColumn('erased_at', sql`timestamptz(3)`, (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('request_id', 'text')
     .addPrimaryKeyConstraint('erasures_pkey', ['account_id', 'contact_id'])
     .execute();
