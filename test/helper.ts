@@ -22,6 +22,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
     JWT_SECRET: 'test-secret-test-secret-test-secret-0123',
+    HASH_SECRET: 'test-hash-secret-0123456789abcdef0123456789',
     ...env,
   });
 }

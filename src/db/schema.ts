@@ -171,6 +171,20 @@ export interface ConsentTokensTable {
   created_at: CreatedAt;
 }
 
+export interface IdempotencyKeysTable {
+  account_id: string;
+  key: string;
+  method: string;
+  path: string;
+  request_hash: string;
+  status: Generated<'in_progress' | 'completed'>;
+  response_status: number | null;
+  response_content_type: string | null;
+  response_body: string | null;
+  created_at: CreatedAt;
+  completed_at: Date | null;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -185,6 +199,7 @@ export interface DB {
   notice_versions: NoticeVersionsTable;
   consent_events: ConsentEventsTable;
   consent_tokens: ConsentTokensTable;
+  idempotency_keys: IdempotencyKeysTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;

@@ -79,7 +79,7 @@ export const RecordConsentBody = z
       event: 'granted',
       method: 'double_opt_in',
       legalBasis: 'consent',
-      occurredAt: '2026-11-25T16:00:00.000Z',
+      occurredAt: '2026-11-20T16:00:00.000Z',
       evidence: {
         ip: '203.0.113.7',
         userAgent: 'Mozilla/5.0 (X11; Linux x86_64)',
@@ -98,8 +98,8 @@ const EVENT_EXAMPLE = {
   event: 'granted',
   method: 'double_opt_in',
   legalBasis: 'consent',
-  occurredAt: '2026-11-25T16:00:00.000Z',
-  recordedAt: '2026-11-25T16:00:01.000Z',
+  occurredAt: '2026-11-20T16:00:00.000Z',
+  recordedAt: '2026-11-20T16:00:01.000Z',
   evidence: {
     ip: '203.0.113.7',
     userAgent: 'Mozilla/5.0 (X11; Linux x86_64)',
@@ -161,12 +161,12 @@ export const RecordedConsentSchema = ConsentEventSchema.extend({
     state: 'pending',
     confirmation: {
       token: 'q3Jx9VZ2c7lM0kq8Tn1yRr4pW6sAaBbCcDdEeFfGgHh',
-      expiresAt: '2026-11-28T16:00:01.000Z',
+      expiresAt: '2026-11-23T16:00:01.000Z',
       url: '/v1/public/consent-confirmations/q3Jx9VZ2c7lM0kq8Tn1yRr4pW6sAaBbCcDdEeFfGgHh',
     },
     withdrawal: {
       token: 'Zx8Yw7Vu6Ts5Rq4Po3Nm2Lk1Jh0GfEdCbA_-zyxwvu',
-      expiresAt: '2027-11-25T16:00:01.000Z',
+      expiresAt: '2027-11-20T16:00:01.000Z',
       url: '/v1/public/consent-withdrawals/Zx8Yw7Vu6Ts5Rq4Po3Nm2Lk1Jh0GfEdCbA_-zyxwvu',
     },
   },
@@ -203,7 +203,7 @@ export const ContactConsentsSchema = z
           purposeId: '5a7d3c2b-1e0f-4a9b-8c7d-6e5f4a3b2c1d',
           purposeKey: 'newsletter',
           state: 'pending',
-          since: '2026-11-25T16:00:00.000Z',
+          since: '2026-11-20T16:00:00.000Z',
           noticeVersion: 2,
           method: 'double_opt_in',
         },
@@ -245,7 +245,7 @@ export const ConsentLinkOutcomeSchema = z
   .meta({
     id: 'ConsentLinkOutcome',
     description: 'What the link did. Says nothing about who the person or the sender is.',
-    example: { state: 'granted', recordedAt: '2026-11-25T16:10:00.000Z' },
+    example: { state: 'granted', recordedAt: '2026-11-20T16:10:00.000Z' },
   });
 
 export function toConsentEvent(row: ConsentEventRow): z.infer<typeof ConsentEventSchema> {

@@ -43,8 +43,8 @@ export const PurposeSchema = z
       description: 'News about our products, once a month.',
       category: 'Marketing',
       latestNoticeVersion: 2,
-      createdAt: '2026-11-25T15:00:00.000Z',
-      updatedAt: '2026-11-25T15:00:00.000Z',
+      createdAt: '2026-11-20T15:00:00.000Z',
+      updatedAt: '2026-11-20T15:00:00.000Z',
     },
   });
 
@@ -82,8 +82,8 @@ const NOTICE_EXAMPLE = {
   version: 2,
   language: 'en',
   textSha256: '5ed6c08b8fe71c7a0f8e699b8dfd0f6b0a335b5f209d478d059c939fffba09fa',
-  createdAt: '2026-11-25T15:05:00.000Z',
-  firstUsedAt: '2026-11-25T16:00:00.000Z',
+  createdAt: '2026-11-20T15:05:00.000Z',
+  firstUsedAt: '2026-11-20T16:00:00.000Z',
 };
 
 export const NoticeVersionSummarySchema = z
@@ -125,7 +125,7 @@ export const CreateNoticeBody = z
 
 export const NoticeParams = z.object({
   id: Id,
-  version: z.coerce.number().pipe(NoticeVersionNumber).describe('The notice version number.'),
+  version: z.coerce.number().int().min(1).max(2_147_483_647).describe('The notice version number.'),
 });
 
 export function toPurpose(

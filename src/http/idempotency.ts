@@ -1,0 +1,147 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+import type { DB } from '../db/schema.js';
+import { ConflictError, UnprocessableError } from '../errors.js';
+import { canonicalJson } from '../lib/canonical-json.js';
+import { keyedHash } from '../lib/keyed-hash.js';
+import { accountIdOf } from '../modules/identity/auth.plugin.js';
+
+/** How long a key is remembered: retries come within minutes, not days (Stripe keeps 24 h). */
+export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
+
+/**
+ * A claim older than this belongs to a request that died (process killed between its commit
+ * and recording the answer); the key may then be claimed again. Well above any request timeout.
+ */
+export const IDEMPOTENCY_CLAIM_TIMEOUT_MS = 5 * 60_000;
+
+/** Keyed, so the stored hash of a body that holds an address cannot be guessed back. */
+const REQUEST_HASH_PREFIX = 'custodian/idempotency-request/v1\u0000';
+
+interface Claim {
+  accountId: string;
+  key: string;
+}
+
+/** The requests that claimed a key and must record their answer (set in preHandler). */
+const claims = new WeakMap<FastifyRequest, Claim>();
+
+/**
+ * `Idempotency-Key` for POST routes (the IETF httpapi draft's semantics): spread the returned
+ * hooks into a route's options and declare the header in its schema.
+ *
+ * - First request with a key: the key is claimed (`in_progress`) in its own statement before
+ *   the handler runs, and completed with the response (status < 500) when it is sent; a 5xx
+ *   releases the claim so the client can retry.
+ * - Same key, same method, path and body: the stored response is replayed with
+ *   `Idempotent-Replayed: true`, nothing is done again.
+ * - Same key, another request: 422 `idempotency_key_reused`.
+ * - Same key while the first request is still running: 409 `idempotency_key_in_progress`.
+ *
+ * Keys are per account and kept {@link IDEMPOTENCY_KEY_TTL_MS}. The request body is kept only
+ * as a keyed hash; the stored response is deleted when the contact it mentions is erased.
+ */
+export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
+  const { db, secret } = deps;
+
+  async function preHandler(request: FastifyRequest, reply: FastifyReply) {
+    const key = request.headers['idempotency-key'];
+    if (typeof key !== 'string') return;
+    const accountId = accountIdOf(request);
+    const path = request.url.split('?')[0] ?? request.url;
+    const requestHash = keyedHash(
+      secret,
+      `${REQUEST_HASH_PREFIX}${request.method}\n${path}\n${canonicalJson(request.body ?? null)}`,
+    );
+    const now = Date.now();
+    // Expired keys of this account, and this key's abandoned claim, make room.
+    await db
+      .deleteFrom('idempotency_keys')
+      .where('account_id', '=', accountId)
+      .where((eb) =>
+        eb.or([
+          eb('created_at', '<', new Date(now - IDEMPOTENCY_KEY_TTL_MS)),
+          eb.and([
+            eb('key', '=', key),
+            eb('status', '=', 'in_progress'),
+            eb('created_at', '<', new Date(now - IDEMPOTENCY_CLAIM_TIMEOUT_MS)),
+          ]),
+        ]),
+      )
+      .execute();
+    const claimed = await db
+      .insertInto('idempotency_keys')
+      .values({
+        account_id: accountId,
+        key,
+        method: request.method,
+        path,
+        request_hash: requestHash,
+      })
+      .onConflict((oc) => oc.columns(['account_id', 'key']).doNothing())
+      .returning('key')
+      .executeTakeFirst();
+    if (claimed) {
+      claims.set(request, { accountId, key });
+      return;
+    }
+    const existing = await db
+      .selectFrom('idempotency_keys')
+      .selectAll()
+      .where('account_id', '=', accountId)
+      .where('key', '=', key)
+      .executeTakeFirst();
+    if (existing && existing.request_hash !== requestHash) {
+      throw new UnprocessableError(
+        'idempotency_key_reused',
+        'This Idempotency-Key was used with another request; use a new key for a new request.',
+      );
+    }
+    if (existing?.status !== 'completed' || existing.response_status === null) {
+      throw new ConflictError(
+        'idempotency_key_in_progress',
+        'A request with this Idempotency-Key is still in progress; retry later.',
+      );
+    }
+    reply.code(existing.response_status).header('idempotent-replayed', 'true');
+    if (existing.response_content_type) reply.type(existing.response_content_type);
+    return reply.send(existing.response_body ?? '');
+  }
+
+  async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+    const claim = claims.get(request);
+    if (!claim) return payload;
+    claims.delete(request);
+    const where = db
+      .updateTable('idempotency_keys')
+      .where('account_id', '=', claim.accountId)
+      .where('key', '=', claim.key);
+    try {
+      if (reply.statusCode < 500 && (typeof payload === 'string' || payload === undefined)) {
+        const contentType = reply.getHeader('content-type');
+        await where
+          .set({
+            status: 'completed',
+            response_status: reply.statusCode,
+            response_content_type: typeof contentType === 'string' ? contentType : null,
+            response_body: payload ?? '',
+            completed_at: new Date(),
+          })
+          .execute();
+      } else {
+        // A failure on our side: let the client retry with the same key.
+        await db
+          .deleteFrom('idempotency_keys')
+          .where('account_id', '=', claim.accountId)
+          .where('key', '=', claim.key)
+          .execute();
+      }
+    } catch (err) {
+      // The answer itself is not lost; the claim expires after IDEMPOTENCY_CLAIM_TIMEOUT_MS.
+      request.log.error({ err }, 'could not record the idempotent response');
+    }
+    return payload;
+  }
+
+  return { preHandler, onSend };
+}

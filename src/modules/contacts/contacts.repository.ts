@@ -1,0 +1,186 @@
+import { type Kysely, sql } from 'kysely';
+import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
+import type { ConsentState } from '../consents/consents.repository.js';
+
+/** Contacts: rows of one account at a time. Repositories take a `Kysely` or a transaction. */
+
+const UNIQUE_EMAIL_INDEX = 'contacts_email_key';
+
+export function isDuplicateEmail(err: unknown): boolean {
+  const e = err as { code?: string; constraint?: string; message?: string };
+  return (
+    e.code === '23505' &&
+    (e.constraint === UNIQUE_EMAIL_INDEX || !!e.message?.includes(UNIQUE_EMAIL_INDEX))
+  );
+}
+
+export async function findContact(
+  db: Kysely<DB>,
+  accountId: string,
+  id: string,
+): Promise<ContactRow | undefined> {
+  return db
+    .selectFrom('contacts')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .executeTakeFirst();
+}
+
+/** Reads and locks the row for the rest of the transaction. */
+export async function lockContactRow(
+  trx: Kysely<DB>,
+  accountId: string,
+  id: string,
+): Promise<ContactRow | undefined> {
+  return trx
+    .selectFrom('contacts')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function findContactIdByEmail(
+  db: Kysely<DB>,
+  accountId: string,
+  email: string,
+): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('contacts')
+    .select('id')
+    .where('account_id', '=', accountId)
+    .where('email', '=', email)
+    .executeTakeFirst();
+  return row?.id;
+}
+
+export interface NewContact {
+  accountId: string;
+  email: string;
+  firstName: string | null;
+  lastName: string | null;
+  language: string | null;
+  attributes: Record<string, unknown>;
+  status: ContactStatus;
+}
+
+export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promise<ContactRow> {
+  return trx
+    .insertInto('contacts')
+    .values({
+      account_id: contact.accountId,
+      email: contact.email,
+      first_name: contact.firstName,
+      last_name: contact.lastName,
+      language: contact.language,
+      attributes: JSON.stringify(contact.attributes),
+      status: contact.status,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export interface ContactColumns {
+  email?: string;
+  first_name?: string | null;
+  last_name?: string | null;
+  language?: string | null;
+  attributes?: Record<string, unknown>;
+  status?: ContactStatus;
+  restricted_at?: Date | null;
+  restriction_reason?: string | null;
+}
+
+/** Applies changed columns, bumps the version and `updated_at`. */
+export async function updateContact(
+  trx: Kysely<DB>,
+  current: ContactRow,
+  columns: ContactColumns,
+): Promise<ContactRow> {
+  const { attributes, ...rest } = columns;
+  return trx
+    .updateTable('contacts')
+    .set({
+      ...rest,
+      ...(attributes !== undefined ? { attributes: JSON.stringify(attributes) } : {}),
+      updated_at: sql<Date>`clock_timestamp()`,
+      version: current.version + 1,
+    })
+    .where('account_id', '=', current.account_id)
+    .where('id', '=', current.id)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** `created_at` with its microseconds, in UTC: JavaScript dates would cut them off. */
+const CREATED_KEY = sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+export interface ContactListFilter {
+  limit: number;
+  after?: { createdAt: string; id: string } | undefined;
+  email?: string | undefined;
+  status?: string | undefined;
+  restricted?: boolean | undefined;
+  updatedSince?: string | undefined;
+  consent?: { purposeId: string; state: ConsentState } | undefined;
+}
+
+/** What the newest ledger event must look like for each derived state. */
+function stateCondition(state: ConsentState) {
+  switch (state) {
+    case 'withdrawn':
+      return sql`newest.event = 'withdrawn'`;
+    case 'pending':
+      return sql`newest.event = 'granted' and newest.method = 'double_opt_in'`;
+    case 'granted':
+      return sql`(newest.event = 'confirmed' or (newest.event = 'granted' and newest.method <> 'double_opt_in'))`;
+  }
+}
+
+/**
+ * One page of contacts in (created_at, id) order, after the cursor. The consent filter looks at
+ * the newest event of the (contact, purpose) only — the state derived from the ledger.
+ */
+export async function listContacts(
+  db: Kysely<DB>,
+  accountId: string,
+  filter: ContactListFilter,
+): Promise<(ContactRow & { created_key: string })[]> {
+  let q = db
+    .selectFrom('contacts')
+    .selectAll()
+    .select(CREATED_KEY.as('created_key'))
+    .where('account_id', '=', accountId);
+  if (filter.email !== undefined) q = q.where('email', '=', filter.email);
+  if (filter.status !== undefined) {
+    q = q.where('status', '=', filter.status as ContactStatus);
+  }
+  if (filter.restricted !== undefined) {
+    q = q.where('restricted_at', filter.restricted ? 'is not' : 'is', null);
+  }
+  if (filter.updatedSince !== undefined) {
+    q = q.where('updated_at', '>=', new Date(filter.updatedSince));
+  }
+  if (filter.consent) {
+    const { purposeId, state } = filter.consent;
+    q = q.where(
+      sql<boolean>`exists (
+        select 1 from (
+          select e.event, e.method from consent_events e
+          where e.account_id = contacts.account_id and e.contact_id = contacts.id
+            and e.purpose_id = ${purposeId}::uuid
+          order by e.recorded_at desc, e.id desc
+          limit 1
+        ) newest
+        where ${stateCondition(state)}
+      )`,
+    );
+  }
+  if (filter.after) {
+    const { createdAt, id } = filter.after;
+    q = q.where(sql<boolean>`(created_at, id) > (${createdAt}::timestamptz, ${id}::uuid)`);
+  }
+  return q.orderBy('created_at').orderBy('id').limit(filter.limit).execute();
+}

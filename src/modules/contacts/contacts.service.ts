@@ -1,0 +1,405 @@
+import { type Kysely, sql } from 'kysely';
+import type { ContactRow, DB } from '../../db/schema.js';
+import {
+  BadRequestError,
+  ConflictError,
+  NotFoundError,
+  PreconditionFailedError,
+  UnprocessableError,
+} from '../../errors.js';
+import { encodeCursor, toIso } from '../../http/schemas.js';
+import { canonicalJson } from '../../lib/canonical-json.js';
+import { emailFingerprint } from '../../lib/keyed-hash.js';
+import { recordAudit } from '../audit/audit.service.js';
+import {
+  allowLedgerErasure,
+  currentConsentEvents,
+  deriveState,
+} from '../consents/consents.repository.js';
+import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
+import type { RequestContext } from '../identity/actor.js';
+import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
+import {
+  type ContactColumns,
+  findContact,
+  findContactIdByEmail,
+  insertContact,
+  isDuplicateEmail,
+  listContacts,
+  lockContactRow,
+  updateContact,
+} from './contacts.repository.js';
+import {
+  type ContactPatch,
+  type CreateContactInput,
+  type ListContactsFilter,
+  toContact,
+} from './contacts.schemas.js';
+
+/** Wire field → column, for patches and the audit trail's field names. */
+const COLUMN_OF = {
+  email: 'email',
+  firstName: 'first_name',
+  lastName: 'last_name',
+  language: 'language',
+  attributes: 'attributes',
+  status: 'status',
+} as const;
+type PatchField = keyof typeof COLUMN_OF;
+
+/**
+ * Art. 16 and 18(2): while a contact is restricted, only rectification — correcting who the
+ * person is — is allowed; anything else (attributes, status) is processing.
+ */
+const RECTIFICATION_FIELDS: ReadonlySet<PatchField> = new Set([
+  'email',
+  'firstName',
+  'lastName',
+  'language',
+]);
+
+function notFound() {
+  return new NotFoundError('The contact does not exist.');
+}
+
+function contactExists() {
+  return new ConflictError('contact_exists', 'A contact with this email already exists.');
+}
+
+function suppressedError() {
+  // Art. 17: an erased address must not come back by accident.
+  return new UnprocessableError(
+    'suppressed',
+    'The address was erased and is on the suppression list; it can only come back with a ' +
+      'fresh consent through double opt-in (doubleOptIn: true).',
+  );
+}
+
+function restrictedError(detail: string) {
+  return new ConflictError('restricted', detail);
+}
+
+/**
+ * Contacts and the data-subject rights over them: access and portability (Art. 15, 20),
+ * rectification (Art. 16), erasure (Art. 17) and restriction (Art. 18). Every change is audited
+ * in its own transaction, by field name only.
+ */
+export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string }) {
+  const { db, hashSecret } = deps;
+
+  async function get(accountId: string, id: string): Promise<ContactRow> {
+    const row = await findContact(db, accountId, id);
+    if (!row) throw notFound();
+    return row;
+  }
+
+  async function lockOrThrow(trx: Kysely<DB>, accountId: string, id: string) {
+    const row = await lockContactRow(trx, accountId, id);
+    if (!row) throw notFound();
+    return row;
+  }
+
+  return {
+    get,
+
+    async list(accountId: string, query: ListContactsFilter) {
+      let after: { createdAt: string; id: string } | undefined;
+      if (query.cursor !== undefined) after = decodeContactCursor(query.cursor);
+      const rows = await listContacts(db, accountId, {
+        limit: query.limit + 1,
+        after,
+        email: query.email,
+        status: query.status,
+        restricted: query.restricted,
+        updatedSince: query.updatedSince,
+        consent:
+          query.consentPurposeId && query.consentState
+            ? { purposeId: query.consentPurposeId, state: query.consentState }
+            : undefined,
+      });
+      const page = rows.slice(0, query.limit);
+      const last = page[page.length - 1];
+      return {
+        rows: page,
+        nextCursor:
+          rows.length > query.limit && last ? encodeCursor([last.created_key, last.id]) : null,
+      };
+    },
+
+    /**
+     * Creates a contact. A suppressed (erased) address is refused unless it arrives with a
+     * fresh double opt-in consent (`doubleOptIn`), which the caller records next.
+     */
+    async create(ctx: RequestContext, accountId: string, input: CreateContactInput) {
+      const fingerprint = emailFingerprint(hashSecret, input.email);
+      try {
+        return await db.transaction().execute(async (trx) => {
+          if (await findContactIdByEmail(trx, accountId, input.email)) throw contactExists();
+          if (!input.doubleOptIn && (await isSuppressed(trx, accountId, fingerprint))) {
+            throw suppressedError();
+          }
+          const row = await insertContact(trx, {
+            accountId,
+            email: input.email,
+            firstName: input.firstName ?? null,
+            lastName: input.lastName ?? null,
+            language: input.language ?? null,
+            attributes: input.attributes ?? {},
+            status: input.status,
+          });
+          const given = (Object.keys(COLUMN_OF) as PatchField[]).filter(
+            (field) => input[field] !== undefined && input[field] !== null,
+          );
+          await recordAudit(trx, ctx, {
+            accountId,
+            action: 'contact.created',
+            entityType: 'contact',
+            entityId: row.id,
+            changedFields: given,
+          });
+          return row;
+        });
+      } catch (err) {
+        // Two creations of one address racing: the unique index decides.
+        if (isDuplicateEmail(err)) throw contactExists();
+        throw err;
+      }
+    },
+
+    /**
+     * Applies a partial update. With `expectedVersion`, refuses (412) when someone changed the
+     * contact since. A restricted contact accepts rectification only (409 `restricted`).
+     */
+    async update(
+      ctx: RequestContext,
+      accountId: string,
+      id: string,
+      patch: ContactPatch,
+      expectedVersion?: number,
+    ) {
+      try {
+        return await db.transaction().execute(async (trx) => {
+          const current = await lockOrThrow(trx, accountId, id);
+          if (expectedVersion !== undefined && current.version !== expectedVersion) {
+            throw new PreconditionFailedError();
+          }
+          const changes: ContactColumns = {};
+          const changed: PatchField[] = [];
+          for (const field of Object.keys(COLUMN_OF) as PatchField[]) {
+            const value = patch[field];
+            if (value === undefined) continue;
+            const column = COLUMN_OF[field];
+            const same =
+              field === 'attributes'
+                ? canonicalJson(value) === canonicalJson(current.attributes)
+                : value === current[column];
+            if (same) continue;
+            changed.push(field);
+            (changes as Record<string, unknown>)[column] = value;
+          }
+          if (changed.length === 0) return current;
+          if (current.restricted_at) {
+            const refused = changed.filter((field) => !RECTIFICATION_FIELDS.has(field));
+            if (refused.length > 0) {
+              throw restrictedError(
+                `The contact is restricted (Art. 18): only rectification (email, firstName, ` +
+                  `lastName, language) is allowed; refused: ${refused.join(', ')}.`,
+              );
+            }
+          }
+          if (changes.email !== undefined) {
+            if (await findContactIdByEmail(trx, accountId, changes.email)) throw contactExists();
+            // Rectifying to an erased address would bring it back.
+            if (await isSuppressed(trx, accountId, emailFingerprint(hashSecret, changes.email))) {
+              throw suppressedError();
+            }
+          }
+          const updated = await updateContact(trx, current, changes);
+          await recordAudit(trx, ctx, {
+            accountId,
+            action: 'contact.updated',
+            entityType: 'contact',
+            entityId: id,
+            changedFields: changed,
+          });
+          return updated;
+        });
+      } catch (err) {
+        if (isDuplicateEmail(err)) throw contactExists();
+        throw err;
+      }
+    },
+
+    /** Art. 18: restricts processing; restricting again only updates the reason. */
+    async restrict(ctx: RequestContext, accountId: string, id: string, reason: string) {
+      return db.transaction().execute(async (trx) => {
+        const current = await lockOrThrow(trx, accountId, id);
+        if (current.restricted_at && current.restriction_reason === reason) return current;
+        const changes: ContactColumns = { restriction_reason: reason };
+        const changedFields = ['restrictionReason'];
+        if (!current.restricted_at) {
+          changes.restricted_at = new Date();
+          changedFields.unshift('restrictedAt');
+        }
+        const updated = await updateContact(trx, current, changes);
+        await recordAudit(trx, ctx, {
+          accountId,
+          action: 'contact.restricted',
+          entityType: 'contact',
+          entityId: id,
+          changedFields,
+        });
+        return updated;
+      });
+    },
+
+    /** Art. 18(3): lifting a restriction is an explicit, audited act. Idempotent. */
+    async liftRestriction(ctx: RequestContext, accountId: string, id: string) {
+      return db.transaction().execute(async (trx) => {
+        const current = await lockOrThrow(trx, accountId, id);
+        if (!current.restricted_at) return current;
+        const updated = await updateContact(trx, current, {
+          restricted_at: null,
+          restriction_reason: null,
+        });
+        await recordAudit(trx, ctx, {
+          accountId,
+          action: 'contact.restriction_lifted',
+          entityType: 'contact',
+          entityId: id,
+          changedFields: ['restrictedAt', 'restrictionReason'],
+        });
+        return updated;
+      });
+    },
+
+    /**
+     * Art. 17 erasure, in one transaction: the address survives only as its keyed hash (on the
+     * suppression list and in the erasure record); the contact, its consent ledger and links,
+     * and any stored idempotent response that mentions it are deleted.
+     */
+    async erase(ctx: RequestContext, accountId: string, id: string) {
+      await db.transaction().execute(async (trx) => {
+        const current = await lockOrThrow(trx, accountId, id);
+        const fingerprint = emailFingerprint(hashSecret, current.email);
+        await suppress(trx, accountId, fingerprint, 'erased');
+        await trx
+          .insertInto('erasures')
+          .values({
+            account_id: accountId,
+            contact_id: id,
+            email_hash: fingerprint,
+            request_id: ctx.requestId,
+          })
+          .execute();
+        await allowLedgerErasure(trx);
+        await trx
+          .deleteFrom('consent_tokens')
+          .where('account_id', '=', accountId)
+          .where('contact_id', '=', id)
+          .execute();
+        await trx
+          .deleteFrom('consent_events')
+          .where('account_id', '=', accountId)
+          .where('contact_id', '=', id)
+          .execute();
+        await trx
+          .deleteFrom('idempotency_keys')
+          .where('account_id', '=', accountId)
+          .where(
+            sql<boolean>`(position(${id} in coalesce(response_body, '')) > 0
+              or position(${current.email} in lower(coalesce(response_body, ''))) > 0)`,
+          )
+          .execute();
+        await trx
+          .deleteFrom('contacts')
+          .where('account_id', '=', accountId)
+          .where('id', '=', id)
+          .execute();
+        await recordAudit(trx, ctx, {
+          accountId,
+          action: 'contact.erased',
+          entityType: 'contact',
+          entityId: id,
+          changedFields: ['email', 'firstName', 'lastName', 'language', 'attributes', 'consents'],
+        });
+      });
+    },
+
+    /**
+     * Art. 15 (access) and 20 (portability): everything held about the contact, as JSON. The
+     * export itself is audited (who obtained the data, not the data).
+     */
+    async exportData(ctx: RequestContext, accountId: string, id: string, encrypted: boolean) {
+      return db.transaction().execute(async (trx) => {
+        const contact = await findContact(trx, accountId, id);
+        if (!contact) throw notFound();
+        const events = await trx
+          .selectFrom('consent_events')
+          .selectAll()
+          .where('account_id', '=', accountId)
+          .where('contact_id', '=', id)
+          .orderBy('recorded_at')
+          .orderBy('id')
+          .execute();
+        const current = await currentConsentEvents(trx, accountId, id);
+        const audit = await trx
+          .selectFrom('audit_events')
+          .select(['id', 'occurred_at', 'actor_type', 'actor_id', 'action', 'changed_fields'])
+          .where('account_id', '=', accountId)
+          .where('entity_type', '=', 'contact')
+          .where('entity_id', '=', id)
+          .orderBy('seq')
+          .execute();
+        await recordAudit(trx, ctx, {
+          accountId,
+          action: 'contact.exported',
+          entityType: 'contact',
+          entityId: id,
+          changedFields: encrypted ? ['encrypted'] : [],
+        });
+        return {
+          generatedAt: new Date().toISOString(),
+          contact: toContact(contact),
+          consents: {
+            current: current.map((row) =>
+              toCurrentConsent(row, deriveState(row.event, row.method)),
+            ),
+            events: events.map(toConsentEvent),
+          },
+          auditEvents: audit.map((row) => ({
+            id: row.id,
+            occurredAt: toIso(row.occurred_at),
+            action: row.action,
+            actor: { type: row.actor_type, id: row.actor_id },
+            changedFields: row.changed_fields,
+          })),
+        };
+      });
+    },
+  };
+}
+
+const CREATED_KEY = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function decodeContactCursor(cursor: string): { createdAt: string; id: string } {
+  try {
+    const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (
+      Array.isArray(key) &&
+      key.length === 2 &&
+      typeof key[0] === 'string' &&
+      CREATED_KEY.test(key[0]) &&
+      typeof key[1] === 'string' &&
+      UUID.test(key[1])
+    ) {
+      return { createdAt: key[0], id: key[1] };
+    }
+  } catch {
+    // fall through to the error below
+  }
+  throw new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
+}
+
+export type ContactsService = ReturnType<typeof createContactsService>;

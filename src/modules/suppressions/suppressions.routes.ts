@@ -1,0 +1,33 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { problemResponses } from '../../http/problem.js';
+import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { SuppressionCheckBody, SuppressionCheckSchema } from '../contacts/contacts.schemas.js';
+import { accountIdOf } from '../identity/auth.plugin.js';
+import type { SuppressionsService } from './suppressions.service.js';
+
+/** `POST /v1/suppressions/check`: is an address suppressed? Stores nothing. */
+export const suppressionsRoutes: FastifyPluginAsyncZod<{
+  suppressions: SuppressionsService;
+}> = async (app, { suppressions }) => {
+  app.post(
+    '/suppressions/check',
+    {
+      config: { auth: { permission: 'contacts:read' } },
+      schema: {
+        operationId: 'checkSuppression',
+        tags: ['contacts'],
+        summary: 'Whether an address is on the suppression list (nothing is stored)',
+        description:
+          'An erased address (Art. 17) is kept only as a keyed hash on the suppression list. ' +
+          'This compares the hash of the given address with the list; the address is not ' +
+          'stored or logged.',
+        security: BEARER_OR_API_KEY,
+        body: SuppressionCheckBody,
+        response: { 200: SuppressionCheckSchema, ...problemResponses(400, 401, 403) },
+      },
+    },
+    async (request) => ({
+      suppressed: await suppressions.check(accountIdOf(request), request.body.email),
+    }),
+  );
+};

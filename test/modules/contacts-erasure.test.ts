@@ -1,0 +1,296 @@
+import type { FastifyInstance } from 'fastify';
+import { type Kysely, sql } from 'kysely';
+import t from 'tap';
+import type { DB } from '../../src/db/schema.js';
+import { emailFingerprint } from '../../src/lib/keyed-hash.js';
+import { assertProblem } from '../app/assert-problem.js';
+import { bearer, signup } from '../fixtures/identity.js';
+import { build, testConfig } from '../helper.js';
+import { createPurposeWithNotice } from './consents-fixtures.js';
+
+const HASH_SECRET = testConfig().HASH_SECRET!;
+
+/**
+ * Every text-like column of every table in this database's schema, searched for `needle`
+ * (case-insensitively): where does the value still live? Returns `table.column` per hit.
+ */
+async function whereIs(db: Kysely<DB>, needle: string): Promise<string[]> {
+  const columns = await sql<{ table_name: string; column_name: string }>`
+    select c.table_name, c.column_name
+    from information_schema.columns c
+    join information_schema.tables tb
+      on tb.table_schema = c.table_schema and tb.table_name = c.table_name
+    where c.table_schema = current_schema() and tb.table_type = 'BASE TABLE'
+      and c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY')
+    order by c.table_name, c.column_name`.execute(db);
+  if (columns.rows.length < 30) throw new Error(`only ${columns.rows.length} columns searched`);
+  // One query per search: a branch per column, each naming the column when it holds the value.
+  const branches = columns.rows.map(
+    ({ table_name, column_name }) => sql`
+      select ${`${table_name}.${column_name}`}::text as hit
+      where exists (
+        select 1 from ${sql.table(table_name)}
+        where position(lower(${needle}) in lower(${sql.ref(column_name)}::text)) > 0)`,
+  );
+  const result = await sql<{ hit: string }>`${sql.join(branches, sql` union all `)}`.execute(db);
+  return result.rows.map((row) => row.hit).sort();
+}
+
+async function createContact(
+  app: FastifyInstance,
+  headers: Record<string, string>,
+  payload: object,
+) {
+  return app.inject({ method: 'POST', url: '/v1/contacts', headers, payload });
+}
+
+t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => {
+  const app = await build(t);
+  const db = app.database.db;
+  const owner = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const purposeId = await createPurposeWithNotice(app, owner, 'newsletter');
+
+  const email = 'erase.me@example.com';
+  const created = await createContact(
+    app,
+    { ...headers, 'idempotency-key': 'create-erase-me' },
+    {
+      email: 'Erase.Me@Example.com',
+      firstName: 'Quixotica',
+      lastName: 'Zarathustrova',
+      attributes: { note: 'Marker-7781-personal' },
+    },
+  );
+  t.equal(created.statusCode, 201, created.body);
+  const contactId: string = created.json().id;
+  // A second contact that must survive untouched.
+  const keep = await createContact(app, headers, { email: 'keep.me@example.com' });
+  const keepId: string = keep.json().id;
+
+  const doi = await app.inject({
+    method: 'POST',
+    url: `/v1/contacts/${contactId}/consents`,
+    headers,
+    payload: {
+      purposeId,
+      noticeVersion: 1,
+      event: 'granted',
+      method: 'double_opt_in',
+      evidence: { ip: '198.51.100.77', userAgent: 'Quixotica-Browser/1.0' },
+    },
+  });
+  t.equal(doi.statusCode, 201, doi.body);
+  const confirmed = await app.inject({
+    method: 'POST',
+    url: doi.json().confirmation.url,
+    remoteAddress: '198.51.100.78',
+  });
+  t.equal(confirmed.statusCode, 200, confirmed.body);
+  for (const id of [contactId, keepId]) {
+    const grant = await app.inject({
+      method: 'POST',
+      url: `/v1/contacts/${id}/consents`,
+      headers,
+      payload: { purposeId, noticeVersion: 1, event: 'granted', method: 'form' },
+    });
+    t.equal(grant.statusCode, 201);
+  }
+  await app.inject({
+    method: 'PUT',
+    url: `/v1/contacts/${contactId}/restriction`,
+    headers,
+    payload: { reason: 'Zarathustrova asked' },
+  });
+
+  // The search can fail: before erasure it finds the data where it lives.
+  const before = await whereIs(db, email);
+  t.ok(before.includes('contacts.email'), `found before: ${before.join(', ')}`);
+  t.ok(before.includes('idempotency_keys.response_body'), 'the stored idempotent response too');
+  t.ok((await whereIs(db, 'Zarathustrova')).length >= 2);
+  const tokensBefore = await db
+    .selectFrom('consent_tokens')
+    .select('token_hash')
+    .where('contact_id', '=', contactId)
+    .execute();
+  t.ok(tokensBefore.length > 0, 'the contact has consent links');
+
+  const erased = await app.inject({ method: 'DELETE', url: `/v1/contacts/${contactId}`, headers });
+  t.equal(erased.statusCode, 204, erased.body);
+  t.equal(erased.body, '');
+
+  for (const needle of [
+    email,
+    'Quixotica',
+    'Zarathustrova',
+    'Marker-7781',
+    '198.51.100.77',
+    '198.51.100.78',
+  ]) {
+    t.same(await whereIs(db, needle), [], `${needle}: found nowhere after erasure`);
+  }
+  // The search still works after erasure: the contact's random id remains in the audit trail
+  // (and in the erasure record's uuid column), which accountability needs; nothing personal.
+  t.same(await whereIs(db, contactId), ['audit_events.entity_id']);
+
+  const fingerprint = emailFingerprint(HASH_SECRET, email);
+  const suppression = await db
+    .selectFrom('suppressions')
+    .selectAll()
+    .where('account_id', '=', owner.accountId)
+    .execute();
+  t.same(
+    suppression.map((row) => [row.email_hash, row.reason]),
+    [[fingerprint, 'erased']],
+    'the keyed hash is on the suppression list',
+  );
+  const erasure = await db
+    .selectFrom('erasures')
+    .selectAll()
+    .where('account_id', '=', owner.accountId)
+    .executeTakeFirstOrThrow();
+  t.match(erasure, { contact_id: contactId, email_hash: fingerprint, request_id: /\S/ });
+  t.equal(erasure.request_id, erased.headers['x-request-id']);
+  t.same(
+    await db
+      .selectFrom('consent_events')
+      .select('id')
+      .where('contact_id', '=', contactId)
+      .execute(),
+    [],
+  );
+  t.same(
+    await db
+      .selectFrom('consent_tokens')
+      .select('token_hash')
+      .where('contact_id', '=', contactId)
+      .execute(),
+    [],
+  );
+
+  // The other contact and its ledger are untouched; the ledger is append-only again.
+  const kept = await app.inject({ method: 'GET', url: `/v1/contacts/${keepId}`, headers });
+  t.equal(kept.statusCode, 200);
+  t.equal(
+    (await db.selectFrom('consent_events').select('id').where('contact_id', '=', keepId).execute())
+      .length,
+    1,
+  );
+  await t.rejects(
+    db.deleteFrom('consent_events').where('contact_id', '=', keepId).execute(),
+    /append-only/,
+    'the erasure permission died with its transaction',
+  );
+
+  const gone = await app.inject({ method: 'GET', url: `/v1/contacts/${contactId}`, headers });
+  assertProblem(t, gone, { status: 404, code: 'not_found', instance: `/v1/contacts/${contactId}` });
+  const twice = await app.inject({ method: 'DELETE', url: `/v1/contacts/${contactId}`, headers });
+  assertProblem(t, twice, {
+    status: 404,
+    code: 'not_found',
+    instance: `/v1/contacts/${contactId}`,
+  });
+
+  const audit = await db
+    .selectFrom('audit_events')
+    .select(['action', 'changed_fields'])
+    .where('account_id', '=', owner.accountId)
+    .where('entity_id', '=', contactId)
+    .where('action', '=', 'contact.erased')
+    .execute();
+  t.equal(audit.length, 1, 'the erasure is audited');
+  const verify = await app.inject({ method: 'GET', url: '/v1/audit-events/verify', headers });
+  t.equal(verify.json().valid, true, 'the audit chain still verifies');
+});
+
+t.test('an erased address is suppressed: re-creation refused, check stores nothing', async (t) => {
+  const app = await build(t);
+  const db = app.database.db;
+  const owner = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const email = 'gone@example.com';
+  const first = await createContact(app, headers, { email });
+  const erased = await app.inject({
+    method: 'DELETE',
+    url: `/v1/contacts/${first.json().id}`,
+    headers,
+  });
+  t.equal(erased.statusCode, 204);
+
+  const again = await createContact(app, headers, { email: '  GONE@example.com' });
+  const problem = assertProblem(t, again, {
+    status: 422,
+    code: 'suppressed',
+    instance: '/v1/contacts',
+  });
+  t.notOk(JSON.stringify(problem).includes('gone@'), 'the problem does not echo the address');
+
+  const check = async (value: string) => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/suppressions/check',
+      headers,
+      payload: { email: value },
+    });
+    t.equal(res.statusCode, 200, res.body);
+    t.match(res.headers['content-type'], /^application\/json/);
+    return res.json();
+  };
+  t.same(await check('Gone@Example.com'), { suppressed: true });
+  const neverSeen = 'never.seen.address@example.com';
+  t.same(await check(neverSeen), { suppressed: false });
+  t.same(await whereIs(db, neverSeen), [], 'checking stores nothing');
+  t.same(await whereIs(db, 'gone@example.com'), [], 'nor does a refused re-creation');
+
+  const readKeyRes = await app.inject({
+    method: 'POST',
+    url: '/v1/api-keys',
+    headers,
+    payload: { name: 'reader', scopes: ['contacts:read'] },
+  });
+  const reader = { 'x-api-key': readKeyRes.json().key as string };
+  const byReader = await app.inject({
+    method: 'POST',
+    url: '/v1/suppressions/check',
+    headers: reader,
+    payload: { email },
+  });
+  t.same(byReader.json(), { suppressed: true }, 'contacts:read may check');
+  const bad = await app.inject({
+    method: 'POST',
+    url: '/v1/suppressions/check',
+    headers,
+    payload: { email: 'nope' },
+  });
+  const badProblem = assertProblem(t, bad, {
+    status: 400,
+    code: 'validation_failed',
+    instance: '/v1/suppressions/check',
+  });
+  t.match(badProblem.errors, [{ field: 'body.email' }]);
+
+  // Rectifying another contact to the erased address would bring it back.
+  const other = await createContact(app, headers, { email: 'other@example.com' });
+  const rectify = await app.inject({
+    method: 'PATCH',
+    url: `/v1/contacts/${other.json().id}`,
+    headers,
+    payload: { email },
+  });
+  assertProblem(t, rectify, {
+    status: 422,
+    code: 'suppressed',
+    instance: `/v1/contacts/${other.json().id}`,
+  });
+
+  // The suppression list is per account.
+  const stranger = await signup(app);
+  const elsewhere = await createContact(app, bearer(stranger.accessToken), { email });
+  t.equal(elsewhere.statusCode, 201, 'another account may hold the address');
+
+  // With a fresh consent through double opt-in, the address may come back.
+  const withDoi = await createContact(app, headers, { email, doubleOptIn: true });
+  t.equal(withDoi.statusCode, 201, withDoi.body);
+  t.equal(withDoi.json().email, email);
+  t.same(await check(email), { suppressed: true }, 'the suppression itself stays');
+});
