@@ -83,7 +83,7 @@ t.test('no token, cookie, email or password reaches a log line', async (t) => {
       payload: { email: EMAIL, password: PASSWORD },
       expected: 202,
     },
-    { method: 'GET' as const, url: `/v1/contacts/${EMAIL}`, expected: 404 },
+    { method: 'GET' as const, url: `/v1/no-such-resource/${EMAIL}`, expected: 404 },
     { method: 'GET' as const, url: '/test/lookup-fails', expected: 500 },
     { method: 'GET' as const, url: '/healthz', expected: 200 },
   ];
