@@ -36,12 +36,8 @@ export function offlineDatabase(): Database {
  * No database is needed (see `offlineDatabase`).
  */
 export async function generateOpenApiDocument(): Promise<Record<string, unknown>> {
-  const config = loadConfig({
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'silent',
-    // Production refuses to start without a signing secret; no token is ever signed here.
-    JWT_SECRET: 'openapi-generation-only-never-signs-anything',
-  });
+  // Not 'production': that demands secrets (JWT_SECRET, ...), and nothing here signs or hashes.
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' });
   const database = offlineDatabase();
   const app = await buildApp({ config, database, logger: false });
   try {
