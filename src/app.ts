@@ -151,7 +151,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         { name: 'users', description: 'The people of your account and their roles.' },
         { name: 'api-keys', description: 'Scoped keys for your systems.' },
         { name: 'audit', description: 'The tamper-evident audit trail (Art. 5(2), 24).' },
-        { name: 'contacts', description: 'Subscribers: retrieve, rectify, restrict, erase, export.' },
+        {
+          name: 'contacts',
+          description: 'Subscribers: retrieve, rectify, restrict, erase, export.',
+        },
         { name: 'suppressions', description: 'Keyed hashes of erased addresses (Art. 17).' },
         { name: 'purposes', description: 'Processing purposes and their versioned notices.' },
         { name: 'consents', description: 'The append-only consent ledger (Art. 7).' },

@@ -5,7 +5,7 @@ import type { Config } from '../../config.js';
 import { AppError, UnauthorizedError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
 import { Email, Timestamp } from '../../http/schemas.js';
-import { BEARER } from '../../http/security.js';
+import { BEARER, PUBLIC } from '../../http/security.js';
 import { requestContext } from './auth.plugin.js';
 import type { AuthService } from './auth.service.js';
 import {
@@ -124,6 +124,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       schema: {
         operationId: 'signup',
         tags: ['auth'],
+        security: PUBLIC,
         summary: 'Create an account and its first owner (when SIGNUP=open)',
         body: SignupBody,
         response: { 201: SignupResponse, ...problemResponses(400, 403, 409, 429) },
@@ -151,6 +152,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       schema: {
         operationId: 'login',
         tags: ['auth'],
+        security: PUBLIC,
         summary: 'Exchange email and password for an access token and a refresh token',
         description:
           'Unknown emails and wrong passwords get the same answer in the same time. Throttled per ' +
@@ -171,6 +173,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       schema: {
         operationId: 'refreshTokens',
         tags: ['auth'],
+        security: PUBLIC,
         summary: 'Rotate a refresh token into a new token pair',
         description: 'A refresh token works once. Reusing one ends the whole session.',
         body: RefreshBody,

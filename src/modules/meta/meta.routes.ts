@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { problemResponses } from '../../http/problem.js';
+import { PUBLIC } from '../../http/security.js';
 
 export const ApiIndexSchema = z
   .object({
@@ -21,8 +23,9 @@ export const metaRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         operationId: 'getApiIndex',
         tags: ['meta'],
+        security: PUBLIC,
         summary: 'API index: version and where the documentation lives',
-        response: { 200: ApiIndexSchema },
+        response: { 200: ApiIndexSchema, ...problemResponses(429) },
       },
     },
     async () => ({

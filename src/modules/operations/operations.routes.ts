@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Database } from '../../db/database.js';
 import { ServiceUnavailableError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
+import { PUBLIC } from '../../http/security.js';
 
 export interface OperationsRoutesOptions {
   database: Database;
@@ -28,6 +29,7 @@ export const operationsRoutes: FastifyPluginAsyncZod<OperationsRoutesOptions> = 
       schema: {
         operationId: 'getHealth',
         tags: ['operations'],
+        security: PUBLIC,
         summary: 'Liveness: the process is up',
         response: { 200: HealthSchema },
       },
@@ -42,6 +44,7 @@ export const operationsRoutes: FastifyPluginAsyncZod<OperationsRoutesOptions> = 
       schema: {
         operationId: 'getReadiness',
         tags: ['operations'],
+        security: PUBLIC,
         summary: 'Readiness: the database answers a round trip',
         response: { 200: ReadinessSchema, ...problemResponses(503) },
       },
@@ -64,6 +67,7 @@ export const operationsRoutes: FastifyPluginAsyncZod<OperationsRoutesOptions> = 
       schema: {
         operationId: 'getMetrics',
         tags: ['operations'],
+        security: PUBLIC,
         summary: 'Prometheus metrics (text exposition format)',
         response: {
           200: {
