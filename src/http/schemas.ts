@@ -15,6 +15,15 @@ export const Email = z
 /** ISO-8601 in UTC with an offset, as every timestamp on the wire. */
 export const Timestamp = z.iso.datetime({ offset: true }).describe('ISO-8601 timestamp.');
 
+/**
+ * A timestamp in a response. We produce these ourselves (always `toISOString()`), so the
+ * serializer need not re-validate the format on every response; the contract still says
+ * `date-time`.
+ */
+export const Instant = z
+  .string()
+  .meta({ format: 'date-time', description: 'ISO-8601 timestamp in UTC.' });
+
 export function toIso(value: Date | string): string;
 export function toIso(value: Date | string | null): string | null;
 export function toIso(value: Date | string | null): string | null {

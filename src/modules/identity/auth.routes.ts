@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { AppError, UnauthorizedError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
-import { Email, Timestamp } from '../../http/schemas.js';
+import { Email, Instant } from '../../http/schemas.js';
 import { BEARER, PUBLIC } from '../../http/security.js';
 import { requestContext } from './auth.plugin.js';
 import type { AuthService } from './auth.service.js';
@@ -86,7 +86,7 @@ const MeResponse = z
     user: UserSchema,
     account: AccountSchema.nullable().describe('Null for operators.'),
     password: z.object({
-      passwordChangedAt: Timestamp,
+      passwordChangedAt: Instant,
       passwordAgeDays: z.number().int(),
       passwordChangeRecommended: z
         .boolean()

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AccountRow, UserRow } from '../../db/schema.js';
-import { Id, Timestamp, toIso } from '../../http/schemas.js';
+import { Id, Instant, Timestamp, toIso } from '../../http/schemas.js';
 
 /** A valid IANA time zone name, checked against the runtime's tz database. */
 export const TimeZone = z
@@ -32,9 +32,9 @@ export const UserSchema = z
     accountId: Id.nullable(),
     email: z.string(),
     role: z.enum(['owner', 'admin', 'member', 'operator']),
-    passwordChangedAt: Timestamp,
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    passwordChangedAt: Instant,
+    createdAt: Instant,
+    updatedAt: Instant,
   })
   .meta({
     id: 'User',
@@ -81,8 +81,8 @@ export const AccountSchema = z
     name: z.string(),
     timeZone: z.string(),
     dpo: DpoContactSchema,
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    createdAt: Instant,
+    updatedAt: Instant,
     version: z.number().int().describe('Increments on each change; the ETag is derived from it.'),
   })
   .meta({
