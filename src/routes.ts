@@ -10,6 +10,7 @@ import { auditRoutes } from './modules/audit/audit.routes.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
 import { createConsentsService } from './modules/consents/consents.service.js';
+import { contactImportsRoutes } from './modules/contact-imports/contact-imports.routes.js';
 import { contactsRoutes } from './modules/contacts/contacts.routes.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
 import { createAuthService } from './modules/identity/auth.service.js';
@@ -47,6 +48,7 @@ export async function v1Routes(v1: FastifyInstance, { db, config, principals }: 
   await v1.register(auditRoutes, { db }); //            /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
   await v1.register(contactsRoutes, { db, config }); // /v1/contacts/*, /v1/suppressions/check
+  await v1.register(contactImportsRoutes, { db, config }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
   await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*

@@ -185,6 +185,40 @@ export interface IdempotencyKeysTable {
   completed_at: Date | null;
 }
 
+export type ContactImportStatus = 'running' | 'completed' | 'failed';
+
+export interface ContactImportsTable {
+  account_id: string;
+  id: Generated<string>;
+  status: Generated<ContactImportStatus>;
+  format: 'ndjson' | 'csv';
+  missing_consent: 'reject' | 'pending_double_opt_in';
+  content_sha256: string | null;
+  total_rows: number | null;
+  processed_rows: Generated<number>;
+  created_count: Generated<number>;
+  updated_count: Generated<number>;
+  rejected_count: Generated<number>;
+  last_row: Generated<number>;
+  error_code: string | null;
+  error_line: number | null;
+  created_by_type: string | null;
+  created_by_id: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+  finished_at: Date | null;
+}
+
+export interface ContactImportErrorsTable {
+  account_id: string;
+  import_id: string;
+  row_number: number;
+  ordinal: number;
+  field: string | null;
+  code: string;
+  message: string;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -200,6 +234,8 @@ export interface DB {
   consent_events: ConsentEventsTable;
   consent_tokens: ConsentTokensTable;
   idempotency_keys: IdempotencyKeysTable;
+  contact_imports: ContactImportsTable;
+  contact_import_errors: ContactImportErrorsTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -212,3 +248,5 @@ export type ContactRow = Selectable<ContactsTable>;
 export type PurposeRow = Selectable<PurposesTable>;
 export type NoticeVersionRow = Selectable<NoticeVersionsTable>;
 export type ConsentEventRow = Selectable<ConsentEventsTable>;
+export type ContactImportRow = Selectable<ContactImportsTable>;
+export type ContactImportErrorRow = Selectable<ContactImportErrorsTable>;

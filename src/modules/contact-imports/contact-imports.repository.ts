@@ -1,0 +1,358 @@
+import { type Kysely, sql } from 'kysely';
+import type { ContactImportErrorRow, ContactImportRow, DB } from '../../db/schema.js';
+
+/**
+ * Contact imports: the job rows, their per-row errors, and the set-based writes of one batch.
+ * Every function takes a `Kysely` or a transaction and is scoped to one account.
+ */
+
+export interface NewImportJob {
+  accountId: string;
+  format: 'ndjson' | 'csv';
+  missingConsent: 'reject' | 'pending_double_opt_in';
+  actorType: string;
+  actorId: string | null;
+}
+
+export async function insertImportJob(db: Kysely<DB>, job: NewImportJob) {
+  return db
+    .insertInto('contact_imports')
+    .values({
+      account_id: job.accountId,
+      format: job.format,
+      missing_consent: job.missingConsent,
+      created_by_type: job.actorType,
+      created_by_id: job.actorId,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findImportJob(
+  db: Kysely<DB>,
+  accountId: string,
+  id: string,
+): Promise<ContactImportRow | undefined> {
+  return db
+    .selectFrom('contact_imports')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .executeTakeFirst();
+}
+
+export interface BatchProgress {
+  rows: number;
+  created: number;
+  updated: number;
+  rejected: number;
+  lastRow: number;
+}
+
+/** Advances counters and the checkpoint; call it in the batch's transaction. */
+export async function advanceImportJob(
+  trx: Kysely<DB>,
+  accountId: string,
+  id: string,
+  progress: BatchProgress,
+) {
+  await trx
+    .updateTable('contact_imports')
+    .set((eb) => ({
+      processed_rows: eb('processed_rows', '+', progress.rows),
+      created_count: eb('created_count', '+', progress.created),
+      updated_count: eb('updated_count', '+', progress.updated),
+      rejected_count: eb('rejected_count', '+', progress.rejected),
+      last_row: progress.lastRow,
+      updated_at: sql<Date>`now()`,
+    }))
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .execute();
+}
+
+export async function finishImportJob(
+  db: Kysely<DB>,
+  accountId: string,
+  id: string,
+  outcome:
+    | { status: 'completed'; contentSha256: string }
+    | { status: 'failed'; errorCode: string; errorLine: number | null },
+): Promise<ContactImportRow> {
+  return db
+    .updateTable('contact_imports')
+    .set((eb) =>
+      outcome.status === 'completed'
+        ? {
+            status: 'completed' as const,
+            content_sha256: outcome.contentSha256,
+            total_rows: eb.ref('processed_rows'),
+            finished_at: sql<Date>`now()`,
+            updated_at: sql<Date>`now()`,
+          }
+        : {
+            status: 'failed' as const,
+            error_code: outcome.errorCode,
+            error_line: outcome.errorLine,
+            finished_at: sql<Date>`now()`,
+            updated_at: sql<Date>`now()`,
+          },
+    )
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export interface NewRowError {
+  rowNumber: number;
+  field: string | null;
+  code: string;
+  message: string;
+}
+
+/**
+ * Stores a batch's row errors. The primary key makes a retried batch harmless: an error already
+ * recorded for (row, ordinal) is left as it is.
+ */
+export async function insertRowErrors(
+  trx: Kysely<DB>,
+  accountId: string,
+  importId: string,
+  errors: NewRowError[],
+) {
+  if (errors.length === 0) return;
+  const ordinals = new Map<number, number>();
+  const values = errors.map((error) => {
+    const ordinal = ordinals.get(error.rowNumber) ?? 0;
+    ordinals.set(error.rowNumber, ordinal + 1);
+    return {
+      account_id: accountId,
+      import_id: importId,
+      row_number: error.rowNumber,
+      ordinal,
+      field: error.field,
+      code: error.code,
+      message: error.message,
+    };
+  });
+  // Postgres allows 65,535 parameters per statement: 7 columns, so chunks of 5,000 rows.
+  for (let start = 0; start < values.length; start += 5000) {
+    await trx
+      .insertInto('contact_import_errors')
+      .values(values.slice(start, start + 5000))
+      .onConflict((oc) => oc.doNothing())
+      .execute();
+  }
+}
+
+/** One page of an import's row errors in (row, ordinal) order, after the cursor. */
+export async function listRowErrors(
+  db: Kysely<DB>,
+  accountId: string,
+  importId: string,
+  query: { limit: number; after?: { rowNumber: number; ordinal: number } | undefined },
+): Promise<ContactImportErrorRow[]> {
+  let q = db
+    .selectFrom('contact_import_errors')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('import_id', '=', importId);
+  if (query.after) {
+    const { rowNumber, ordinal } = query.after;
+    q = q.where(sql<boolean>`(row_number, ordinal) > (${rowNumber}::int, ${ordinal}::int)`);
+  }
+  return q.orderBy('row_number').orderBy('ordinal').limit(query.limit).execute();
+}
+
+export interface ExistingContact {
+  id: string;
+  email: string;
+  restricted_at: Date | null;
+}
+
+export async function findContactsByEmail(
+  trx: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<ExistingContact[]> {
+  if (emails.length === 0) return [];
+  return trx
+    .selectFrom('contacts')
+    .select(['id', 'email', 'restricted_at'])
+    .where('account_id', '=', accountId)
+    .where('email', 'in', emails)
+    .execute();
+}
+
+export async function suppressedFingerprints(
+  trx: Kysely<DB>,
+  accountId: string,
+  fingerprints: string[],
+): Promise<Set<string>> {
+  if (fingerprints.length === 0) return new Set();
+  const rows = await trx
+    .selectFrom('suppressions')
+    .select('email_hash')
+    .where('account_id', '=', accountId)
+    .where('email_hash', 'in', fingerprints)
+    .execute();
+  return new Set(rows.map((row) => row.email_hash));
+}
+
+export interface ContactUpsert {
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  language: string | null;
+  /** Shallow-merged into the stored attributes (`||`); `{}` changes nothing. */
+  attributes: Record<string, unknown>;
+}
+
+/**
+ * Inserts or updates a batch of contacts in one statement. Absent fields keep their stored
+ * value; attributes are merged key by key. A restricted contact is never changed (Art. 18);
+ * the caller filters those out before and this guard covers a restriction racing in. Rows
+ * whose values would not change are not rewritten (no version bump). Returns the ids of the
+ * contacts that were inserted.
+ *
+ * The rows travel as one JSON parameter expanded by `jsonb_to_recordset`: one round trip, the
+ * same on node-postgres and PGlite, and no per-row parameters.
+ */
+export async function upsertContacts(
+  trx: Kysely<DB>,
+  accountId: string,
+  rows: ContactUpsert[],
+): Promise<{ inserted: number }> {
+  if (rows.length === 0) return { inserted: 0 };
+  const result = await sql<{ inserted: boolean }>`
+    insert into contacts (account_id, email, first_name, last_name, language, attributes)
+    select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+      as u(email text, first_name text, last_name text, language text, attributes jsonb)
+    on conflict (account_id, email) do update set
+      first_name = coalesce(excluded.first_name, contacts.first_name),
+      last_name = coalesce(excluded.last_name, contacts.last_name),
+      language = coalesce(excluded.language, contacts.language),
+      attributes = contacts.attributes || excluded.attributes,
+      updated_at = clock_timestamp(),
+      version = contacts.version + 1
+    where contacts.restricted_at is null
+      and (contacts.first_name, contacts.last_name, contacts.language, contacts.attributes)
+        is distinct from (
+          coalesce(excluded.first_name, contacts.first_name),
+          coalesce(excluded.last_name, contacts.last_name),
+          coalesce(excluded.language, contacts.language),
+          contacts.attributes || excluded.attributes
+        )
+    returning (xmax = 0) as inserted`.execute(trx);
+  return { inserted: result.rows.filter((row) => row.inserted).length };
+}
+
+export interface ConsentAppend {
+  email: string;
+  purpose_id: string;
+  notice_version: number | null;
+  method: string;
+  occurred_at: string;
+  ip: string | null;
+  user_agent: string | null;
+  source_url: string | null;
+  /** A double opt-in pending grant made by the import: only when the purpose has no event. */
+  pending_only_if_none: boolean;
+}
+
+/**
+ * Appends the batch's consent grants to the ledger, in file order (`recorded_at` is the clock
+ * at each insertion). Skipped, so re-running a file adds nothing:
+ * - an identical event (contact, purpose, notice version, time, method) already recorded;
+ * - evidence older than a withdrawal recorded for the purpose (an old grant must not undo a
+ *   later withdrawal);
+ * - the import's own pending grant when the contact already has any event for the purpose.
+ * Restricted contacts get nothing (Art. 18). Marks the notice versions used.
+ */
+export async function appendImportedConsents(
+  trx: Kysely<DB>,
+  accountId: string,
+  actor: { type: string; id: string | null },
+  events: ConsentAppend[],
+): Promise<number> {
+  if (events.length === 0) return 0;
+  const ordered = events.map((event, ord) => ({ ...event, ord }));
+  const result = await sql`
+    insert into consent_events (
+      account_id, contact_id, purpose_id, notice_version, event, method, legal_basis,
+      occurred_at, recorded_at, ip, user_agent, source_url, actor_type, actor_id
+    )
+    select ${accountId}::uuid, c.id, u.purpose_id, u.notice_version, 'granted', u.method,
+      'consent', u.occurred_at, clock_timestamp(), u.ip, u.user_agent, u.source_url,
+      ${actor.type}, ${actor.id}
+    from jsonb_to_recordset(${JSON.stringify(ordered)}::jsonb) as u(
+      ord int, email text, purpose_id uuid, notice_version int, method text,
+      occurred_at timestamptz, ip text, user_agent text, source_url text,
+      pending_only_if_none boolean
+    )
+    join contacts c on c.account_id = ${accountId}::uuid and c.email = u.email
+    where c.restricted_at is null
+      and not exists (
+        select 1 from consent_events e
+        where e.account_id = c.account_id and e.contact_id = c.id and e.purpose_id = u.purpose_id
+          and (
+            (u.pending_only_if_none)
+            or (e.event = 'granted' and e.method = u.method and e.occurred_at = u.occurred_at
+                and e.notice_version is not distinct from u.notice_version)
+            or (e.event = 'withdrawn' and e.occurred_at >= u.occurred_at)
+          )
+      )
+    order by u.ord`.execute(trx);
+  const pairs = new Map<string, { purposeId: string; version: number }>();
+  for (const event of events) {
+    if (event.notice_version === null) continue;
+    pairs.set(`${event.purpose_id}:${event.notice_version}`, {
+      purposeId: event.purpose_id,
+      version: event.notice_version,
+    });
+  }
+  for (const { purposeId, version } of pairs.values()) {
+    await trx
+      .updateTable('notice_versions')
+      .set({ first_used_at: sql<Date>`now()` })
+      .where('account_id', '=', accountId)
+      .where('purpose_id', '=', purposeId)
+      .where('version', '=', version)
+      .where('first_used_at', 'is', null)
+      .execute();
+  }
+  return Number(result.numAffectedRows ?? 0n);
+}
+
+export async function findPurposeIds(
+  db: Kysely<DB>,
+  accountId: string,
+  keys: string[],
+): Promise<Map<string, string>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('purposes')
+    .select(['id', 'key'])
+    .where('account_id', '=', accountId)
+    .where('key', 'in', keys)
+    .execute();
+  return new Map(rows.map((row) => [row.key, row.id]));
+}
+
+export async function noticeVersionExists(
+  db: Kysely<DB>,
+  accountId: string,
+  purposeId: string,
+  version: number,
+): Promise<boolean> {
+  const row = await db
+    .selectFrom('notice_versions')
+    .select('version')
+    .where('account_id', '=', accountId)
+    .where('purpose_id', '=', purposeId)
+    .where('version', '=', version)
+    .executeTakeFirst();
+  return row !== undefined;
+}

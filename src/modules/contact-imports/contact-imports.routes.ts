@@ -1,0 +1,152 @@
+import { Readable } from 'node:stream';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { Kysely } from 'kysely';
+import type { Config } from '../../config.js';
+import type { DB } from '../../db/schema.js';
+import { AppError } from '../../errors.js';
+import { problemResponses } from '../../http/problem.js';
+import { IdParams, pageOf } from '../../http/schemas.js';
+import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
+import {
+  ContactImportErrorSchema,
+  ContactImportSchema,
+  ListImportErrorsQuery,
+  StartImportQuery,
+  toContactImport,
+  toContactImportError,
+} from './contact-imports.schemas.js';
+import { createContactImportsService, IMPORT_MAX_BODY_BYTES } from './contact-imports.service.js';
+
+const CONTENT_TYPES = ['application/x-ndjson', 'text/csv'];
+
+function unsupportedMediaType() {
+  return new AppError(
+    415,
+    'unsupported_media_type',
+    'Unsupported media type',
+    'Send the file as the raw body with Content-Type application/x-ndjson or text/csv.',
+  );
+}
+
+/**
+ * `/v1/contact-imports`: bulk contact imports from a streamed NDJSON or CSV body, their
+ * progress and their per-row error report. Builds its own service, mounted in one line.
+ */
+export const contactImportsRoutes: FastifyPluginAsyncZod<{
+  db: Kysely<DB>;
+  config: Config;
+}> = async (app, { db, config }) => {
+  const imports = createContactImportsService({ db, hashSecret: hashSecretOf(config) });
+  const security = BEARER_OR_API_KEY;
+  const tags = ['contact-imports'];
+
+  // The body stays a stream: the parser reads it at its own pace, so memory stays bounded
+  // whatever the file size. Registered in this plugin only (encapsulated).
+  app.addContentTypeParser(CONTENT_TYPES, (_request, payload, done) => done(null, payload));
+
+  app.post(
+    '/contact-imports',
+    {
+      bodyLimit: IMPORT_MAX_BODY_BYTES,
+      config: { auth: { permission: 'contacts:write' } },
+      schema: {
+        operationId: 'startContactImport',
+        tags,
+        summary: 'Import contacts from a streamed NDJSON or CSV file',
+        description:
+          'Send the file as the raw body (`Content-Type: application/x-ndjson` or `text/csv`). ' +
+          'NDJSON: one object per line, `{"email", "firstName", "lastName", "language", ' +
+          '"attributes", "consent": {"purpose", "noticeVersion", "method", "grantedAt", "ip", ' +
+          '"userAgent", "sourceUrl"}}`. CSV: a header naming columns `email, first_name, ' +
+          'last_name, language, attributes, consent_purpose, consent_notice_version, ' +
+          'consent_method, consent_granted_at, consent_ip, consent_user_agent, ' +
+          'consent_source_url`. Rows are written in batches of 1,000, each in one transaction ' +
+          'with its row errors and the job counters, so an interruption leaves only whole ' +
+          'batches. Contacts are upserted by email (absent fields keep their value, attributes ' +
+          'merge); a consent event already recorded is not recorded again, so re-running a file ' +
+          'duplicates nothing. Suppressed (erased) addresses are refused unless pending double ' +
+          'opt-in; restricted contacts are left unchanged. Rows with problems are listed at ' +
+          '`GET /v1/contact-imports/{id}/errors` (row, field, code; never the value). A file that ' +
+          'cannot be read further (not text, broken CSV header or quoting) fails the job with ' +
+          '422. Processing is synchronous: the response comes when the file is consumed.',
+        security,
+        querystring: StartImportQuery,
+        response: {
+          201: ContactImportSchema,
+          ...problemResponses(400, 401, 403, 413, 415, 422),
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as unknown;
+      if (!(body instanceof Readable)) throw unsupportedMediaType();
+      const contentType = (request.headers['content-type'] ?? '').toLowerCase();
+      const format =
+        request.query.format ?? (contentType.startsWith('text/csv') ? 'csv' : 'ndjson');
+      const job = await imports.run(
+        requestContext(request),
+        accountIdOf(request),
+        {
+          format,
+          missingConsent: request.query.missingConsent,
+          purpose: request.query.purpose,
+          noticeVersion: request.query.noticeVersion,
+        },
+        body,
+      );
+      request.log.info(
+        {
+          importId: job.id,
+          processed: job.processed_rows,
+          created: job.created_count,
+          updated: job.updated_count,
+          rejected: job.rejected_count,
+        },
+        'contact import completed',
+      );
+      reply.header('location', `/v1/contact-imports/${job.id}`).code(201);
+      return toContactImport(job);
+    },
+  );
+
+  app.get(
+    '/contact-imports/:id',
+    {
+      config: { auth: { permission: 'contacts:read' } },
+      schema: {
+        operationId: 'getContactImport',
+        tags,
+        summary: 'Get an import job: status and counts',
+        security,
+        params: IdParams,
+        response: { 200: ContactImportSchema, ...problemResponses(400, 401, 403, 404) },
+      },
+    },
+    async (request) => toContactImport(await imports.get(accountIdOf(request), request.params.id)),
+  );
+
+  app.get(
+    '/contact-imports/:id/errors',
+    {
+      config: { auth: { permission: 'contacts:read' } },
+      schema: {
+        operationId: 'listContactImportErrors',
+        tags,
+        summary: 'List an import’s row errors (in file order, cursor-paginated)',
+        security,
+        params: IdParams,
+        querystring: ListImportErrorsQuery,
+        response: {
+          200: pageOf(ContactImportErrorSchema),
+          ...problemResponses(400, 401, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const page = await imports.listErrors(accountIdOf(request), request.params.id, request.query);
+      return { data: page.rows.map(toContactImportError), nextCursor: page.nextCursor };
+    },
+  );
+};

@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import type { ContactImportErrorRow, ContactImportRow } from '../../db/schema.js';
+import { PageQuery, Timestamp, toIso } from '../../http/schemas.js';
+
+export const StartImportQuery = z.object({
+  format: z
+    .enum(['ndjson', 'csv'])
+    .optional()
+    .describe(
+      'The body format; defaults from the Content-Type (text/csv or application/x-ndjson).',
+    ),
+  missingConsent: z
+    .enum(['reject', 'pending_double_opt_in'])
+    .default('reject')
+    .describe(
+      'Rows without consent evidence: `reject` them (row error `consent_missing`), or create ' +
+        'them pending a double opt-in for `purpose`.',
+    ),
+  purpose: z
+    .string()
+    .max(64)
+    .optional()
+    .describe(
+      'Purpose key of the double opt-in for rows without consent (required with pending_double_opt_in).',
+    ),
+  noticeVersion: z.coerce
+    .number()
+    .int()
+    .positive()
+    .max(2_147_483_647)
+    .optional()
+    .describe('Notice version shown in the double opt-in request, for rows without consent.'),
+});
+
+export const ContactImportSchema = z
+  .object({
+    id: z.uuid(),
+    status: z.enum(['running', 'completed', 'failed']),
+    format: z.enum(['ndjson', 'csv']),
+    missingConsent: z.enum(['reject', 'pending_double_opt_in']),
+    counts: z.object({
+      total: z
+        .number()
+        .int()
+        .nullable()
+        .describe('Rows in the file; null until the whole file was read.'),
+      processed: z.number().int().describe('Rows written (in whole batches) so far.'),
+      created: z.number().int(),
+      updated: z.number().int().describe('Rows that matched an existing contact (or a row above).'),
+      rejected: z.number().int().describe('Rows with errors; see the errors endpoint.'),
+    }),
+    lastRow: z.number().int().describe('Line of the last row of the last committed batch.'),
+    contentSha256: z
+      .string()
+      .nullable()
+      .describe('SHA-256 of the body as received (hex), once read to the end.'),
+    error: z
+      .object({ code: z.string(), line: z.number().int().nullable() })
+      .nullable()
+      .describe('Why a failed import stopped.'),
+    createdAt: Timestamp,
+    finishedAt: Timestamp.nullable(),
+  })
+  .meta({
+    id: 'ContactImport',
+    description: 'A bulk contact import job and its progress.',
+    example: {
+      id: '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f',
+      status: 'completed',
+      format: 'ndjson',
+      missingConsent: 'reject',
+      counts: { total: 3, processed: 3, created: 2, updated: 0, rejected: 1 },
+      lastRow: 3,
+      contentSha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      error: null,
+      createdAt: '2026-11-25T17:00:00.000Z',
+      finishedAt: '2026-11-25T17:00:02.000Z',
+    },
+  });
+
+export const ContactImportErrorSchema = z
+  .object({
+    row: z.number().int().describe('1-based line of the file where the row starts.'),
+    field: z.string().nullable().describe('The field (CSV column) at fault; null for the row.'),
+    code: z
+      .string()
+      .describe('Stable code, e.g. `invalid_email`, `consent_missing`, `suppressed`.'),
+    message: z.string().describe('Our own description; never quotes the value.'),
+  })
+  .meta({
+    id: 'ContactImportError',
+    example: {
+      row: 2,
+      field: 'email',
+      code: 'invalid_email',
+      message: 'is not a valid email address',
+    },
+  });
+
+export const ListImportErrorsQuery = PageQuery;
+
+export function toContactImport(row: ContactImportRow): z.input<typeof ContactImportSchema> {
+  return {
+    id: row.id,
+    status: row.status,
+    format: row.format,
+    missingConsent: row.missing_consent,
+    counts: {
+      total: row.total_rows,
+      processed: row.processed_rows,
+      created: row.created_count,
+      updated: row.updated_count,
+      rejected: row.rejected_count,
+    },
+    lastRow: row.last_row,
+    contentSha256: row.content_sha256,
+    error: row.error_code ? { code: row.error_code, line: row.error_line } : null,
+    createdAt: toIso(row.created_at),
+    finishedAt: toIso(row.finished_at),
+  };
+}
+
+export function toContactImportError(
+  row: ContactImportErrorRow,
+): z.input<typeof ContactImportErrorSchema> {
+  return { row: row.row_number, field: row.field, code: row.code, message: row.message };
+}

@@ -1,0 +1,412 @@
+import { createHash } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { ContactImportRow, DB } from '../../db/schema.js';
+import { AppError, BadRequestError, NotFoundError, UnprocessableError } from '../../errors.js';
+import { decodeCursor, encodeCursor } from '../../http/schemas.js';
+import { emailFingerprint } from '../../lib/keyed-hash.js';
+import { recordAudit } from '../audit/audit.service.js';
+import {
+  batches,
+  type ImportBatch,
+  type ImportFormat,
+  ImportFormatError,
+  type ImportRow,
+  parseImport,
+} from '../contacts/contact-import.parser.js';
+import type { RequestContext } from '../identity/actor.js';
+import {
+  advanceImportJob,
+  appendImportedConsents,
+  type BatchProgress,
+  type ConsentAppend,
+  type ContactUpsert,
+  findContactsByEmail,
+  findImportJob,
+  findPurposeIds,
+  finishImportJob,
+  insertImportJob,
+  insertRowErrors,
+  listRowErrors,
+  type NewRowError,
+  noticeVersionExists,
+  suppressedFingerprints,
+  upsertContacts,
+} from './contact-imports.repository.js';
+
+/** Rows per transaction: 1,000-row statements are where Postgres bulk writes level off. */
+export const IMPORT_BATCH_SIZE = 1000;
+
+export interface StartImportInput {
+  format: ImportFormat;
+  missingConsent: 'reject' | 'pending_double_opt_in';
+  /** For rows without consent evidence under `pending_double_opt_in`: the purpose key. */
+  purpose?: string | undefined;
+  noticeVersion?: number | undefined;
+}
+
+function notFound() {
+  return new NotFoundError('The import does not exist.');
+}
+
+/** Largest import body; the body is streamed, so this bounds time, not memory. */
+export const IMPORT_MAX_BODY_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * Hashes the body as it streams past, without holding on to it, and enforces the size limit
+ * (Fastify's `bodyLimit` is not applied to a body handed on as a stream).
+ */
+async function* hashing(
+  source: AsyncIterable<Buffer | string>,
+  hash: ReturnType<typeof createHash>,
+  limit: number,
+): AsyncGenerator<Buffer> {
+  let total = 0;
+  for await (const chunk of source) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    total += bytes.length;
+    if (total > limit) {
+      throw new AppError(
+        413,
+        'payload_too_large',
+        'Payload too large',
+        `The import body is larger than ${limit} bytes; split the file.`,
+      );
+    }
+    hash.update(bytes);
+    yield bytes;
+  }
+}
+
+interface PurposeRef {
+  id: string;
+  key: string;
+}
+
+/**
+ * Bulk contact imports (issue 4 item 9). The body is parsed as it streams in and written in
+ * batches of {@link IMPORT_BATCH_SIZE} rows, each batch in one transaction together with its
+ * row errors and the job's counters and checkpoint: a crash leaves only whole batches, and the
+ * job row says how far it got. Writes are idempotent (contacts upserted by email, consent
+ * events skipped when already recorded), so re-running the same file duplicates nothing.
+ *
+ * Processing is synchronous (the request waits for the last batch). A worker that takes the
+ * file from storage and resumes a failed job from `last_row` is future work.
+ */
+export function createContactImportsService(deps: {
+  db: Kysely<DB>;
+  hashSecret: string;
+  maxBodyBytes?: number;
+}) {
+  const { db, hashSecret } = deps;
+  const maxBodyBytes = deps.maxBodyBytes ?? IMPORT_MAX_BODY_BYTES;
+
+  async function get(accountId: string, id: string): Promise<ContactImportRow> {
+    const row = await findImportJob(db, accountId, id);
+    if (!row) throw notFound();
+    return row;
+  }
+
+  return {
+    get,
+
+    async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
+      await get(accountId, id);
+      const key = decodeCursor(query.cursor, 2);
+      const after =
+        key && typeof key[0] === 'number' && typeof key[1] === 'number'
+          ? { rowNumber: key[0], ordinal: key[1] }
+          : undefined;
+      const rows = await listRowErrors(db, accountId, id, { limit: query.limit + 1, after });
+      const page = rows.slice(0, query.limit);
+      const last = page[page.length - 1];
+      return {
+        rows: page,
+        nextCursor:
+          rows.length > query.limit && last ? encodeCursor([last.row_number, last.ordinal]) : null,
+      };
+    },
+
+    /**
+     * Runs an import to its end. Returns the completed job; a file that cannot be read further
+     * fails the job and throws the parser's {@link ImportFormatError} (422), after the whole
+     * batches before it were written.
+     */
+    async run(
+      ctx: RequestContext,
+      accountId: string,
+      input: StartImportInput,
+      body: AsyncIterable<Buffer | string>,
+    ): Promise<ContactImportRow> {
+      let pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null = null;
+      if (input.missingConsent === 'pending_double_opt_in' && input.purpose === undefined) {
+        throw new BadRequestError(
+          'purpose_required',
+          'missingConsent=pending_double_opt_in needs query.purpose: the purpose the contacts ' +
+            'are asked to confirm by double opt-in.',
+        );
+      }
+      if (input.missingConsent === 'pending_double_opt_in' && input.purpose !== undefined) {
+        const id = (await findPurposeIds(db, accountId, [input.purpose])).get(input.purpose);
+        if (!id) throw new UnprocessableError('unknown_purpose', 'query.purpose does not exist.');
+        if (
+          input.noticeVersion !== undefined &&
+          !(await noticeVersionExists(db, accountId, id, input.noticeVersion))
+        ) {
+          throw new UnprocessableError(
+            'unknown_notice_version',
+            `The purpose has no notice version ${input.noticeVersion}.`,
+          );
+        }
+        pendingPurpose = { id, key: input.purpose, noticeVersion: input.noticeVersion ?? null };
+      }
+
+      const job = await insertImportJob(db, {
+        accountId,
+        format: input.format,
+        missingConsent: input.missingConsent,
+        actorType: ctx.actor.type,
+        actorId: ctx.actor.id,
+      });
+      const hash = createHash('sha256');
+      const writer = batchWriter({
+        db,
+        hashSecret,
+        accountId,
+        importId: job.id,
+        format: input.format,
+        actor: { type: ctx.actor.type, id: ctx.actor.id },
+        pendingPurpose,
+      });
+      try {
+        const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
+          missingConsent: input.missingConsent,
+        });
+        for await (const batch of batches(results, IMPORT_BATCH_SIZE)) {
+          await writer.write(batch);
+        }
+      } catch (error) {
+        const format = error instanceof ImportFormatError;
+        await finishImportJob(db, accountId, job.id, {
+          status: 'failed',
+          errorCode: error instanceof AppError ? error.code : 'internal_error',
+          errorLine: format ? (error.line ?? null) : null,
+        }).catch(() => undefined);
+        if (format) {
+          throw new UnprocessableError(
+            error.code,
+            `${error.message} Import ${job.id} failed; the batches before this point were ` +
+              'kept (see its counts); fix the file and import it again.',
+          );
+        }
+        throw error;
+      }
+
+      return db.transaction().execute(async (trx) => {
+        const done = await finishImportJob(trx, accountId, job.id, {
+          status: 'completed',
+          contentSha256: hash.digest('hex'),
+        });
+        await recordAudit(trx, ctx, {
+          accountId,
+          action: 'contact_import.completed',
+          entityType: 'contact_import',
+          entityId: job.id,
+          changedFields: ['created', 'updated', 'rejected'],
+        });
+        return done;
+      });
+    },
+  };
+}
+
+interface WriterDeps {
+  db: Kysely<DB>;
+  hashSecret: string;
+  accountId: string;
+  importId: string;
+  format: ImportFormat;
+  actor: { type: string; id: string | null };
+  pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null;
+}
+
+/** Writes batches of one import, with caches of the purposes and notice versions it saw. */
+function batchWriter(deps: WriterDeps) {
+  const { db, hashSecret, accountId, importId, format } = deps;
+  const purposeIds = new Map<string, string | null>();
+  const notices = new Map<string, boolean>();
+  const fieldName = (ndjson: string) =>
+    format === 'csv'
+      ? `consent_${ndjson.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`
+      : `consent.${ndjson}`;
+
+  async function resolve(trx: Kysely<DB>, rows: ImportRow[]) {
+    const missing = [
+      ...new Set(rows.flatMap((row) => (row.consent ? [row.consent.purpose] : []))),
+    ].filter((key) => !purposeIds.has(key));
+    const found = await findPurposeIds(trx, accountId, missing);
+    for (const key of missing) purposeIds.set(key, found.get(key) ?? null);
+    for (const row of rows) {
+      if (!row.consent) continue;
+      const id = purposeIds.get(row.consent.purpose);
+      if (!id) continue;
+      const noticeKey = `${id}:${row.consent.noticeVersion}`;
+      if (!notices.has(noticeKey)) {
+        notices.set(
+          noticeKey,
+          await noticeVersionExists(trx, accountId, id, row.consent.noticeVersion),
+        );
+      }
+    }
+  }
+
+  return {
+    async write(batch: ImportBatch): Promise<void> {
+      await db.transaction().execute(async (trx) => {
+        const errors: NewRowError[] = [];
+        const rejectedRows = new Set<number>();
+        const refuse = (rowNumber: number, field: string | null, code: string, message: string) => {
+          errors.push({ rowNumber, field, code, message });
+          rejectedRows.add(rowNumber);
+        };
+        for (const rejected of batch.rejected) {
+          for (const error of rejected.errors) {
+            refuse(rejected.rowNumber, error.field, error.code, error.message);
+          }
+        }
+
+        await resolve(
+          trx,
+          batch.rows.map((parsed) => parsed.row),
+        );
+        const fingerprints = new Map<string, string>();
+        for (const { row } of batch.rows) {
+          if (!fingerprints.has(row.email)) {
+            fingerprints.set(row.email, emailFingerprint(hashSecret, row.email));
+          }
+        }
+        const suppressed = await suppressedFingerprints(trx, accountId, [
+          ...new Set(fingerprints.values()),
+        ]);
+
+        // Row-level checks that need the database; a row with any problem is skipped whole.
+        const candidates = batch.rows.filter(({ rowNumber, row }) => {
+          let ok = true;
+          if (row.consent) {
+            const purposeId = purposeIds.get(row.consent.purpose);
+            if (!purposeId) {
+              refuse(rowNumber, fieldName('purpose'), 'unknown_purpose', 'no purpose has this key');
+              ok = false;
+            } else if (!notices.get(`${purposeId}:${row.consent.noticeVersion}`)) {
+              refuse(
+                rowNumber,
+                fieldName('noticeVersion'),
+                'unknown_notice_version',
+                'the purpose has no notice version with this number',
+              );
+              ok = false;
+            }
+          } else if (!deps.pendingPurpose) {
+            refuse(
+              rowNumber,
+              'consent',
+              'pending_purpose_missing',
+              'rows without consent need the query parameter purpose (the double opt-in purpose)',
+            );
+            ok = false;
+          }
+          // Art. 17: an erased address comes back only through a fresh double opt-in.
+          const doubleOptIn = row.pendingDoubleOptIn || row.consent?.method === 'double_opt_in';
+          if (!doubleOptIn && suppressed.has(fingerprints.get(row.email)!)) {
+            refuse(
+              rowNumber,
+              'email',
+              'suppressed',
+              'the address was erased and is on the suppression list (import it pending double opt-in)',
+            );
+            ok = false;
+          }
+          return ok;
+        });
+
+        const existing = await findContactsByEmail(trx, accountId, [
+          ...new Set(candidates.map(({ row }) => row.email)),
+        ]);
+        const restricted = new Set(
+          existing.filter((contact) => contact.restricted_at).map((contact) => contact.email),
+        );
+        const accepted = candidates.filter(({ rowNumber, row }) => {
+          if (!restricted.has(row.email)) return true;
+          // Art. 18: a restricted contact's data is only stored; an import must not change it.
+          refuse(
+            rowNumber,
+            null,
+            'restricted',
+            'the contact is restricted (Art. 18) and was left unchanged',
+          );
+          return false;
+        });
+
+        // Duplicates within the batch merge in file order: a later row's given fields win,
+        // absent fields keep the earlier value, attributes merge key by key — the same result
+        // as writing the rows one after the other.
+        const merged = new Map<string, ContactUpsert>();
+        const consents = new Map<string, ConsentAppend>();
+        for (const { row } of accepted) {
+          const previous = merged.get(row.email);
+          merged.set(row.email, {
+            email: row.email,
+            first_name: row.firstName ?? previous?.first_name ?? null,
+            last_name: row.lastName ?? previous?.last_name ?? null,
+            language: row.language ?? previous?.language ?? null,
+            attributes: { ...previous?.attributes, ...(row.attributes as Record<string, unknown>) },
+          });
+          const event: ConsentAppend | null = row.consent
+            ? {
+                email: row.email,
+                purpose_id: purposeIds.get(row.consent.purpose)!,
+                notice_version: row.consent.noticeVersion,
+                method: row.consent.method,
+                occurred_at: row.consent.grantedAt,
+                ip: row.consent.ip ?? null,
+                user_agent: row.consent.userAgent ?? null,
+                source_url: row.consent.sourceUrl ?? null,
+                pending_only_if_none: false,
+              }
+            : deps.pendingPurpose
+              ? {
+                  email: row.email,
+                  purpose_id: deps.pendingPurpose.id,
+                  notice_version: deps.pendingPurpose.noticeVersion,
+                  method: 'double_opt_in',
+                  occurred_at: new Date().toISOString(),
+                  ip: null,
+                  user_agent: null,
+                  source_url: null,
+                  pending_only_if_none: true,
+                }
+              : null;
+          if (event) {
+            const key = event.pending_only_if_none
+              ? `${event.email}|${event.purpose_id}|pending`
+              : `${event.email}|${event.purpose_id}|${event.notice_version}|${event.occurred_at}|${event.method}`;
+            if (!consents.has(key)) consents.set(key, event);
+          }
+        }
+
+        const { inserted } = await upsertContacts(trx, accountId, [...merged.values()]);
+        await appendImportedConsents(trx, accountId, deps.actor, [...consents.values()]);
+        await insertRowErrors(trx, accountId, importId, errors);
+        const progress: BatchProgress = {
+          rows: batch.rows.length + batch.rejected.length,
+          created: inserted,
+          updated: accepted.length - inserted,
+          rejected: rejectedRows.size,
+          lastRow: batch.lastRowNumber,
+        };
+        await advanceImportJob(trx, accountId, importId, progress);
+      });
+    },
+  };
+}
+
+export type ContactImportsService = ReturnType<typeof createContactImportsService>;
