@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
+import { pageByCreatedAt } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { NotFoundError } from '../../errors.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { ApiKeyScope, RequestContext } from '../identity/actor.js';
 import { newApiKey } from '../identity/tokens.js';
@@ -26,32 +26,9 @@ export function createApiKeysService(db: Kysely<DB>) {
       accountId: string,
       query: { limit: number; cursor?: string | undefined; includeRevoked: boolean },
     ) {
-      const after = decodeCursor(query.cursor, 2);
       let q = db.selectFrom('api_keys').selectAll().where('account_id', '=', accountId);
       if (!query.includeRevoked) q = q.where('revoked_at', 'is', null);
-      if (after) {
-        const [createdAt, id] = after as [string, string];
-        q = q.where((eb) =>
-          eb.or([
-            eb('created_at', '>', new Date(createdAt)),
-            eb.and([eb('created_at', '=', new Date(createdAt)), eb('id', '>', id)]),
-          ]),
-        );
-      }
-      const rows = await q
-        .orderBy('created_at')
-        .orderBy('id')
-        .limit(query.limit + 1)
-        .execute();
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last
-            ? encodeCursor([last.created_at.toISOString(), last.id])
-            : null,
-      };
+      return pageByCreatedAt(q, query);
     },
 
     async create(

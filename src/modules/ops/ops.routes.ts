@@ -1,17 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { pageByCreatedAt } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { NotFoundError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
-import {
-  decodeCursor,
-  Email,
-  encodeCursor,
-  IdParams,
-  PageQuery,
-  pageOf,
-} from '../../http/schemas.js';
+import { Email, IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import { BEARER } from '../../http/security.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { requestContext } from '../identity/auth.plugin.js';
@@ -109,32 +103,8 @@ export const opsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; auth: AuthServic
       },
     },
     async (request) => {
-      const after = decodeCursor(request.query.cursor, 2);
-      let q = db.selectFrom('accounts').selectAll();
-      if (after) {
-        const [createdAt, id] = after as [string, string];
-        q = q.where((eb) =>
-          eb.or([
-            eb('created_at', '>', new Date(createdAt)),
-            eb.and([eb('created_at', '=', new Date(createdAt)), eb('id', '>', id)]),
-          ]),
-        );
-      }
-      const limit = request.query.limit;
-      const rows = await q
-        .orderBy('created_at')
-        .orderBy('id')
-        .limit(limit + 1)
-        .execute();
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return {
-        data: page.map(toAccount),
-        nextCursor:
-          rows.length > limit && last
-            ? encodeCursor([last.created_at.toISOString(), last.id])
-            : null,
-      };
+      const page = await pageByCreatedAt(db.selectFrom('accounts').selectAll(), request.query);
+      return { data: page.rows.map(toAccount), nextCursor: page.nextCursor };
     },
   );
 

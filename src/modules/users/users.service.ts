@@ -1,8 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
+import { pageByCreatedAt } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { ConflictError, ForbiddenError, NotFoundError } from '../../errors.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { AccountRole, RequestContext } from '../identity/actor.js';
 import { enforcePasswordPolicy } from '../identity/auth.service.js';
@@ -50,32 +50,9 @@ export function createUsersService(deps: {
       accountId: string,
       query: { limit: number; cursor?: string | undefined; role?: string | undefined },
     ) {
-      const after = decodeCursor(query.cursor, 2);
       let q = db.selectFrom('users').selectAll().where('account_id', '=', accountId);
       if (query.role) q = q.where('role', '=', query.role as AccountRole);
-      if (after) {
-        const [createdAt, id] = after as [string, string];
-        q = q.where((eb) =>
-          eb.or([
-            eb('created_at', '>', new Date(createdAt)),
-            eb.and([eb('created_at', '=', new Date(createdAt)), eb('id', '>', id)]),
-          ]),
-        );
-      }
-      const rows = await q
-        .orderBy('created_at')
-        .orderBy('id')
-        .limit(query.limit + 1)
-        .execute();
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last
-            ? encodeCursor([last.created_at.toISOString(), last.id])
-            : null,
-      };
+      return pageByCreatedAt(q, query);
     },
 
     async create(
