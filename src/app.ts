@@ -7,7 +7,6 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import {
   jsonSchemaTransform,
   jsonSchemaTransformObject,
-  serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
@@ -21,6 +20,7 @@ import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
 import { securityHeaders } from './http/security-headers.js';
+import { serializerCompiler } from './http/serializer.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
 import { PrincipalCache } from './modules/identity/principal-cache.js';

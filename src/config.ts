@@ -63,6 +63,11 @@ const envSchema = z
 
     // Database: Postgres when DATABASE_URL is set, embedded Postgres (PGlite) otherwise
     DATABASE_URL: optionalString,
+    // The Postgres schema that holds Custodian's tables (and its migration history).
+    DATABASE_SCHEMA: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier')
+      .default('public'),
     DATA_DIR: z.string().min(1).default('./data'),
     // Unset: migrate on start for the embedded engine only; with Postgres run `npm run migrate`.
     MIGRATE_ON_START: optionalBool,
@@ -107,6 +112,9 @@ const envSchema = z
     ),
     // Double opt-in confirmation and withdrawal links stay valid this long.
     CONSENT_TOKEN_TTL_HOURS: int(72, 1, 24 * 30),
+    // A running import renews its lease every third of this; a job whose lease ran out (its
+    // process died) shows as `interrupted` and can be resumed with the same Idempotency-Key.
+    IMPORT_LEASE_SECONDS: int(60, 1, 3600),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {

@@ -188,6 +188,7 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<void> {
 export async function openDatabase(
   config: {
     DATABASE_URL?: string | undefined;
+    DATABASE_SCHEMA?: string | undefined;
     DATA_DIR: string;
     DB_POOL_MAX: number;
     DB_CONNECTION_TIMEOUT_MS: number;
@@ -199,6 +200,7 @@ export async function openDatabase(
   if (config.DATABASE_URL) {
     return createPostgresDatabase({
       url: config.DATABASE_URL,
+      schema: config.DATABASE_SCHEMA,
       poolMax: config.DB_POOL_MAX,
       connectionTimeoutMs: config.DB_CONNECTION_TIMEOUT_MS,
       statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,

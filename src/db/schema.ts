@@ -185,7 +185,7 @@ export interface IdempotencyKeysTable {
   completed_at: Date | null;
 }
 
-export type ContactImportStatus = 'running' | 'completed' | 'failed';
+export type ContactImportStatus = 'running' | 'interrupted' | 'completed' | 'failed';
 
 export interface ContactImportsTable {
   account_id: string;
@@ -207,6 +207,9 @@ export interface ContactImportsTable {
   created_at: CreatedAt;
   updated_at: Timestamp;
   finished_at: Date | null;
+  lease_expires_at: Date | null;
+  attempts: Generated<number>;
+  idempotency_key: string | null;
 }
 
 export interface ContactImportErrorsTable {

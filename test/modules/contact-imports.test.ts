@@ -1,85 +1,22 @@
 import { Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
-import t, { type Test } from 'tap';
-import type { Database } from '../../src/db/database.js';
+import t from 'tap';
 import { emailFingerprint } from '../../src/lib/keyed-hash.js';
 import {
   createContactImportsService,
   IMPORT_BATCH_SIZE,
 } from '../../src/modules/contact-imports/contact-imports.service.js';
-import { bearer, type SignedUp, signup } from '../fixtures/identity.js';
-import { build, ENGINE, testConfig } from '../helper.js';
-import { createPurposeWithNotice } from './consents-fixtures.js';
-
-type App = FastifyInstance & { database: Database };
-
-const GRANTED_AT = '2025-03-01T10:15:00Z';
-const CONSENT = {
-  purpose: 'newsletter',
-  noticeVersion: 1,
-  method: 'form',
-  grantedAt: GRANTED_AT,
-  ip: '192.0.2.10',
-};
-
-interface World {
-  app: App;
-  owner: SignedUp;
-  headers: Record<string, string>;
-  purposeId: string;
-}
-
-async function world(t: Test, app?: App): Promise<World> {
-  const instance = app ?? (await build(t));
-  const owner = await signup(instance);
-  const purposeId = await createPurposeWithNotice(instance, owner, 'newsletter');
-  return { app: instance, owner, headers: bearer(owner.accessToken), purposeId };
-}
-
-function ndjson(rows: object[]): string {
-  return `${rows.map((row) => JSON.stringify(row)).join('\n')}\n`;
-}
-
-function upload(
-  w: World,
-  body: string | Buffer,
-  query = 'format=ndjson',
-  contentType = 'application/x-ndjson',
-) {
-  return w.app.inject({
-    method: 'POST',
-    url: `/v1/contact-imports?${query}`,
-    headers: { ...w.headers, 'content-type': contentType },
-    payload: body,
-  });
-}
-
-async function errorsOf(w: World, id: string) {
-  const res = await w.app.inject({
-    method: 'GET',
-    url: `/v1/contact-imports/${id}/errors?limit=200`,
-    headers: w.headers,
-  });
-  return res.json().data as { row: number; field: string | null; code: string; message: string }[];
-}
-
-async function contactsOf(w: World) {
-  return w.app.database.db
-    .selectFrom('contacts')
-    .selectAll()
-    .where('account_id', '=', w.owner.accountId)
-    .orderBy('email')
-    .execute();
-}
-
-async function eventsOf(w: World) {
-  return w.app.database.db
-    .selectFrom('consent_events')
-    .selectAll()
-    .where('account_id', '=', w.owner.accountId)
-    .execute();
-}
+import { ENGINE, testConfig } from '../helper.js';
+import {
+  CONSENT,
+  contactsOf,
+  errorsOf,
+  eventsOf,
+  GRANTED_AT,
+  ndjson,
+  upload,
+  world,
+} from './contact-imports-fixtures.js';
 
 t.test('NDJSON happy path: counts, contacts, consent events, one audit entry', async (t) => {
   const w = await world(t);
@@ -457,6 +394,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
   const imports = createContactImportsService({
     db: w.app.database.db,
     hashSecret: testConfig().HASH_SECRET!,
+    leaseSeconds: 60,
     maxBodyBytes: 64,
   });
   const ctx = {

@@ -12,9 +12,18 @@ export interface NewImportJob {
   missingConsent: 'reject' | 'pending_double_opt_in';
   actorType: string;
   actorId: string | null;
+  idempotencyKey: string | null;
+  leaseMs: number;
 }
 
-export async function insertImportJob(db: Kysely<DB>, job: NewImportJob) {
+/**
+ * Creates a running job holding a lease. With an idempotency key that another job of the
+ * account already has, inserts nothing and returns undefined.
+ */
+export async function insertImportJob(
+  db: Kysely<DB>,
+  job: NewImportJob,
+): Promise<ContactImportRow | undefined> {
   return db
     .insertInto('contact_imports')
     .values({
@@ -23,9 +32,109 @@ export async function insertImportJob(db: Kysely<DB>, job: NewImportJob) {
       missing_consent: job.missingConsent,
       created_by_type: job.actorType,
       created_by_id: job.actorId,
+      idempotency_key: job.idempotencyKey,
+      lease_expires_at: leaseUntil(job.leaseMs),
     })
+    .onConflict((oc) =>
+      oc
+        .columns(['account_id', 'idempotency_key'])
+        .where('idempotency_key', 'is not', null)
+        .doNothing(),
+    )
     .returningAll()
-    .executeTakeFirstOrThrow();
+    .executeTakeFirst();
+}
+
+function leaseUntil(leaseMs: number) {
+  return sql<Date>`now() + make_interval(secs => ${leaseMs / 1000})`;
+}
+
+/**
+ * Marks the account's `running` jobs whose lease ran out as `interrupted` (their process died
+ * mid-import); `id` limits it to one job. Cheap enough to run before every read.
+ */
+export async function expireImportLeases(db: Kysely<DB>, accountId: string, id?: string) {
+  let query = db
+    .updateTable('contact_imports')
+    .set({ status: 'interrupted', lease_expires_at: null, updated_at: sql<Date>`now()` })
+    .where('account_id', '=', accountId)
+    .where('status', '=', 'running')
+    .where('lease_expires_at', '<', sql<Date>`now()`);
+  if (id !== undefined) query = query.where('id', '=', id);
+  await query.execute();
+}
+
+export async function findImportJobByKey(
+  db: Kysely<DB>,
+  accountId: string,
+  key: string,
+): Promise<ContactImportRow | undefined> {
+  return db
+    .selectFrom('contact_imports')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('idempotency_key', '=', key)
+    .executeTakeFirst();
+}
+
+/**
+ * Takes over an interrupted or failed job for another attempt: only one caller wins, and only
+ * while no live process holds the job's lease. Returns the job as taken, or undefined.
+ */
+export async function takeOverImportJob(
+  db: Kysely<DB>,
+  accountId: string,
+  id: string,
+  leaseMs: number,
+): Promise<ContactImportRow | undefined> {
+  return db
+    .updateTable('contact_imports')
+    .set((eb) => ({
+      status: 'running',
+      attempts: eb('attempts', '+', 1),
+      lease_expires_at: leaseUntil(leaseMs),
+      error_code: null,
+      error_line: null,
+      finished_at: null,
+      updated_at: sql<Date>`now()`,
+    }))
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .where((eb) =>
+      eb.or([
+        eb('status', 'in', ['interrupted', 'failed']),
+        eb.and([eb('status', '=', 'running'), eb('lease_expires_at', '<', sql<Date>`now()`)]),
+      ]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Extends a running job's lease; false when the job is no longer running (taken over). */
+export async function renewImportLease(
+  db: Kysely<DB>,
+  accountId: string,
+  id: string,
+  leaseMs: number,
+): Promise<boolean> {
+  const result = await db
+    .updateTable('contact_imports')
+    .set({ lease_expires_at: leaseUntil(leaseMs) })
+    .where('account_id', '=', accountId)
+    .where('id', '=', id)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+export function importJobsQuery(
+  db: Kysely<DB>,
+  accountId: string,
+  filter: { status?: ContactImportRow['status'] | undefined },
+) {
+  let query = db.selectFrom('contact_imports').selectAll().where('account_id', '=', accountId);
+  if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+  return query;
 }
 
 export async function findImportJob(
@@ -49,14 +158,26 @@ export interface BatchProgress {
   lastRow: number;
 }
 
-/** Advances counters and the checkpoint; call it in the batch's transaction. */
+/** Thrown when a job was taken over by another attempt: this attempt must stop writing. */
+export class ImportLeaseLostError extends Error {
+  constructor() {
+    super('the import was taken over by another attempt');
+  }
+}
+
+/**
+ * Advances counters and the checkpoint; call it in the batch's transaction. `attempt` fences
+ * off a process whose lease ran out while it was still working: once another attempt took the
+ * job over, the old one's batch fails here and its transaction rolls back.
+ */
 export async function advanceImportJob(
   trx: Kysely<DB>,
   accountId: string,
   id: string,
+  attempt: number,
   progress: BatchProgress,
 ) {
-  await trx
+  const result = await trx
     .updateTable('contact_imports')
     .set((eb) => ({
       processed_rows: eb('processed_rows', '+', progress.rows),
@@ -68,7 +189,10 @@ export async function advanceImportJob(
     }))
     .where('account_id', '=', accountId)
     .where('id', '=', id)
-    .execute();
+    .where('status', '=', 'running')
+    .where('attempts', '=', attempt)
+    .executeTakeFirst();
+  if (result.numUpdatedRows === 0n) throw new ImportLeaseLostError();
 }
 
 export async function finishImportJob(
@@ -87,6 +211,7 @@ export async function finishImportJob(
             status: 'completed' as const,
             content_sha256: outcome.contentSha256,
             total_rows: eb.ref('processed_rows'),
+            lease_expires_at: null,
             finished_at: sql<Date>`now()`,
             updated_at: sql<Date>`now()`,
           }
@@ -94,6 +219,7 @@ export async function finishImportJob(
             status: 'failed' as const,
             error_code: outcome.errorCode,
             error_line: outcome.errorLine,
+            lease_expires_at: null,
             finished_at: sql<Date>`now()`,
             updated_at: sql<Date>`now()`,
           },

@@ -13,6 +13,8 @@ import {
   ContactImportErrorSchema,
   ContactImportSchema,
   ListImportErrorsQuery,
+  ListImportsQuery,
+  StartImportHeaders,
   StartImportQuery,
   toContactImport,
   toContactImportError,
@@ -38,7 +40,11 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
   db: Kysely<DB>;
   config: Config;
 }> = async (app, { db, config }) => {
-  const imports = createContactImportsService({ db, hashSecret: hashSecretOf(config) });
+  const imports = createContactImportsService({
+    db,
+    hashSecret: hashSecretOf(config),
+    leaseSeconds: config.IMPORT_LEASE_SECONDS,
+  });
   const security = BEARER_OR_API_KEY;
   const tags = ['contact-imports'];
 
@@ -70,12 +76,18 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
           'opt-in; restricted contacts are left unchanged. Rows with problems are listed at ' +
           '`GET /v1/contact-imports/{id}/errors` (row, field, code; never the value). A file that ' +
           'cannot be read further (not text, broken CSV header or quoting) fails the job with ' +
-          '422. Processing is synchronous: the response comes when the file is consumed.',
+          '422. Rows are written while the body streams in (no copy of the file is kept), and ' +
+          'the response comes when the file is consumed; watch progress meanwhile at ' +
+          '`GET /v1/contact-imports/{id}` (the `Location` of the job is also in the list). If ' +
+          'the connection or the server dies, the job becomes `interrupted`: upload the same ' +
+          'file again with the same `Idempotency-Key` and it resumes after the last committed ' +
+          'row.',
         security,
         querystring: StartImportQuery,
+        headers: StartImportHeaders,
         response: {
           201: ContactImportSchema,
-          ...problemResponses(400, 401, 403, 413, 415, 422),
+          ...problemResponses(400, 401, 403, 409, 413, 415, 422),
         },
       },
     },
@@ -85,7 +97,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
       const contentType = (request.headers['content-type'] ?? '').toLowerCase();
       const format =
         request.query.format ?? (contentType.startsWith('text/csv') ? 'csv' : 'ndjson');
-      const job = await imports.run(
+      const { job, replayed } = await imports.run(
         requestContext(request),
         accountIdOf(request),
         {
@@ -93,9 +105,11 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
           missingConsent: request.query.missingConsent,
           purpose: request.query.purpose,
           noticeVersion: request.query.noticeVersion,
+          idempotencyKey: request.headers['idempotency-key'],
         },
         body,
       );
+      if (replayed) reply.header('idempotent-replayed', 'true');
       request.log.info(
         {
           importId: job.id,
@@ -103,11 +117,32 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
           created: job.created_count,
           updated: job.updated_count,
           rejected: job.rejected_count,
+          attempts: job.attempts,
+          replayed,
         },
         'contact import completed',
       );
       reply.header('location', `/v1/contact-imports/${job.id}`).code(201);
       return toContactImport(job);
+    },
+  );
+
+  app.get(
+    '/contact-imports',
+    {
+      config: { auth: { permission: 'contacts:read' } },
+      schema: {
+        operationId: 'listContactImports',
+        tags,
+        summary: 'List import jobs, oldest first (cursor-paginated, filter by status)',
+        security,
+        querystring: ListImportsQuery,
+        response: { 200: pageOf(ContactImportSchema), ...problemResponses(400, 401, 403) },
+      },
+    },
+    async (request) => {
+      const page = await imports.list(accountIdOf(request), request.query);
+      return { data: page.rows.map(toContactImport), nextCursor: page.nextCursor };
     },
   );
 

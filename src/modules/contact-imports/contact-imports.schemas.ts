@@ -32,10 +32,37 @@ export const StartImportQuery = z.object({
     .describe('Notice version shown in the double opt-in request, for rows without consent.'),
 });
 
+export const ImportStatus = z
+  .enum(['running', 'interrupted', 'completed', 'failed'])
+  .describe(
+    '`running`: a process is working on it (it renews a lease). `interrupted`: its process ' +
+      'died (the lease ran out); the committed batches stay, and a retry with the same ' +
+      'Idempotency-Key resumes after `lastRow`. `completed`, `failed`: finished.',
+  );
+
+export const StartImportHeaders = z.looseObject({
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(255)
+    .optional()
+    .describe(
+      'Makes the upload safe to retry. The same key with the same file answers the finished ' +
+        'import again (`Idempotent-Replayed: true`); while it still runs, 409 ' +
+        '`idempotency_key_in_progress`; once it is `interrupted` or `failed`, the retry takes ' +
+        'the job over and resumes after its last committed row. Another file or other ' +
+        'parameters with the same key: 422 `idempotency_key_reused`.',
+    ),
+});
+
+export const ListImportsQuery = PageQuery.extend({
+  status: ImportStatus.optional().describe('Only imports in this status.'),
+});
+
 export const ContactImportSchema = z
   .object({
     id: z.uuid(),
-    status: z.enum(['running', 'completed', 'failed']),
+    status: ImportStatus,
     format: z.enum(['ndjson', 'csv']),
     missingConsent: z.enum(['reject', 'pending_double_opt_in']),
     counts: z.object({
@@ -50,6 +77,10 @@ export const ContactImportSchema = z
       rejected: z.number().int().describe('Rows with errors; see the errors endpoint.'),
     }),
     lastRow: z.number().int().describe('Line of the last row of the last committed batch.'),
+    attempts: z
+      .number()
+      .int()
+      .describe('Uploads that worked on this import (more than 1 after a resumed retry).'),
     contentSha256: z
       .string()
       .nullable()
@@ -71,6 +102,7 @@ export const ContactImportSchema = z
       missingConsent: 'reject',
       counts: { total: 3, processed: 3, created: 2, updated: 0, rejected: 1 },
       lastRow: 3,
+      attempts: 1,
       contentSha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
       error: null,
       createdAt: '2026-11-25T17:00:00.000Z',
@@ -113,6 +145,7 @@ export function toContactImport(row: ContactImportRow): z.input<typeof ContactIm
       rejected: row.rejected_count,
     },
     lastRow: row.last_row,
+    attempts: row.attempts,
     contentSha256: row.content_sha256,
     error: row.error_code ? { code: row.error_code, line: row.error_line } : null,
     createdAt: toIso(row.created_at),

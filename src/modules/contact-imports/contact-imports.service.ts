@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactImportRow, DB } from '../../db/schema.js';
-import { AppError, BadRequestError, NotFoundError, UnprocessableError } from '../../errors.js';
+import {
+  AppError,
+  BadRequestError,
+  ConflictError,
+  NotFoundError,
+  UnprocessableError,
+} from '../../errors.js';
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
@@ -20,16 +27,22 @@ import {
   type BatchProgress,
   type ConsentAppend,
   type ContactUpsert,
+  expireImportLeases,
   findContactsByEmail,
   findImportJob,
+  findImportJobByKey,
   findPurposeIds,
   finishImportJob,
+  ImportLeaseLostError,
+  importJobsQuery,
   insertImportJob,
   insertRowErrors,
   listRowErrors,
   type NewRowError,
   noticeVersionExists,
+  renewImportLease,
   suppressedFingerprints,
+  takeOverImportJob,
   upsertContacts,
 } from './contact-imports.repository.js';
 
@@ -42,6 +55,18 @@ export interface StartImportInput {
   /** For rows without consent evidence under `pending_double_opt_in`: the purpose key. */
   purpose?: string | undefined;
   noticeVersion?: number | undefined;
+  /**
+   * Retries with the same key never import twice: a completed import is answered as it was
+   * (when the body is the same), a running one is a 409, and an interrupted or failed one is
+   * taken over and resumed after its last committed row.
+   */
+  idempotencyKey?: string | undefined;
+}
+
+export interface ImportOutcome {
+  job: ContactImportRow;
+  /** True when an earlier import with the same Idempotency-Key is answered again. */
+  replayed: boolean;
 }
 
 function notFound() {
@@ -82,6 +107,37 @@ interface PurposeRef {
   key: string;
 }
 
+/** Reads a body to its end (within the size limit) and returns its SHA-256, hex. */
+async function digestOf(body: AsyncIterable<Buffer | string>, limit: number): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const _ of hashing(body, hash, limit));
+  return hash.digest('hex');
+}
+
+/** Drops the results of rows an earlier attempt already committed. */
+async function* after<T extends { rowNumber: number }>(
+  results: AsyncIterable<T>,
+  lastRow: number,
+): AsyncGenerator<T> {
+  for await (const result of results) if (result.rowNumber > lastRow) yield result;
+}
+
+function keyReused() {
+  return new UnprocessableError(
+    'idempotency_key_reused',
+    'This Idempotency-Key was used for another import (another body or other parameters). ' +
+      'Use a new key for a new file.',
+  );
+}
+
+function keyInProgress() {
+  return new ConflictError(
+    'idempotency_key_in_progress',
+    'The import with this Idempotency-Key is still running; watch it at ' +
+      'GET /v1/contact-imports/{id} and retry only once it shows `interrupted`.',
+  );
+}
+
 /**
  * Bulk contact imports (issue 4 item 9). The body is parsed as it streams in and written in
  * batches of {@link IMPORT_BATCH_SIZE} rows, each batch in one transaction together with its
@@ -89,18 +145,25 @@ interface PurposeRef {
  * job row says how far it got. Writes are idempotent (contacts upserted by email, consent
  * events skipped when already recorded), so re-running the same file duplicates nothing.
  *
- * Processing is synchronous (the request waits for the last batch). A worker that takes the
- * file from storage and resumes a failed job from `last_row` is future work.
+ * Processing happens while the body streams in (the request waits for the last batch), so no
+ * copy of the file is ever stored. A running job holds a lease that a timer renews; when the
+ * process dies the lease runs out and the job reads as `interrupted`. Retrying the upload with
+ * the same Idempotency-Key takes the job over and skips the rows already committed; each
+ * attempt's batches are fenced by the job's attempt number, so a stalled old attempt can never
+ * write after a new one took over.
  */
 export function createContactImportsService(deps: {
   db: Kysely<DB>;
   hashSecret: string;
+  leaseSeconds: number;
   maxBodyBytes?: number;
 }) {
   const { db, hashSecret } = deps;
   const maxBodyBytes = deps.maxBodyBytes ?? IMPORT_MAX_BODY_BYTES;
+  const leaseMs = deps.leaseSeconds * 1000;
 
   async function get(accountId: string, id: string): Promise<ContactImportRow> {
+    await expireImportLeases(db, accountId, id);
     const row = await findImportJob(db, accountId, id);
     if (!row) throw notFound();
     return row;
@@ -108,6 +171,14 @@ export function createContactImportsService(deps: {
 
   return {
     get,
+
+    async list(
+      accountId: string,
+      query: { limit: number; cursor?: string | undefined; status?: ContactImportRow['status'] },
+    ) {
+      await expireImportLeases(db, accountId);
+      return pageByCreatedAt(importJobsQuery(db, accountId, { status: query.status }), query);
+    },
 
     async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
       await get(accountId, id);
@@ -136,7 +207,7 @@ export function createContactImportsService(deps: {
       accountId: string,
       input: StartImportInput,
       body: AsyncIterable<Buffer | string>,
-    ): Promise<ContactImportRow> {
+    ): Promise<ImportOutcome> {
       let pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null = null;
       if (input.missingConsent === 'pending_double_opt_in' && input.purpose === undefined) {
         throw new BadRequestError(
@@ -160,19 +231,45 @@ export function createContactImportsService(deps: {
         pendingPurpose = { id, key: input.purpose, noticeVersion: input.noticeVersion ?? null };
       }
 
-      const job = await insertImportJob(db, {
+      let job = await insertImportJob(db, {
         accountId,
         format: input.format,
         missingConsent: input.missingConsent,
         actorType: ctx.actor.type,
         actorId: ctx.actor.id,
+        idempotencyKey: input.idempotencyKey ?? null,
+        leaseMs,
       });
+      if (!job) {
+        // The key belongs to an earlier import: answer it, or resume it.
+        const key = input.idempotencyKey!;
+        const earlier = await findImportJobByKey(db, accountId, key);
+        if (!earlier) throw keyInProgress();
+        if (earlier.format !== input.format || earlier.missing_consent !== input.missingConsent) {
+          throw keyReused();
+        }
+        if (earlier.status === 'completed') {
+          if ((await digestOf(body, maxBodyBytes)) !== earlier.content_sha256) throw keyReused();
+          return { job: earlier, replayed: true };
+        }
+        job = await takeOverImportJob(db, accountId, earlier.id, leaseMs);
+        if (!job) throw keyInProgress();
+      }
+      const resumeAfter = job.last_row;
+      const attempt = job.attempts;
+      const jobId = job.id;
+
+      const heartbeat = setInterval(() => {
+        renewImportLease(db, accountId, jobId, leaseMs).catch(() => undefined);
+      }, leaseMs / 3);
+      heartbeat.unref();
       const hash = createHash('sha256');
       const writer = batchWriter({
         db,
         hashSecret,
         accountId,
-        importId: job.id,
+        importId: jobId,
+        attempt,
         format: input.format,
         actor: { type: ctx.actor.type, id: ctx.actor.id },
         pendingPurpose,
@@ -181,12 +278,19 @@ export function createContactImportsService(deps: {
         const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
           missingConsent: input.missingConsent,
         });
-        for await (const batch of batches(results, IMPORT_BATCH_SIZE)) {
+        for await (const batch of batches(after(results, resumeAfter), IMPORT_BATCH_SIZE)) {
           await writer.write(batch);
         }
       } catch (error) {
+        if (error instanceof ImportLeaseLostError) {
+          throw new ConflictError(
+            'import_taken_over',
+            `Import ${jobId} was taken over by a retry with the same Idempotency-Key; this ` +
+              'upload stopped.',
+          );
+        }
         const format = error instanceof ImportFormatError;
-        await finishImportJob(db, accountId, job.id, {
+        await finishImportJob(db, accountId, jobId, {
           status: 'failed',
           errorCode: error instanceof AppError ? error.code : 'internal_error',
           errorLine: format ? (error.line ?? null) : null,
@@ -194,15 +298,17 @@ export function createContactImportsService(deps: {
         if (format) {
           throw new UnprocessableError(
             error.code,
-            `${error.message} Import ${job.id} failed; the batches before this point were ` +
+            `${error.message} Import ${jobId} failed; the batches before this point were ` +
               'kept (see its counts); fix the file and import it again.',
           );
         }
         throw error;
+      } finally {
+        clearInterval(heartbeat);
       }
 
-      return db.transaction().execute(async (trx) => {
-        const done = await finishImportJob(trx, accountId, job.id, {
+      const done = await db.transaction().execute(async (trx) => {
+        const finished = await finishImportJob(trx, accountId, jobId, {
           status: 'completed',
           contentSha256: hash.digest('hex'),
         });
@@ -210,11 +316,12 @@ export function createContactImportsService(deps: {
           accountId,
           action: 'contact_import.completed',
           entityType: 'contact_import',
-          entityId: job.id,
+          entityId: jobId,
           changedFields: ['created', 'updated', 'rejected'],
         });
-        return done;
+        return finished;
       });
+      return { job: done, replayed: false };
     },
   };
 }
@@ -224,6 +331,7 @@ interface WriterDeps {
   hashSecret: string;
   accountId: string;
   importId: string;
+  attempt: number;
   format: ImportFormat;
   actor: { type: string; id: string | null };
   pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null;
@@ -403,7 +511,7 @@ function batchWriter(deps: WriterDeps) {
           rejected: rejectedRows.size,
           lastRow: batch.lastRowNumber,
         };
-        await advanceImportJob(trx, accountId, importId, progress);
+        await advanceImportJob(trx, accountId, importId, deps.attempt, progress);
       });
     },
   };
