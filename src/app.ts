@@ -158,6 +158,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         { name: 'suppressions', description: 'Keyed hashes of erased addresses (Art. 17).' },
         { name: 'purposes', description: 'Processing purposes and their versioned notices.' },
         { name: 'consents', description: 'The append-only consent ledger (Art. 7).' },
+        { name: 'contact-imports', description: 'Bulk imports of contacts with consent evidence.' },
+        {
+          name: 'events',
+          description: 'The outbox feed your systems act on: double opt-in requests, withdrawals.',
+        },
         { name: 'public', description: 'Links followed by data subjects, without an account.' },
         { name: 'ops', description: 'The provider’s operations staff.' },
       ],

@@ -12,6 +12,7 @@ import { consentsRoutes } from './modules/consents/consents.routes.js';
 import { createConsentsService } from './modules/consents/consents.service.js';
 import { contactImportsRoutes } from './modules/contact-imports/contact-imports.routes.js';
 import { contactsRoutes } from './modules/contacts/contacts.routes.js';
+import { eventsRoutes } from './modules/events/events.routes.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
 import { createAuthService } from './modules/identity/auth.service.js';
 import type { PrincipalCache } from './modules/identity/principal-cache.js';
@@ -51,5 +52,6 @@ export async function v1Routes(v1: FastifyInstance, { db, config, principals }: 
   await v1.register(contactImportsRoutes, { db, config }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
+  await v1.register(eventsRoutes, { db }); //           /v1/events
   await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*
 }

@@ -171,6 +171,17 @@ export interface ConsentTokensTable {
   created_at: CreatedAt;
 }
 
+export interface EventsTable {
+  account_id: string;
+  /** Feed position: bigint, read back as a string by `pg`, a number by PGlite. */
+  seq: ColumnType<string | number, never, never>;
+  id: Generated<string>;
+  type: string;
+  contact_id: string | null;
+  data: ColumnType<Record<string, unknown>, string, string>;
+  created_at: CreatedAt;
+}
+
 export interface IdempotencyKeysTable {
   account_id: string;
   key: string;
@@ -236,6 +247,7 @@ export interface DB {
   notice_versions: NoticeVersionsTable;
   consent_events: ConsentEventsTable;
   consent_tokens: ConsentTokensTable;
+  events: EventsTable;
   idempotency_keys: IdempotencyKeysTable;
   contact_imports: ContactImportsTable;
   contact_import_errors: ContactImportErrorsTable;
@@ -251,5 +263,6 @@ export type ContactRow = Selectable<ContactsTable>;
 export type PurposeRow = Selectable<PurposesTable>;
 export type NoticeVersionRow = Selectable<NoticeVersionsTable>;
 export type ConsentEventRow = Selectable<ConsentEventsTable>;
+export type EventRow = Selectable<EventsTable>;
 export type ContactImportRow = Selectable<ContactImportsTable>;
 export type ContactImportErrorRow = Selectable<ContactImportErrorsTable>;

@@ -193,6 +193,7 @@ t.test('an attempt that lost its job to a retry stops before writing', async (t)
     db: w.app.database.db,
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
+    consentTokenTtlHours: 72,
   });
   const ctx = {
     actor: {
@@ -253,6 +254,7 @@ t.test('the lease is renewed while an import runs', async (t) => {
     db: w.app.database.db,
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 1,
+    consentTokenTtlHours: 72,
   });
   const ctx = {
     actor: {

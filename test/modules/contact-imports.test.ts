@@ -395,6 +395,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
     db: w.app.database.db,
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
+    consentTokenTtlHours: 72,
     maxBodyBytes: 64,
   });
   const ctx = {

@@ -40,15 +40,24 @@ export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
 }
 
 /**
+ * Takes the account's journal lock until the transaction ends. The audit chain and the event
+ * feed both take it, one lock for both so that no two transactions can take them in opposite
+ * orders: per account, entries are numbered in the order their transactions commit.
+ */
+export async function lockAccountJournal(trx: Kysely<DB>, accountId: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`audit:${accountId}`}, 0))`.execute(
+    trx,
+  );
+}
+
+/**
  * Appends an entry to the account's chain. Must run inside the transaction that makes the
  * change. A transaction-scoped advisory lock per account serialises writers, so concurrent
  * changes extend the chain one after another instead of forking it; the primary key
  * (account_id, seq) would reject a fork anyway.
  */
 export async function appendAuditEvent(trx: Kysely<DB>, entry: AuditEntry): Promise<AuditEventRow> {
-  await sql`select pg_advisory_xact_lock(hashtextextended(${`audit:${entry.accountId}`}, 0))`.execute(
-    trx,
-  );
+  await lockAccountJournal(trx, entry.accountId);
   const last = await trx
     .selectFrom('audit_events')
     .select(['seq', 'hash'])

@@ -11,6 +11,7 @@ import {
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { appendAuditEvent } from '../audit/audit.repository.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { buildConsentReceipt } from './consent-receipt.js';
 import {
@@ -235,6 +236,13 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
           );
         }
 
+        await appendEvents(trx, accountId, [
+          consentEvent(
+            event,
+            confirmation && { url: confirmation.url, expiresAt: confirmation.expiresAt },
+          ),
+        ]);
+
         const evidenceFields = Object.entries(input.evidence)
           .filter(([, value]) => value !== undefined)
           .map(([field]) => `consent.evidence.${field}`);
@@ -403,6 +411,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
           actorId: null,
         });
         await auditLinkEvent(trx, link, event, 'consent.confirmed');
+        await appendEvents(trx, event.account_id, [consentEvent(event)]);
         return event;
       });
     },
@@ -435,6 +444,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
           actorId: null,
         });
         await auditLinkEvent(trx, link, event, 'consent.withdrawn');
+        await appendEvents(trx, event.account_id, [consentEvent(event)]);
         return event;
       });
     },
@@ -442,3 +452,37 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
 }
 
 export type ConsentsService = ReturnType<typeof createConsentsService>;
+
+/**
+ * The feed event for a ledger entry: what the customer's mail system must do about it. A
+ * double opt-in grant carries its confirmation link, the only place besides the API answer
+ * where the link is shown.
+ */
+export function consentEvent(
+  event: Pick<
+    ConsentEventRow,
+    'id' | 'contact_id' | 'purpose_id' | 'notice_version' | 'event' | 'method'
+  >,
+  confirmation?: { url: string; expiresAt: string },
+): NewEvent {
+  const data = {
+    contactId: event.contact_id,
+    purposeId: event.purpose_id,
+    consentEventId: event.id,
+    noticeVersion: event.notice_version,
+    method: event.method,
+  };
+  if (event.event === 'withdrawn') {
+    return { type: 'consent.withdrawn', contactId: event.contact_id, data };
+  }
+  if (event.event === 'confirmed') {
+    return { type: 'consent.confirmed', contactId: event.contact_id, data };
+  }
+  return confirmation
+    ? {
+        type: 'consent.confirmation_requested',
+        contactId: event.contact_id,
+        data: { ...data, confirmation },
+      }
+    : { type: 'consent.granted', contactId: event.contact_id, data };
+}

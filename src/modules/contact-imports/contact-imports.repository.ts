@@ -1,5 +1,10 @@
 import { type Kysely, sql } from 'kysely';
-import type { ContactImportErrorRow, ContactImportRow, DB } from '../../db/schema.js';
+import type {
+  ConsentEventRow,
+  ContactImportErrorRow,
+  ContactImportRow,
+  DB,
+} from '../../db/schema.js';
 
 /**
  * Contact imports: the job rows, their per-row errors, and the set-based writes of one batch.
@@ -402,10 +407,10 @@ export async function appendImportedConsents(
   accountId: string,
   actor: { type: string; id: string | null },
   events: ConsentAppend[],
-): Promise<number> {
-  if (events.length === 0) return 0;
+): Promise<AppendedConsent[]> {
+  if (events.length === 0) return [];
   const ordered = events.map((event, ord) => ({ ...event, ord }));
-  const result = await sql`
+  const result = await sql<AppendedConsent>`
     insert into consent_events (
       account_id, contact_id, purpose_id, notice_version, event, method, legal_basis,
       occurred_at, recorded_at, ip, user_agent, source_url, actor_type, actor_id
@@ -430,7 +435,8 @@ export async function appendImportedConsents(
             or (e.event = 'withdrawn' and e.occurred_at >= u.occurred_at)
           )
       )
-    order by u.ord`.execute(trx);
+    order by u.ord
+    returning id, contact_id, purpose_id, notice_version, event, method`.execute(trx);
   const pairs = new Map<string, { purposeId: string; version: number }>();
   for (const event of events) {
     if (event.notice_version === null) continue;
@@ -449,8 +455,13 @@ export async function appendImportedConsents(
       .where('first_used_at', 'is', null)
       .execute();
   }
-  return Number(result.numAffectedRows ?? 0n);
+  return result.rows;
 }
+
+export type AppendedConsent = Pick<
+  ConsentEventRow,
+  'id' | 'contact_id' | 'purpose_id' | 'notice_version' | 'event' | 'method'
+>;
 
 export async function findPurposeIds(
   db: Kysely<DB>,

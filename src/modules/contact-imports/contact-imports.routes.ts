@@ -44,6 +44,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
     db,
     hashSecret: hashSecretOf(config),
     leaseSeconds: config.IMPORT_LEASE_SECONDS,
+    consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
   });
   const security = BEARER_OR_API_KEY;
   const tags = ['contact-imports'];

@@ -12,6 +12,9 @@ import {
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { CONSENT_LINK_PATHS, newConsentToken } from '../consents/consent-tokens.js';
+import { deriveState } from '../consents/consents.repository.js';
+import { consentEvent } from '../consents/consents.service.js';
 import {
   batches,
   type ImportBatch,
@@ -20,8 +23,10 @@ import {
   type ImportRow,
   parseImport,
 } from '../contacts/contact-import.parser.js';
+import { appendEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
+  type AppendedConsent,
   advanceImportJob,
   appendImportedConsents,
   type BatchProgress,
@@ -156,6 +161,7 @@ export function createContactImportsService(deps: {
   db: Kysely<DB>;
   hashSecret: string;
   leaseSeconds: number;
+  consentTokenTtlHours: number;
   maxBodyBytes?: number;
 }) {
   const { db, hashSecret } = deps;
@@ -273,6 +279,7 @@ export function createContactImportsService(deps: {
         format: input.format,
         actor: { type: ctx.actor.type, id: ctx.actor.id },
         pendingPurpose,
+        consentTokenTtlHours: deps.consentTokenTtlHours,
       });
       try {
         const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
@@ -335,6 +342,46 @@ interface WriterDeps {
   format: ImportFormat;
   actor: { type: string; id: string | null };
   pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null;
+  consentTokenTtlHours: number;
+}
+
+/**
+ * Double opt-in for imported rows: each new pending consent gets a single-use confirmation
+ * link, announced on the event feed (`consent.confirmation_requested`) for the customer's mail
+ * system to send. Same transaction as the batch, so a link exists exactly when its consent does.
+ */
+async function requestConfirmations(
+  trx: Kysely<DB>,
+  accountId: string,
+  pending: AppendedConsent[],
+  ttlHours: number,
+) {
+  if (pending.length === 0) return;
+  const expiresAt = new Date(Date.now() + ttlHours * 3_600_000);
+  const links = pending.map((event) => ({ event, ...newConsentToken() }));
+  await trx
+    .insertInto('consent_tokens')
+    .values(
+      links.map(({ event, hash }) => ({
+        token_hash: hash,
+        account_id: accountId,
+        contact_id: event.contact_id,
+        purpose_id: event.purpose_id,
+        kind: 'confirm' as const,
+        expires_at: expiresAt,
+      })),
+    )
+    .execute();
+  await appendEvents(
+    trx,
+    accountId,
+    links.map(({ event, token }) =>
+      consentEvent(event, {
+        url: CONSENT_LINK_PATHS.confirm + token,
+        expiresAt: expiresAt.toISOString(),
+      }),
+    ),
+  );
 }
 
 /** Writes batches of one import, with caches of the purposes and notice versions it saw. */
@@ -502,7 +549,15 @@ function batchWriter(deps: WriterDeps) {
         }
 
         const { inserted } = await upsertContacts(trx, accountId, [...merged.values()]);
-        await appendImportedConsents(trx, accountId, deps.actor, [...consents.values()]);
+        const appended = await appendImportedConsents(trx, accountId, deps.actor, [
+          ...consents.values(),
+        ]);
+        await requestConfirmations(
+          trx,
+          accountId,
+          appended.filter((event) => deriveState(event.event, event.method) === 'pending'),
+          deps.consentTokenTtlHours,
+        );
         await insertRowErrors(trx, accountId, importId, errors);
         const progress: BatchProgress = {
           rows: batch.rows.length + batch.rejected.length,

@@ -17,6 +17,7 @@ import {
   deriveState,
 } from '../consents/consents.repository.js';
 import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
+import { deleteContactEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
@@ -303,6 +304,7 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           .where('account_id', '=', accountId)
           .where('contact_id', '=', id)
           .execute();
+        await deleteContactEvents(trx, accountId, id);
         await trx
           .deleteFrom('idempotency_keys')
           .where('account_id', '=', accountId)
