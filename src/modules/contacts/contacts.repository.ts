@@ -114,12 +114,7 @@ export async function updateContact(
     .executeTakeFirstOrThrow();
 }
 
-/** `created_at` with its microseconds, in UTC: JavaScript dates would cut them off. */
-const CREATED_KEY = sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-
 export interface ContactListFilter {
-  limit: number;
-  after?: { createdAt: string; id: string } | undefined;
   email?: string | undefined;
   status?: string | undefined;
   restricted?: boolean | undefined;
@@ -140,19 +135,11 @@ function stateCondition(state: ConsentState) {
 }
 
 /**
- * One page of contacts in (created_at, id) order, after the cursor. The consent filter looks at
- * the newest event of the (contact, purpose) only — the state derived from the ledger.
+ * The account's contacts matching the list filters, for keyset paging. The consent filter looks
+ * at the newest event of the (contact, purpose) only — the state derived from the ledger.
  */
-export async function listContacts(
-  db: Kysely<DB>,
-  accountId: string,
-  filter: ContactListFilter,
-): Promise<(ContactRow & { created_key: string })[]> {
-  let q = db
-    .selectFrom('contacts')
-    .selectAll()
-    .select(CREATED_KEY.as('created_key'))
-    .where('account_id', '=', accountId);
+export function contactsQuery(db: Kysely<DB>, accountId: string, filter: ContactListFilter) {
+  let q = db.selectFrom('contacts').selectAll().where('account_id', '=', accountId);
   if (filter.email !== undefined) q = q.where('email', '=', filter.email);
   if (filter.status !== undefined) {
     q = q.where('status', '=', filter.status as ContactStatus);
@@ -178,9 +165,5 @@ export async function listContacts(
       )`,
     );
   }
-  if (filter.after) {
-    const { createdAt, id } = filter.after;
-    q = q.where(sql<boolean>`(created_at, id) > (${createdAt}::timestamptz, ${id}::uuid)`);
-  }
-  return q.orderBy('created_at').orderBy('id').limit(filter.limit).execute();
+  return q;
 }

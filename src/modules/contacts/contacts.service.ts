@@ -1,13 +1,13 @@
 import { type Kysely, sql } from 'kysely';
+import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactRow, DB } from '../../db/schema.js';
 import {
-  BadRequestError,
   ConflictError,
   NotFoundError,
   PreconditionFailedError,
   UnprocessableError,
 } from '../../errors.js';
-import { encodeCursor, toIso } from '../../http/schemas.js';
+import { toIso } from '../../http/schemas.js';
 import { canonicalJson } from '../../lib/canonical-json.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
@@ -22,11 +22,11 @@ import type { RequestContext } from '../identity/actor.js';
 import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
+  contactsQuery,
   findContact,
   findContactIdByEmail,
   insertContact,
   isDuplicateEmail,
-  listContacts,
   lockContactRow,
   updateContact,
 } from './contacts.repository.js';
@@ -104,11 +104,7 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
     get,
 
     async list(accountId: string, query: ListContactsFilter) {
-      let after: { createdAt: string; id: string } | undefined;
-      if (query.cursor !== undefined) after = decodeContactCursor(query.cursor);
-      const rows = await listContacts(db, accountId, {
-        limit: query.limit + 1,
-        after,
+      const filtered = contactsQuery(db, accountId, {
         email: query.email,
         status: query.status,
         restricted: query.restricted,
@@ -118,13 +114,7 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
             ? { purposeId: query.consentPurposeId, state: query.consentState }
             : undefined,
       });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last ? encodeCursor([last.created_key, last.id]) : null,
-      };
+      return pageByCreatedAt(filtered, query);
     },
 
     /**
@@ -380,28 +370,6 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
       });
     },
   };
-}
-
-const CREATED_KEY = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function decodeContactCursor(cursor: string): { createdAt: string; id: string } {
-  try {
-    const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (
-      Array.isArray(key) &&
-      key.length === 2 &&
-      typeof key[0] === 'string' &&
-      CREATED_KEY.test(key[0]) &&
-      typeof key[1] === 'string' &&
-      UUID.test(key[1])
-    ) {
-      return { createdAt: key[0], id: key[1] };
-    }
-  } catch {
-    // fall through to the error below
-  }
-  throw new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
 }
 
 export type ContactsService = ReturnType<typeof createContactsService>;
