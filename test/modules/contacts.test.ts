@@ -467,6 +467,11 @@ t.test('export (Art. 15, 20): JSON, and age-encrypted on request', async (t) => 
     ['contact.created', 'consent.granted', 'contact.restricted'],
   );
   t.notOk(JSON.stringify(body.auditEvents).includes('export@'), 'audit entries hold no values');
+  t.match(
+    body.notifications,
+    [{ type: 'consent.granted', purposeId, occurredAt: /^\d{4}-/ }],
+    'what the feed told the controller’s systems',
+  );
 
   const passphrase = 'correct horse battery staple';
   const encrypted = await app.inject({

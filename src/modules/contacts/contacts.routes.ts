@@ -64,6 +64,18 @@ const ContactExportSchema = z
         }),
       )
       .describe('What was done to this contact, oldest first.'),
+    notifications: z
+      .array(
+        z.object({
+          type: z.string(),
+          occurredAt: Timestamp,
+          purposeId: z.string().nullable(),
+        }),
+      )
+      .describe(
+        'What the controller’s systems were told about this contact on the event feed (e.g. ' +
+          'to send a double opt-in message), oldest first.',
+      ),
   })
   .meta({
     id: 'ContactExport',

@@ -343,6 +343,13 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           .where('entity_id', '=', id)
           .orderBy('seq')
           .execute();
+        const notifications = await trx
+          .selectFrom('events')
+          .select(['type', 'created_at', 'data'])
+          .where('account_id', '=', accountId)
+          .where('contact_id', '=', id)
+          .orderBy('seq')
+          .execute();
         await recordAudit(trx, ctx, {
           accountId,
           action: 'contact.exported',
@@ -365,6 +372,11 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
             action: row.action,
             actor: { type: row.actor_type, id: row.actor_id },
             changedFields: row.changed_fields,
+          })),
+          notifications: notifications.map((row) => ({
+            type: row.type,
+            occurredAt: toIso(row.created_at),
+            purposeId: typeof row.data.purposeId === 'string' ? row.data.purposeId : null,
           })),
         };
       });
