@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -46,6 +47,8 @@ const HELP = `usage: npm run bench -- [options]
                      (the profiler slows them: do not compare those numbers with others)
   --check            exit 1 when a scenario misses its minimum ratio
   --keep-temp        keep the scratch folder (data, service log) for inspection
+  --data             then run the data benchmark on Postgres (bench/data.ts, needs DATABASE_URL;
+                     its options: npm run bench:data -- --help; rows from BENCH_DATA_ROWS)
 `;
 
 interface Options extends LoadOptions {
@@ -58,6 +61,7 @@ interface Options extends LoadOptions {
   profile: boolean;
   check: boolean;
   keepTemp: boolean;
+  data: boolean;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -75,6 +79,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       profile: { type: 'boolean' },
       check: { type: 'boolean' },
       'keep-temp': { type: 'boolean' },
+      data: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -107,6 +112,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     profile: values.profile ?? false,
     check: values.check ?? false,
     keepTemp: values['keep-temp'] ?? false,
+    data: values.data ?? false,
   };
 }
 
@@ -228,6 +234,11 @@ async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2), process.env);
   const selected = selectScenarios(scenarios, options.only);
   if (selected.length === 0) throw new Error(`no scenario matches ${options.only.join(', ')}`);
+  if (options.data && !process.env.DATABASE_URL) {
+    throw new Error(
+      '--data needs DATABASE_URL (a Postgres server): see npm run bench:data -- --help',
+    );
+  }
   const load: LoadOptions = { connections: options.connections, pipelining: options.pipelining };
 
   const workDir = mkdtempSync(join(tmpdir(), 'custodian-bench-'));
@@ -373,7 +384,19 @@ async function main(): Promise<number> {
   const failed = results.some((r) => r.failures > 0);
   if (failed) log('some requests failed (unexpected status, error or timeout): see "failed"');
   const missed = results.some((r) => r.pass === false);
-  return options.check && (missed || failed) ? 1 : 0;
+  const code = options.check && (missed || failed) ? 1 : 0;
+  if (!options.data) return code;
+  // The data benchmark in its own process, on the dist/ just built (or src/ through tsx).
+  const dataArgs = [useDist ? '--no-build' : '--tsx', ...(options.check ? ['--check'] : [])];
+  log(`data benchmark: bench/data.ts ${dataArgs.join(' ')}`);
+  const dataCode = await new Promise<number>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/data.ts', ...dataArgs], {
+      cwd: REPO_ROOT,
+      stdio: 'inherit',
+    });
+    child.on('exit', (exitCode) => resolve(exitCode ?? 1));
+  });
+  return code || dataCode;
 }
 
 function log(message: string): void {

@@ -34,6 +34,10 @@ export interface StartOptions {
   useDist: boolean;
   /** When set, children run with `--cpu-prof` and write their profiles here. */
   profileDir?: string;
+  /** Run the service on this Postgres database (it migrates it at start) instead of embedded. */
+  databaseUrl?: string;
+  /** More environment for the service, applied last. */
+  env?: Record<string, string>;
 }
 
 const children = new Set<ChildProcess>();
@@ -69,8 +73,9 @@ export function buildService(): BuildOutcome {
 
 /**
  * The real service, as production runs it but on the embedded engine with a throw-away data
- * folder: info-level JSON logs (written to a file, so their cost is paid), and a rate limit so
- * high that it is exercised on every request but never answers 429.
+ * folder (or on `databaseUrl`, a throw-away Postgres database): info-level JSON logs (written
+ * to a file, so their cost is paid), and a rate limit so high that it is exercised on every
+ * request but never answers 429.
  */
 export async function startService(options: StartOptions): Promise<Target> {
   const port = await freePort();
@@ -85,7 +90,7 @@ export async function startService(options: StartOptions): Promise<Target> {
       NODE_ENV: 'production',
       HOST: '127.0.0.1',
       PORT: String(port),
-      LOG_LEVEL: 'info',
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
       LOG_PRETTY: 'false',
       DATA_DIR: dataDir,
       RATE_LIMIT_MAX: '1000000000',
@@ -95,13 +100,16 @@ export async function startService(options: StartOptions): Promise<Target> {
       // The login scenario hammers one account from one address: lift the login throttles.
       LOGIN_MAX_PER_IP_PER_MINUTE: '100000000',
       LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: '100000000',
-      // Embedded engine and in-process rate limits, whatever the caller's shell has set.
-      DATABASE_URL: '',
+      // Embedded engine (unless asked for Postgres) and in-process rate limits, whatever the
+      // caller's shell has set.
+      DATABASE_URL: options.databaseUrl ?? '',
+      MIGRATE_ON_START: 'true',
       REDIS_URL: '',
       TLS_CERT_FILE: '',
       TLS_KEY_FILE: '',
       PUBLIC_BASE_URL: '',
       TRUST_PROXY: '',
+      ...options.env,
     },
   });
 }
