@@ -126,21 +126,37 @@ export async function explainAudience(
   afterContactId: string | undefined,
 ): Promise<AudienceExplain> {
   const pool = new pg.Pool({ connectionString: url, max: 1, application_name: 'custodian-bench' });
-  let captured: CompiledQuery | undefined;
+  const captured: CompiledQuery[] = [];
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({ pool }),
     log: (event) => {
-      if (event.level === 'query') captured = event.query;
+      if (event.level === 'query') captured.push(event.query);
     },
   });
+  let client: pg.PoolClient | undefined;
   try {
     // The service asks for one row more than the page, to know whether there is a next one.
     await audiencePage(db, accountId, purposeId, { limit: limit + 1, afterContactId });
-    if (!captured) throw new Error('the audience query was not captured');
-    const result = await pool.query<{ 'QUERY PLAN': string }>(
-      `explain (analyze, buffers) ${captured.sql}`,
-      captured.parameters as unknown[],
-    );
+    client = await pool.connect();
+    const query = captured.find((q) => /distinct on/i.test(q.sql));
+    if (!query) throw new Error('the audience query was not captured');
+    // Replay what audiencePage runs (its planner settings too), explaining the page query.
+    await client.query('begin');
+    let result: pg.QueryResult<{ 'QUERY PLAN': string }> | undefined;
+    for (const q of captured) {
+      if (/^\s*(begin|commit|rollback)\b/i.test(q.sql)) continue;
+      if (q === query) {
+        result = await client.query(
+          `explain (analyze, buffers) ${q.sql}`,
+          q.parameters as unknown[],
+        );
+      } else {
+        await client.query(q.sql, q.parameters as unknown[]);
+      }
+    }
+    await client.query('rollback');
+    if (!result) throw new Error('the audience query was not explained');
+    const captured0 = query;
     const plan = result.rows.map((row) => row['QUERY PLAN']);
     const timing = (label: string) => {
       const line = plan.find((l) => l.trim().startsWith(`${label}:`));
@@ -157,8 +173,8 @@ export async function explainAudience(
       ),
     ];
     return {
-      sql: captured.sql.replace(/\s+/g, ' ').trim(),
-      parameters: captured.parameters,
+      sql: captured0.sql.replace(/\s+/g, ' ').trim(),
+      parameters: captured0.parameters,
       plan,
       planningMs: timing('Planning Time'),
       executionMs: timing('Execution Time'),
@@ -167,6 +183,7 @@ export async function explainAudience(
       sort: plan.some((line) => /(^|->\s+)(Incremental )?Sort\s+\(/.test(line.trim())),
     };
   } finally {
+    client?.release();
     await db.destroy();
   }
 }

@@ -73,8 +73,8 @@ there, runs the service on it, and drops it at the end (also on Ctrl-C or failur
   --rows N               contacts to import (BENCH_DATA_ROWS, default 1000000)
   --page-size N          audience page size (default 1000, the API's maximum)
   --audience-pages N     walk at most N audience pages (default: all of them)
-  --request-timeout-ms N REQUEST_TIMEOUT_MS for the service (default 0: no limit; the service's
-                         own default, 30 s, cuts a long upload off with 408: see bench/README.md)
+  --request-timeout-ms N REQUEST_TIMEOUT_MS for the service (default: the service's own, 1 hour;
+                         it bounds how long an import upload may take)
   --no-build             do not run \`npm run build\` first (use dist/ as it is)
   --tsx                  run the service from src/ through tsx instead of dist/
   --service-node-options S  NODE_OPTIONS for the service only (e.g. --max-old-space-size=160)
@@ -97,7 +97,8 @@ interface Options {
   rows: number;
   pageSize: number;
   audiencePages: number;
-  requestTimeoutMs: number;
+  /** Undefined: the service's default. */
+  requestTimeoutMs: number | undefined;
   build: boolean;
   tsx: boolean;
   check: boolean;
@@ -148,7 +149,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     rows: integer('rows', values.rows ?? env.BENCH_DATA_ROWS, 1_000_000, 1),
     pageSize: Math.min(1000, integer('page-size', values['page-size'], 1000, 1)),
     audiencePages: integer('audience-pages', values['audience-pages'], Number.MAX_SAFE_INTEGER, 1),
-    requestTimeoutMs: integer('request-timeout-ms', values['request-timeout-ms'], 0, 0),
+    requestTimeoutMs:
+      values['request-timeout-ms'] === undefined
+        ? undefined
+        : integer('request-timeout-ms', values['request-timeout-ms'], 0, 0),
     build: !values['no-build'] && !values.tsx,
     tsx: values.tsx ?? false,
     check: values.check ?? false,
@@ -354,8 +358,9 @@ async function main(): Promise<number> {
     databaseUrl: url,
     // Its own database, so the default schema, whatever the caller's shell says.
     env: {
-      // Node's limit on receiving a whole request, body included: a streamed import outlives it.
-      REQUEST_TIMEOUT_MS: String(options.requestTimeoutMs),
+      ...(options.requestTimeoutMs === undefined
+        ? {}
+        : { REQUEST_TIMEOUT_MS: String(options.requestTimeoutMs) }),
       DATABASE_SCHEMA: 'public',
       ...(options.serviceNodeOptions ? { NODE_OPTIONS: options.serviceNodeOptions } : {}),
     },
@@ -644,7 +649,7 @@ async function main(): Promise<number> {
     '',
     `${int(rows)} contacts; Postgres ${serverVersion} (throw-away database ${database}); ` +
       `${process.version}, ${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(' ')}.`,
-    `- service: \`${service.command}\`, REQUEST_TIMEOUT_MS=${options.requestTimeoutMs}` +
+    `- service: \`${service.command}\`, REQUEST_TIMEOUT_MS=${options.requestTimeoutMs ?? 'default'}` +
       (options.serviceNodeOptions ? `, NODE_OPTIONS=${options.serviceNodeOptions}` : ''),
     `- COPY baseline: \`COPY ... FROM STDIN\` (text, pg-copy-streams) of the same rows into empty ` +
       'copies of `contacts` and `consent_events` (`LIKE ... INCLUDING ALL` plus their foreign ' +

@@ -50,7 +50,10 @@ const envSchema = z
     TLS_KEY_FILE: optionalString,
     HSTS_MAX_AGE_SECONDS: int(31_536_000),
     BODY_LIMIT_BYTES: int(1_048_576, 1024),
-    REQUEST_TIMEOUT_MS: int(30_000),
+    // Node applies it to receiving the whole request, and a bulk import is written while its
+    // body arrives, so it bounds how long an import may take. A connection that stops sending
+    // is still dropped after CONNECTION_TIMEOUT_MS.
+    REQUEST_TIMEOUT_MS: int(3_600_000),
     CONNECTION_TIMEOUT_MS: int(10_000),
     KEEP_ALIVE_TIMEOUT_MS: int(72_000),
     SHUTDOWN_GRACE_MS: int(10_000, 0),

@@ -354,9 +354,9 @@ export async function upsertContacts(
   trx: Kysely<DB>,
   accountId: string,
   rows: ContactUpsert[],
-): Promise<{ inserted: number }> {
-  if (rows.length === 0) return { inserted: 0 };
-  const result = await sql<{ inserted: boolean }>`
+): Promise<{ id: string; email: string; inserted: boolean }[]> {
+  if (rows.length === 0) return [];
+  const result = await sql<{ id: string; email: string; inserted: boolean }>`
     insert into contacts (account_id, email, first_name, last_name, language, attributes)
     select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes
     from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
@@ -376,12 +376,12 @@ export async function upsertContacts(
           coalesce(excluded.language, contacts.language),
           contacts.attributes || excluded.attributes
         )
-    returning (xmax = 0) as inserted`.execute(trx);
-  return { inserted: result.rows.filter((row) => row.inserted).length };
+    returning id, email, (xmax = 0) as inserted`.execute(trx);
+  return result.rows;
 }
 
 export interface ConsentAppend {
-  email: string;
+  contact_id: string;
   purpose_id: string;
   notice_version: number | null;
   method: string;
@@ -400,7 +400,7 @@ export interface ConsentAppend {
  * - evidence older than a withdrawal recorded for the purpose (an old grant must not undo a
  *   later withdrawal);
  * - the import's own pending grant when the contact already has any event for the purpose.
- * Restricted contacts get nothing (Art. 18). Marks the notice versions used.
+ * The caller leaves out restricted contacts (Art. 18). Marks the notice versions used.
  */
 export async function appendImportedConsents(
   trx: Kysely<DB>,
@@ -410,24 +410,25 @@ export async function appendImportedConsents(
 ): Promise<AppendedConsent[]> {
   if (events.length === 0) return [];
   const ordered = events.map((event, ord) => ({ ...event, ord }));
+  // Keyed by contact id, not by email: the plan is index lookups whatever the table's
+  // statistics say (a join on email planned without statistics compares every pair).
   const result = await sql<AppendedConsent>`
     insert into consent_events (
       account_id, contact_id, purpose_id, notice_version, event, method, legal_basis,
       occurred_at, recorded_at, ip, user_agent, source_url, actor_type, actor_id
     )
-    select ${accountId}::uuid, c.id, u.purpose_id, u.notice_version, 'granted', u.method,
+    select ${accountId}::uuid, u.contact_id, u.purpose_id, u.notice_version, 'granted', u.method,
       'consent', u.occurred_at, clock_timestamp(), u.ip, u.user_agent, u.source_url,
       ${actor.type}, ${actor.id}
     from jsonb_to_recordset(${JSON.stringify(ordered)}::jsonb) as u(
-      ord int, email text, purpose_id uuid, notice_version int, method text,
+      ord int, contact_id uuid, purpose_id uuid, notice_version int, method text,
       occurred_at timestamptz, ip text, user_agent text, source_url text,
       pending_only_if_none boolean
     )
-    join contacts c on c.account_id = ${accountId}::uuid and c.email = u.email
-    where c.restricted_at is null
-      and not exists (
+    where not exists (
         select 1 from consent_events e
-        where e.account_id = c.account_id and e.contact_id = c.id and e.purpose_id = u.purpose_id
+        where e.account_id = ${accountId}::uuid and e.contact_id = u.contact_id
+          and e.purpose_id = u.purpose_id
           and (
             (u.pending_only_if_none)
             or (e.event = 'granted' and e.method = u.method and e.occurred_at = u.occurred_at

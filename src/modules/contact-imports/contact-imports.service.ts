@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactImportRow, DB } from '../../db/schema.js';
 import {
@@ -106,6 +106,9 @@ async function* hashing(
     yield bytes;
   }
 }
+
+/** A consent event of the batch before its contact has an id. */
+type ConsentDraft = Omit<ConsentAppend, 'contact_id'> & { email: string };
 
 interface PurposeRef {
   id: string;
@@ -285,8 +288,17 @@ export function createContactImportsService(deps: {
         const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
           missingConsent: input.missingConsent,
         });
-        for await (const batch of batches(after(results, resumeAfter), IMPORT_BATCH_SIZE)) {
-          await writer.write(batch);
+        // Parse the next batch while this one is written: on Postgres the two overlap.
+        const pending = batches(after(results, resumeAfter), IMPORT_BATCH_SIZE);
+        let next = pending.next();
+        try {
+          for (let current = await next; !current.done; current = await next) {
+            next = pending.next();
+            await writer.write(current.value);
+          }
+        } finally {
+          // A write failed while the next batch was being read: settle that read quietly.
+          next.catch(() => undefined);
         }
       } catch (error) {
         if (error instanceof ImportLeaseLostError) {
@@ -384,6 +396,19 @@ async function requestConfirmations(
   );
 }
 
+/**
+ * Every statement of a batch looks up at most a batch's worth of keys in tables that may hold
+ * millions of rows: index lookups are right whatever the statistics say. Without this, a table
+ * that grew since it was last analysed (a first big import, before autovacuum gets to it) is
+ * planned as small, and hashing or scanning all of it makes each batch slower than the last.
+ */
+async function preferIndexLookups(trx: Kysely<DB>) {
+  await sql`select set_config('enable_hashjoin', 'off', true),
+    set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true)`.execute(
+    trx,
+  );
+}
+
 /** Writes batches of one import, with caches of the purposes and notice versions it saw. */
 function batchWriter(deps: WriterDeps) {
   const { db, hashSecret, accountId, importId, format } = deps;
@@ -417,6 +442,7 @@ function batchWriter(deps: WriterDeps) {
   return {
     async write(batch: ImportBatch): Promise<void> {
       await db.transaction().execute(async (trx) => {
+        await preferIndexLookups(trx);
         const errors: NewRowError[] = [];
         const rejectedRows = new Set<number>();
         const refuse = (rowNumber: number, field: string | null, code: string, message: string) => {
@@ -505,7 +531,7 @@ function batchWriter(deps: WriterDeps) {
         // absent fields keep the earlier value, attributes merge key by key — the same result
         // as writing the rows one after the other.
         const merged = new Map<string, ContactUpsert>();
-        const consents = new Map<string, ConsentAppend>();
+        const consents = new Map<string, ConsentDraft>();
         for (const { row } of accepted) {
           const previous = merged.get(row.email);
           merged.set(row.email, {
@@ -515,7 +541,7 @@ function batchWriter(deps: WriterDeps) {
             language: row.language ?? previous?.language ?? null,
             attributes: { ...previous?.attributes, ...(row.attributes as Record<string, unknown>) },
           });
-          const event: ConsentAppend | null = row.consent
+          const event: ConsentDraft | null = row.consent
             ? {
                 email: row.email,
                 purpose_id: purposeIds.get(row.consent.purpose)!,
@@ -548,10 +574,20 @@ function batchWriter(deps: WriterDeps) {
           }
         }
 
-        const { inserted } = await upsertContacts(trx, accountId, [...merged.values()]);
-        const appended = await appendImportedConsents(trx, accountId, deps.actor, [
-          ...consents.values(),
-        ]);
+        const upserted = await upsertContacts(trx, accountId, [...merged.values()]);
+        const inserted = upserted.filter((contact) => contact.inserted).length;
+        // Contacts the upsert left unchanged are not returned: their ids come from the lookup.
+        const ids = new Map(existing.map((contact) => [contact.email, contact.id]));
+        for (const contact of upserted) ids.set(contact.email, contact.id);
+        const appended = await appendImportedConsents(
+          trx,
+          accountId,
+          deps.actor,
+          [...consents.values()].map(({ email, ...event }) => ({
+            ...event,
+            contact_id: ids.get(email)!,
+          })),
+        );
         await requestConfirmations(
           trx,
           accountId,
