@@ -77,7 +77,8 @@ there, runs the service on it, and drops it at the end (also on Ctrl-C or failur
                          it bounds how long an import upload may take)
   --no-build             do not run \`npm run build\` first (use dist/ as it is)
   --tsx                  run the service from src/ through tsx instead of dist/
-  --service-node-options S  NODE_OPTIONS for the service only (e.g. --max-old-space-size=160)
+  --service-node-options S  NODE_OPTIONS for the service only (default: production's,
+                         --max-old-space-size=192)
   --no-analyze           on a server with autovacuum = off (CI's), do not emulate its ANALYZE
                          (the planner then keeps empty-table statistics: see bench/README.md)
   --check                exit 1 when a target is missed

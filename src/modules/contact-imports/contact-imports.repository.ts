@@ -299,7 +299,6 @@ export async function listRowErrors(
 export interface ExistingContact {
   id: string;
   email: string;
-  restricted_at: Date | null;
 }
 
 export async function findContactsByEmail(
@@ -310,10 +309,27 @@ export async function findContactsByEmail(
   if (emails.length === 0) return [];
   return trx
     .selectFrom('contacts')
-    .select(['id', 'email', 'restricted_at'])
+    .select(['id', 'email'])
     .where('account_id', '=', accountId)
     .where('email', 'in', emails)
     .execute();
+}
+
+/** Which of these addresses belong to restricted contacts (Art. 18), through a small index. */
+export async function restrictedEmails(
+  trx: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  if (emails.length === 0) return new Set();
+  const rows = await trx
+    .selectFrom('contacts')
+    .select('email')
+    .where('account_id', '=', accountId)
+    .where('email', 'in', emails)
+    .where('restricted_at', 'is not', null)
+    .execute();
+  return new Set(rows.map((row) => row.email));
 }
 
 export async function suppressedFingerprints(

@@ -46,6 +46,7 @@ import {
   type NewRowError,
   noticeVersionExists,
   renewImportLease,
+  restrictedEmails,
   suppressedFingerprints,
   takeOverImportJob,
   upsertContacts,
@@ -509,12 +510,9 @@ function batchWriter(deps: WriterDeps) {
           return ok;
         });
 
-        const existing = await findContactsByEmail(trx, accountId, [
+        const restricted = await restrictedEmails(trx, accountId, [
           ...new Set(candidates.map(({ row }) => row.email)),
         ]);
-        const restricted = new Set(
-          existing.filter((contact) => contact.restricted_at).map((contact) => contact.email),
-        );
         const accepted = candidates.filter(({ rowNumber, row }) => {
           if (!restricted.has(row.email)) return true;
           // Art. 18: a restricted contact's data is only stored; an import must not change it.
@@ -576,9 +574,13 @@ function batchWriter(deps: WriterDeps) {
 
         const upserted = await upsertContacts(trx, accountId, [...merged.values()]);
         const inserted = upserted.filter((contact) => contact.inserted).length;
-        // Contacts the upsert left unchanged are not returned: their ids come from the lookup.
-        const ids = new Map(existing.map((contact) => [contact.email, contact.id]));
-        for (const contact of upserted) ids.set(contact.email, contact.id);
+        // Contacts the upsert left unchanged are not returned (none in a first import, all in
+        // a re-run): look those up by email.
+        const ids = new Map(upserted.map((contact) => [contact.email, contact.id]));
+        const unchanged = [...merged.keys()].filter((email) => !ids.has(email));
+        for (const contact of await findContactsByEmail(trx, accountId, unchanged)) {
+          ids.set(contact.email, contact.id);
+        }
         const appended = await appendImportedConsents(
           trx,
           accountId,
