@@ -94,8 +94,13 @@ t.test('defaults are sensible', async (t) => {
   t.equal(config.TLS_CERT_FILE, undefined);
   t.equal(config.REDIS_URL, undefined);
   // Fastify and node-postgres wait forever by default: every timeout must be finite.
+  // Receiving a request is bounded too, but long enough for a streamed bulk import (which is
+  // written while its body arrives); a stalled connection is dropped by the idle timeout.
+  t.ok(
+    config.REQUEST_TIMEOUT_MS >= 600_000 && config.REQUEST_TIMEOUT_MS <= 3_600_000,
+    `REQUEST_TIMEOUT_MS is finite and fits a long import (${config.REQUEST_TIMEOUT_MS} ms)`,
+  );
   for (const key of [
-    'REQUEST_TIMEOUT_MS',
     'CONNECTION_TIMEOUT_MS',
     'KEEP_ALIVE_TIMEOUT_MS',
     'SHUTDOWN_GRACE_MS',
