@@ -37,10 +37,10 @@ import {
   PURPOSE_KEY,
 } from './data-rows.js';
 import {
-  buildService,
   cpuTimeMs,
   fileSize,
   killAllTargetsNow,
+  prepareServiceBuild,
   REPO_ROOT,
   removeDir,
   startService,
@@ -324,21 +324,7 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const loadBefore = loadavg();
 
-  let useDist = false;
-  if (!options.tsx) {
-    if (options.build) {
-      log('building (npm run build)...');
-      const outcome = buildService();
-      useDist = outcome !== 'failed';
-      if (outcome === 'emitted-with-type-errors') {
-        log('the type check failed (see above) but tsc emitted dist/: benchmarking that');
-      } else if (outcome === 'failed') {
-        log('build failed: running the service from src/ through tsx instead');
-      }
-    } else {
-      useDist = fileSize(join(REPO_ROOT, 'dist/src/server.js')) !== undefined;
-    }
-  }
+  const useDist = prepareServiceBuild(options, log);
 
   // A database of its own: the service always migrates `public`, so a schema would not do.
   const database = newDatabaseName();

@@ -14,9 +14,9 @@ import {
 import { analyseProfile, formatBreakdown, profileFiles } from './profile-summary.js';
 import { type Scenario, scenarios, selectScenarios, type TargetName } from './scenarios.js';
 import {
-  buildService,
   fileSize,
   killAllTargetsNow,
+  prepareServiceBuild,
   REPO_ROOT,
   removeDir,
   startBare,
@@ -250,21 +250,7 @@ async function main(): Promise<number> {
   const profileDir = options.profile ? join(resultsDir, 'profiles', stamp()) : undefined;
 
   const needed = new Set(selected.map((s) => s.target));
-  let useDist = false;
-  if (needed.has('service') && !options.tsx) {
-    if (options.build) {
-      log('building (npm run build)...');
-      const outcome = buildService();
-      useDist = outcome !== 'failed';
-      if (outcome === 'emitted-with-type-errors') {
-        log('the type check failed (see above) but tsc emitted dist/: benchmarking that');
-      } else if (outcome === 'failed') {
-        log('build failed: running the service from src/ through tsx instead');
-      }
-    } else {
-      useDist = fileSize(join(REPO_ROOT, 'dist/src/server.js')) !== undefined;
-    }
-  }
+  const useDist = needed.has('service') && prepareServiceBuild(options, log);
 
   const startOptions = { workDir, useDist, ...(profileDir ? { profileDir } : {}) };
   const targets = new Map<TargetName, Target>();

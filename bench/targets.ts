@@ -278,3 +278,23 @@ export function fileSize(file: string | undefined): number | undefined {
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 }
+
+/**
+ * Whether to run the service from dist/: builds it first when asked (falling back to src/
+ * through tsx when the build fails), or uses an existing dist/ as it is.
+ */
+export function prepareServiceBuild(
+  options: { build: boolean; tsx: boolean },
+  log: (message: string) => void,
+): boolean {
+  if (options.tsx) return false;
+  if (!options.build) return fileSize(join(REPO_ROOT, 'dist/src/server.js')) !== undefined;
+  log('building (npm run build)...');
+  const outcome = buildService();
+  if (outcome === 'emitted-with-type-errors') {
+    log('the type check failed (see above) but tsc emitted dist/: benchmarking that');
+  } else if (outcome === 'failed') {
+    log('build failed: running the service from src/ through tsx instead');
+  }
+  return outcome !== 'failed';
+}

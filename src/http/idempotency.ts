@@ -23,6 +23,16 @@ interface Claim {
   key: string;
 }
 
+/** 422: the key was used for another request. Routes with their own key handling use it too. */
+export function idempotencyKeyReused(detail: string) {
+  return new UnprocessableError('idempotency_key_reused', detail);
+}
+
+/** 409: the first request with the key has not finished. */
+export function idempotencyKeyInProgress(detail: string) {
+  return new ConflictError('idempotency_key_in_progress', detail);
+}
+
 /** The requests that claimed a key and must record their answer (set in preHandler). */
 const claims = new WeakMap<FastifyRequest, Claim>();
 
@@ -92,14 +102,12 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
       .where('key', '=', key)
       .executeTakeFirst();
     if (existing && existing.request_hash !== requestHash) {
-      throw new UnprocessableError(
-        'idempotency_key_reused',
+      throw idempotencyKeyReused(
         'This Idempotency-Key was used with another request; use a new key for a new request.',
       );
     }
     if (existing?.status !== 'completed' || existing.response_status === null) {
-      throw new ConflictError(
-        'idempotency_key_in_progress',
+      throw idempotencyKeyInProgress(
         'A request with this Idempotency-Key is still in progress; retry later.',
       );
     }

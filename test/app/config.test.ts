@@ -149,3 +149,16 @@ t.test('TRUST_PROXY maps onto Fastify’s trustProxy', async (t) => {
   t.equal(trustProxySetting('2'), 2, 'a hop count');
   t.equal(trustProxySetting('10.0.0.0/8'), '10.0.0.0/8', 'addresses pass through');
 });
+
+t.test('DATABASE_SCHEMA must be a plain SQL identifier (it goes into search_path)', async (t) => {
+  t.equal(loadConfig({}).DATABASE_SCHEMA, 'public');
+  t.equal(loadConfig({ DATABASE_SCHEMA: 'custodian_eu' }).DATABASE_SCHEMA, 'custodian_eu');
+  for (const bad of ['public; drop table contacts', 'Custodian', '1st', 'a-b']) {
+    const err = configError({ DATABASE_SCHEMA: bad });
+    t.same(
+      err.problems.map((p) => p.split(':')[0]),
+      ['DATABASE_SCHEMA'],
+      `refused: ${bad}`,
+    );
+  }
+});

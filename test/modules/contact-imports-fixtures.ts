@@ -76,3 +76,18 @@ export async function eventsOf(w: World) {
     .where('account_id', '=', w.owner.accountId)
     .execute();
 }
+
+/** The request context of the world's owner, for calling the import service directly. */
+export function ownerContext(w: World) {
+  return {
+    actor: {
+      type: 'user' as const,
+      id: w.owner.userId,
+      accountId: w.owner.accountId,
+      role: 'owner' as const,
+      sessionId: 'test',
+    },
+    requestId: 'test',
+    ip: '127.0.0.1',
+  };
+}

@@ -12,6 +12,7 @@ import {
   contactsOf,
   eventsOf,
   ndjson,
+  ownerContext,
   upload,
   type World,
   world,
@@ -195,17 +196,7 @@ t.test('an attempt that lost its job to a retry stops before writing', async (t)
     leaseSeconds: 60,
     consentTokenTtlHours: 72,
   });
-  const ctx = {
-    actor: {
-      type: 'user' as const,
-      id: w.owner.userId,
-      accountId: w.owner.accountId,
-      role: 'owner' as const,
-      sessionId: 'test',
-    },
-    requestId: 'test',
-    ip: '127.0.0.1',
-  };
+  const ctx = ownerContext(w);
   const body = new PassThrough();
   const running = imports.run(
     ctx,
@@ -256,17 +247,7 @@ t.test('the lease is renewed while an import runs', async (t) => {
     leaseSeconds: 1,
     consentTokenTtlHours: 72,
   });
-  const ctx = {
-    actor: {
-      type: 'user' as const,
-      id: w.owner.userId,
-      accountId: w.owner.accountId,
-      role: 'owner' as const,
-      sessionId: 'test',
-    },
-    requestId: 'test',
-    ip: '127.0.0.1',
-  };
+  const ctx = ownerContext(w);
   const body = new PassThrough();
   const running = imports.run(
     ctx,

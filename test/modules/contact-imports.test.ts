@@ -14,6 +14,7 @@ import {
   eventsOf,
   GRANTED_AT,
   ndjson,
+  ownerContext,
   upload,
   world,
 } from './contact-imports-fixtures.js';
@@ -398,17 +399,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
     consentTokenTtlHours: 72,
     maxBodyBytes: 64,
   });
-  const ctx = {
-    actor: {
-      type: 'user' as const,
-      id: w.owner.userId,
-      accountId: w.owner.accountId,
-      role: 'owner' as const,
-      sessionId: 'test',
-    },
-    requestId: 'test',
-    ip: '127.0.0.1',
-  };
+  const ctx = ownerContext(w);
   const body = Readable.from([Buffer.from(ndjson([{ email: 'a@example.com', consent: CONSENT }]))]);
   await t.rejects(
     imports.run(ctx, w.owner.accountId, { format: 'ndjson', missingConsent: 'reject' }, body),

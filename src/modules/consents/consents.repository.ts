@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { ConsentEventKind, ConsentEventRow, DB } from '../../db/schema.js';
+import { CONSENT_LINK_PATHS, type ConsentTokenKind, newConsentToken } from './consent-tokens.js';
 
 /**
  * The consent ledger (Art. 7): an append-only table of events per contact and purpose. The
@@ -267,4 +268,42 @@ export async function audiencePage(
     limit ${query.limit}`.execute(trx);
     return result.rows;
   });
+}
+
+export interface ConsentLink {
+  token: string;
+  expiresAt: string;
+  url: string;
+}
+
+/**
+ * Issues one single-use link of `kind` per consent event, storing only the tokens' hashes.
+ * The links (tokens in clear) are returned in the events' order and exist nowhere else.
+ */
+export async function issueConsentLinks(
+  trx: Kysely<DB>,
+  kind: ConsentTokenKind,
+  events: Pick<ConsentEventRow, 'account_id' | 'contact_id' | 'purpose_id'>[],
+  expiresAt: Date,
+): Promise<ConsentLink[]> {
+  if (events.length === 0) return [];
+  const tokens = events.map(() => newConsentToken());
+  await trx
+    .insertInto('consent_tokens')
+    .values(
+      events.map((event, i) => ({
+        token_hash: tokens[i]!.hash,
+        account_id: event.account_id,
+        contact_id: event.contact_id,
+        purpose_id: event.purpose_id,
+        kind,
+        expires_at: expiresAt,
+      })),
+    )
+    .execute();
+  return tokens.map(({ token }) => ({
+    token,
+    expiresAt: expiresAt.toISOString(),
+    url: CONSENT_LINK_PATHS[kind] + token,
+  }));
 }

@@ -15,10 +15,8 @@ import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { buildConsentReceipt } from './consent-receipt.js';
 import {
-  CONSENT_LINK_PATHS,
   type ConsentTokenKind,
   consentTokenHash,
-  newConsentToken,
   WITHDRAWAL_LINK_TTL_DAYS,
 } from './consent-tokens.js';
 import {
@@ -26,6 +24,7 @@ import {
   audiencePage,
   currentConsentEvents,
   deriveState,
+  issueConsentLinks,
   listConsentEvents,
   lockContact,
   newestConsentEvent,
@@ -96,19 +95,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
     event: ConsentEventRow,
     expiresAt: Date,
   ) {
-    const { token, hash } = newConsentToken();
-    await trx
-      .insertInto('consent_tokens')
-      .values({
-        token_hash: hash,
-        account_id: event.account_id,
-        contact_id: event.contact_id,
-        purpose_id: event.purpose_id,
-        kind,
-        expires_at: expiresAt,
-      })
-      .execute();
-    return { token, expiresAt: expiresAt.toISOString(), url: CONSENT_LINK_PATHS[kind] + token };
+    const [link] = await issueConsentLinks(trx, kind, [event], expiresAt);
+    return link!;
   }
 
   /**

@@ -9,11 +9,11 @@ import {
   NotFoundError,
   UnprocessableError,
 } from '../../errors.js';
+import { idempotencyKeyInProgress, idempotencyKeyReused } from '../../http/idempotency.js';
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
-import { CONSENT_LINK_PATHS, newConsentToken } from '../consents/consent-tokens.js';
-import { deriveState } from '../consents/consents.repository.js';
+import { deriveState, issueConsentLinks } from '../consents/consents.repository.js';
 import { consentEvent } from '../consents/consents.service.js';
 import {
   batches,
@@ -132,16 +132,14 @@ async function* after<T extends { rowNumber: number }>(
 }
 
 function keyReused() {
-  return new UnprocessableError(
-    'idempotency_key_reused',
+  return idempotencyKeyReused(
     'This Idempotency-Key was used for another import (another body or other parameters). ' +
       'Use a new key for a new file.',
   );
 }
 
 function keyInProgress() {
-  return new ConflictError(
-    'idempotency_key_in_progress',
+  return idempotencyKeyInProgress(
     'The import with this Idempotency-Key is still running; watch it at ' +
       'GET /v1/contact-imports/{id} and retry only once it shows `interrupted`.',
   );
@@ -369,30 +367,18 @@ async function requestConfirmations(
   pending: AppendedConsent[],
   ttlHours: number,
 ) {
-  if (pending.length === 0) return;
   const expiresAt = new Date(Date.now() + ttlHours * 3_600_000);
-  const links = pending.map((event) => ({ event, ...newConsentToken() }));
-  await trx
-    .insertInto('consent_tokens')
-    .values(
-      links.map(({ event, hash }) => ({
-        token_hash: hash,
-        account_id: accountId,
-        contact_id: event.contact_id,
-        purpose_id: event.purpose_id,
-        kind: 'confirm' as const,
-        expires_at: expiresAt,
-      })),
-    )
-    .execute();
+  const links = await issueConsentLinks(
+    trx,
+    'confirm',
+    pending.map((event) => ({ ...event, account_id: accountId })),
+    expiresAt,
+  );
   await appendEvents(
     trx,
     accountId,
-    links.map(({ event, token }) =>
-      consentEvent(event, {
-        url: CONSENT_LINK_PATHS.confirm + token,
-        expiresAt: expiresAt.toISOString(),
-      }),
+    pending.map((event, i) =>
+      consentEvent(event, { url: links[i]!.url, expiresAt: links[i]!.expiresAt }),
     ),
   );
 }
