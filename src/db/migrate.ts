@@ -73,7 +73,25 @@ export async function migrateToLatest(
   schema = 'public',
   folder: string = MIGRATIONS_DIR,
 ) {
-  return unwrap(await migrator(db, schema, folder).migrateToLatest());
+  return unwrap(await withIntrospectionRetry(() => migrator(db, schema, folder).migrateToLatest()));
+}
+
+/**
+ * Kysely's migrator checks for its bookkeeping tables by introspecting every schema of the
+ * database, which fails with 3F000 (invalid_schema_name) when another client drops some other
+ * schema at that moment (test files on one Postgres do, at teardown). Nothing was applied then
+ * (the check runs before any migration), so running again is safe.
+ */
+export async function withIntrospectionRetry(
+  run: () => Promise<MigrationResultSet>,
+  attempts = 5,
+): Promise<MigrationResultSet> {
+  for (let attempt = 1; ; attempt++) {
+    const set = await run();
+    const code = (set.error as { code?: string } | undefined)?.code;
+    const applied = set.results?.some((r) => r.status !== 'NotExecuted') ?? false;
+    if (code !== '3F000' || applied || attempt >= attempts) return set;
+  }
 }
 
 /** Undoes the newest applied migration (of `folder`, by default the project's). */
@@ -83,5 +101,5 @@ export async function migrateDown(
   schema = 'public',
   folder: string = MIGRATIONS_DIR,
 ) {
-  return unwrap(await migrator(db, schema, folder).migrateDown());
+  return unwrap(await withIntrospectionRetry(() => migrator(db, schema, folder).migrateDown()));
 }

@@ -8,7 +8,12 @@ import {
   createPostgresDatabase,
   type Database,
 } from '../../src/db/database.js';
-import { MigrationError, migrateDown, migrateToLatest } from '../../src/db/migrate.js';
+import {
+  MigrationError,
+  migrateDown,
+  migrateToLatest,
+  withIntrospectionRetry,
+} from '../../src/db/migrate.js';
 import { ENGINE } from '../helper.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/migrations/', import.meta.url));
@@ -141,3 +146,36 @@ t.test(
     t.same(await tablesOf(first), ['gadget', 'widget']);
   },
 );
+
+t.test('a schema dropped elsewhere during the table check is retried, not fatal', async (t) => {
+  // Kysely's migrator introspects every schema before it migrates; another client dropping its
+  // own schema at that moment makes that query fail with 3F000, before anything was applied.
+  const race = Object.assign(new Error('schema "t_gone" does not exist'), { code: '3F000' });
+  let runs = 0;
+  const set = await withIntrospectionRetry(async () => {
+    runs++;
+    return runs <= 2 ? { error: race } : { results: [] };
+  });
+  t.equal(runs, 3, 'run again after each race');
+  t.same(set, { results: [] });
+
+  // Once a migration ran (here: failed), the error is the migration's: never retried.
+  let failedRuns = 0;
+  const failed = await withIntrospectionRetry(async () => {
+    failedRuns++;
+    return {
+      error: race,
+      results: [{ migrationName: WIDGETS, direction: 'Up' as const, status: 'Error' as const }],
+    };
+  });
+  t.equal(failedRuns, 1);
+  t.ok(failed.error);
+
+  // Another error is not retried either.
+  let otherRuns = 0;
+  await withIntrospectionRetry(async () => {
+    otherRuns++;
+    return { error: Object.assign(new Error('boom'), { code: '42P01' }) };
+  });
+  t.equal(otherRuns, 1);
+});
