@@ -58,15 +58,20 @@ export function ndjsonLine(n: number): string {
   return `${JSON.stringify(rowAt(n))}\n`;
 }
 
+/** The creation time the COPY baseline gives row 0; row `n` is made `n / 10` ms later. */
+const COPY_EPOCH_MS = Date.UTC(2026, 0, 1);
+
 /**
- * A contact id for row `n` of the COPY baseline: random-looking (like `gen_random_uuid()`, so
- * primary-key inserts scatter over the index the same way) but reproducible, so the consent
- * events copied after the contacts can point at them.
+ * A contact id for row `n` of the COPY baseline, shaped as the service makes them (UUIDv7:
+ * 48 bits of milliseconds, then random bits, so primary-key inserts land in the same order)
+ * but reproducible, so the consent events copied after the contacts can point at them. Ten
+ * rows share a millisecond, about the rate an import makes them.
  */
 export function contactIdAt(n: number): string {
+  const time = (COPY_EPOCH_MS + Math.floor(n / 10)).toString(16).padStart(12, '0');
   const h = createHash('md5').update(`bench-contact-${n}`).digest('hex');
   const variant = ((Number.parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 /** COPY text format: backslash, tab, newline and carriage return are escaped. */

@@ -1,6 +1,6 @@
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   autovacuumEnabled,
@@ -81,6 +81,8 @@ there, runs the service on it, and drops it at the end (also on Ctrl-C or failur
                          --max-old-space-size=192)
   --no-analyze           on a server with autovacuum = off (CI's), do not emulate its ANALYZE
                          (the planner then keeps empty-table statistics: see bench/README.md)
+  --profile DIR          run the service with --cpu-prof, its profile written to DIR at the end
+                         (summarise it: node --import tsx bench/profile-summary.ts DIR)
   --check                exit 1 when a target is missed
   --keep-db              do not drop the database at the end (its name is printed)
   -h, --help             this text
@@ -106,6 +108,8 @@ interface Options {
   keepDb: boolean;
   analyze: boolean;
   serviceNodeOptions: string;
+  /** When set, the service runs with `--cpu-prof` and writes its profile here. */
+  profileDir: string | undefined;
 }
 
 function parseCommandLine(argv: string[]) {
@@ -122,6 +126,7 @@ function parseCommandLine(argv: string[]) {
       'keep-db': { type: 'boolean' },
       'no-analyze': { type: 'boolean' },
       'service-node-options': { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -160,6 +165,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     keepDb: values['keep-db'] ?? false,
     analyze: !values['no-analyze'],
     serviceNodeOptions: values['service-node-options'] ?? '',
+    profileDir: values.profile ? resolve(values.profile) : undefined,
   };
 }
 
@@ -343,6 +349,7 @@ async function main(): Promise<number> {
     workDir,
     useDist,
     databaseUrl: url,
+    ...(options.profileDir ? { profileDir: options.profileDir } : {}),
     // Its own database, so the default schema, whatever the caller's shell says.
     env: {
       ...(options.requestTimeoutMs === undefined

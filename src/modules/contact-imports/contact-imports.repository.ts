@@ -425,10 +425,41 @@ export async function appendImportedConsents(
   events: ConsentAppend[],
 ): Promise<AppendedConsent[]> {
   if (events.length === 0) return [];
+  const result = await appendConsentsStatement(accountId, actor, events).execute(trx);
+  const pairs = new Map<string, { purposeId: string; version: number }>();
+  for (const event of events) {
+    if (event.notice_version === null) continue;
+    pairs.set(`${event.purpose_id}:${event.notice_version}`, {
+      purposeId: event.purpose_id,
+      version: event.notice_version,
+    });
+  }
+  for (const { purposeId, version } of pairs.values()) {
+    await trx
+      .updateTable('notice_versions')
+      .set({ first_used_at: sql<Date>`now()` })
+      .where('account_id', '=', accountId)
+      .where('purpose_id', '=', purposeId)
+      .where('version', '=', version)
+      .where('first_used_at', 'is', null)
+      .execute();
+  }
+  return result.rows;
+}
+
+/** The statement behind {@link appendImportedConsents} (exported so a test can EXPLAIN it). */
+export function appendConsentsStatement(
+  accountId: string,
+  actor: { type: string; id: string | null },
+  events: ConsentAppend[],
+) {
   const ordered = events.map((event, ord) => ({ ...event, ord }));
   // Keyed by contact id, not by email: the plan is index lookups whatever the table's
   // statistics say (a join on email planned without statistics compares every pair).
-  const result = await sql<AppendedConsent>`
+  // `offset 0` keeps the NOT EXISTS a per-row subplan (an index probe on contact and purpose):
+  // turned into an anti join, a table that grew since it was last analysed is planned as tiny,
+  // and every row of the batch was compared with all of the account's events (1,000 x n).
+  return sql<AppendedConsent>`
     insert into consent_events (
       account_id, contact_id, purpose_id, notice_version, event, method, legal_basis,
       occurred_at, recorded_at, ip, user_agent, source_url, actor_type, actor_id
@@ -451,28 +482,10 @@ export async function appendImportedConsents(
                 and e.notice_version is not distinct from u.notice_version)
             or (e.event = 'withdrawn' and e.occurred_at >= u.occurred_at)
           )
+        offset 0
       )
     order by u.ord
-    returning id, contact_id, purpose_id, notice_version, event, method`.execute(trx);
-  const pairs = new Map<string, { purposeId: string; version: number }>();
-  for (const event of events) {
-    if (event.notice_version === null) continue;
-    pairs.set(`${event.purpose_id}:${event.notice_version}`, {
-      purposeId: event.purpose_id,
-      version: event.notice_version,
-    });
-  }
-  for (const { purposeId, version } of pairs.values()) {
-    await trx
-      .updateTable('notice_versions')
-      .set({ first_used_at: sql<Date>`now()` })
-      .where('account_id', '=', accountId)
-      .where('purpose_id', '=', purposeId)
-      .where('version', '=', version)
-      .where('first_used_at', 'is', null)
-      .execute();
-  }
-  return result.rows;
+    returning id, contact_id, purpose_id, notice_version, event, method`;
 }
 
 export type AppendedConsent = Pick<

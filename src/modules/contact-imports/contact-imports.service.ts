@@ -396,7 +396,7 @@ async function requestConfirmations(
  * but always whole and together with the job's counters and checkpoint, so the job says
  * exactly what is there and a retry with the same Idempotency-Key redoes the rest.
  */
-async function tuneBatchTransaction(trx: Kysely<DB>) {
+export async function tuneBatchTransaction(trx: Kysely<DB>) {
   await sql`select set_config('enable_hashjoin', 'off', true),
     set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true),
     set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`.execute(trx);
