@@ -49,6 +49,8 @@ function addTestRoutes(app: FastifyInstance) {
       const { email, password } = request.body;
       // A careless handler: logs personal data and a secret at depth one and two.
       request.log.info({ email, password, attempt: { email, password } }, 'signup attempt');
+      // And one that binds them to a child logger.
+      request.log.child({ email, token: password }).info('bound signup attempt');
       return reply.code(202).send({ accepted: true });
     },
   );
@@ -124,6 +126,11 @@ t.test('no token, cookie, email or password reaches a log line', async (t) => {
       attempt: { email: '[redacted]', password: '[redacted]' },
     },
     'the handler’s object is logged, with its secrets censored',
+  );
+  t.match(
+    lines.find((l) => l.msg === 'bound signup attempt'),
+    { requestId: 'log-test-1', email: '[redacted]', token: '[redacted]' },
+    'child-logger bindings are censored too',
   );
   const failure = lines.find((l) => l.msg === 'unexpected error');
   t.match(

@@ -13,6 +13,21 @@ function assertSecurityHeaders(t: Test, res: LightMyRequestResponse) {
   t.match(csp, /(^|;)\s*default-src 'none'/, `CSP loads nothing (${csp})`);
   t.match(csp, /(^|;)\s*frame-ancestors 'none'/, 'CSP forbids framing');
   t.equal(res.headers['x-content-type-options'], 'nosniff');
+  t.equal(res.headers['x-frame-options'], 'DENY');
+  t.equal(res.headers['cross-origin-resource-policy'], 'same-origin');
+  t.equal(res.headers['referrer-policy'], 'no-referrer');
+  t.equal(res.headers['cache-control'], 'no-store', 'personal data is never cached');
+  // Headers for browsers rendering documents: nothing to protect on a JSON API.
+  for (const legacy of [
+    'x-xss-protection',
+    'x-download-options',
+    'x-dns-prefetch-control',
+    'x-permitted-cross-domain-policies',
+    'origin-agent-cluster',
+    'cross-origin-opener-policy',
+  ]) {
+    t.notOk(legacy in res.headers, `no ${legacy}`);
+  }
 }
 
 t.test('API responses carry HSTS, CSP and nosniff', async (t) => {
