@@ -192,6 +192,7 @@ t.test('an attempt that lost its job to a retry stops before writing', async (t)
   const w = await world(t);
   const imports = createContactImportsService({
     db: w.app.database.db,
+    asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
     consentTokenTtlHours: 72,
@@ -243,6 +244,7 @@ t.test('the lease is renewed while an import runs', async (t) => {
   const w = await world(t);
   const imports = createContactImportsService({
     db: w.app.database.db,
+    asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 1,
     consentTokenTtlHours: 72,

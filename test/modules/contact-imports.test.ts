@@ -394,6 +394,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
   const w = await world(t);
   const imports = createContactImportsService({
     db: w.app.database.db,
+    asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
     consentTokenTtlHours: 72,

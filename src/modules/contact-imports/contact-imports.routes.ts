@@ -43,6 +43,8 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
   const imports = createContactImportsService({
     db,
     hashSecret: hashSecretOf(config),
+    // With DATABASE_URL, Postgres is a server of its own (see tuneBatchTransaction).
+    asyncCommit: config.DATABASE_URL !== undefined,
     leaseSeconds: config.IMPORT_LEASE_SECONDS,
     consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
   });
