@@ -52,10 +52,10 @@ function censorKeys(record: Record<string, unknown>): Record<string, unknown> {
 
 /**
  * Censors credentials and personal data in a logged object: the keys above, at the top level
- * and one level down (plain objects only: `req`, `res` and `err`
- * go through the serializers below, which let only listed fields through). pino's `redact`
- * option does the same by path, but its wildcard paths ran on every request's bindings and
- * every line and cost more than the rest of the access log; this is a set lookup per key.
+ * and one level down, in plain objects only (`req`, `res` and `err` go through the serializers
+ * below, which let only listed fields through). pino's `redact` option does the same by path,
+ * but its wildcard paths ran on every request's bindings as well as on every line, and cost
+ * more than the rest of the access log; this is a set lookup per key.
  */
 export function censorSecrets(object: Record<string, unknown>): Record<string, unknown> {
   let result = censorKeys(object);
