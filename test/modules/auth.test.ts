@@ -286,6 +286,13 @@ t.test('access tokens: algorithm pinned, tampering and expiry refused', async (t
   t.equal(tampered.statusCode, 401, 'a changed payload fails the signature');
   t.equal(claims.iss, 'custodian');
   t.equal(claims.aud, 'custodian-api');
+  // Used while valid, so this process has it among its verified tokens: expiry still applies.
+  const valid = await app.inject({
+    method: 'GET',
+    url: '/v1/me',
+    headers: bearer(owner.accessToken),
+  });
+  t.equal(valid.statusCode, 200, valid.body);
   await new Promise((r) => setTimeout(r, 2100));
   const expired = await app.inject({
     method: 'GET',

@@ -8,6 +8,7 @@ import type { Actor, Permission, RequestContext } from './actor.js';
 import { roleAllows } from './actor.js';
 import { findApiKeyByPrefix, findSessionPrincipal, touchApiKey } from './identity.repository.js';
 import type { PrincipalCache, SessionPrincipal } from './principal-cache.js';
+import { type AccessClaims, VerifiedTokenCache } from './token-cache.js';
 import { constantTimeEqualHex, looksLikeApiKey, parseApiKey, sha256Hex } from './tokens.js';
 
 /**
@@ -60,15 +61,15 @@ export async function registerAuth(
       iss: TOKEN_ISSUER,
       aud: TOKEN_AUDIENCE,
     },
-    // fast-jwt caches verified tokens (until they expire), sparing the HMAC on repeat calls.
+    // Verified tokens are cached by VerifiedTokenCache below, not by fast-jwt (see there).
     verify: {
       algorithms: ['HS256'],
       allowedIss: TOKEN_ISSUER,
       allowedAud: TOKEN_AUDIENCE,
-      cache: 10_000,
     },
   });
 
+  const verified = new VerifiedTokenCache();
   app.decorateRequest('actor', null);
   app.decorateRequest('principal', null);
 
@@ -80,10 +81,36 @@ export async function registerAuth(
       throw new Error(`route ${route.method} ${route.url} declares no config.auth`);
     }
     if (!auth || auth === 'public') return;
-    const guard = async (request: FastifyRequest) => {
-      const actor = await authenticate(app, database, cache, request);
-      authorize(actor, auth);
-      request.actor = actor;
+    // A callback hook, not an async one: a bearer token whose session is in the principal
+    // cache is checked without a promise; only a database lookup goes asynchronous.
+    const guard = (request: FastifyRequest, _reply: unknown, done: (err?: Error) => void) => {
+      const admit = (actor: Actor) => {
+        authorize(actor, auth);
+        request.actor = actor;
+      };
+      let pending: Promise<Actor> | Actor;
+      try {
+        pending = authenticate(app, database, cache, verified, request);
+        if (!(pending instanceof Promise)) {
+          admit(pending);
+          done();
+          return;
+        }
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      pending.then(
+        (actor) => {
+          try {
+            admit(actor);
+            done();
+          } catch (err) {
+            done(err as Error);
+          }
+        },
+        (err: Error) => done(err),
+      );
     };
     const existing = route.preValidation;
     route.preValidation = existing
@@ -92,12 +119,17 @@ export async function registerAuth(
   });
 }
 
-async function authenticate(
+/**
+ * Who the caller is: synchronous when the bearer token's session is cached (the common case),
+ * a promise when the database must be asked (API keys, a session not seen lately).
+ */
+function authenticate(
   app: FastifyInstance,
   database: Database,
   cache: PrincipalCache,
+  verified: VerifiedTokenCache,
   request: FastifyRequest,
-): Promise<Actor> {
+): Actor | Promise<Actor> {
   const apiKeyHeader = request.headers['x-api-key'];
   if (typeof apiKeyHeader === 'string') return authenticateApiKey(database, apiKeyHeader);
   const authorization = request.headers.authorization;
@@ -108,7 +140,24 @@ async function authenticate(
   }
   if (looksLikeApiKey(token)) return authenticateApiKey(database, token);
 
-  let claims: { sub: string; sid: string; typ: string };
+  const claims = verified.get(token) ?? verifyAccessToken(app, verified, token);
+  // Revocation takes effect at once in this process (the services drop the cached session),
+  // and within the cache's short TTL on other instances.
+  const cached = cache.get(claims.sid);
+  if (cached && cached.user.id === claims.sub) return sessionActor(request, claims.sid, cached);
+  return findSessionPrincipal(database.db, claims.sid, claims.sub).then((principal) => {
+    if (principal) cache.set(principal);
+    return sessionActor(request, claims.sid, principal);
+  });
+}
+
+/** Verifies an access token in full (signature, algorithm, expiry, issuer, audience, type). */
+function verifyAccessToken(
+  app: FastifyInstance,
+  verified: VerifiedTokenCache,
+  token: string,
+): AccessClaims {
+  let claims: Partial<AccessClaims>;
   try {
     claims = app.jwt.verify(token);
   } catch (err) {
@@ -118,31 +167,29 @@ async function authenticate(
       expired ? 'token_expired' : 'invalid_token',
     );
   }
-  if (claims.typ !== 'access' || !claims.sid || !claims.sub) {
+  const { sub, sid, typ, exp } = claims;
+  if (typ !== 'access' || !sid || !sub || typeof exp !== 'number') {
     throw new UnauthorizedError('The access token is not valid.', 'invalid_token');
   }
-  // Revocation takes effect at once in this process (the services drop the cached session),
-  // and within the cache's short TTL on other instances.
-  let principal = cache.get(claims.sid);
-  if (!principal || principal.user.id !== claims.sub) {
-    principal = await findSessionPrincipal(database.db, claims.sid, claims.sub);
-    if (principal) cache.set(principal);
-  }
-  if (!principal || principal.revoked || principal.sessionExpiresAt < new Date()) {
+  const checked: AccessClaims = { sub, sid, typ, exp };
+  verified.set(token, checked);
+  return checked;
+}
+
+function sessionActor(
+  request: FastifyRequest,
+  sessionId: string,
+  principal: SessionPrincipal | null | undefined,
+): Actor {
+  if (!principal || principal.revoked || principal.sessionExpiresAt.getTime() < Date.now()) {
     throw new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
   }
   request.principal = principal;
   const user = principal.user;
   if (user.role === 'operator') {
-    return { type: 'operator', id: user.id, accountId: null, sessionId: claims.sid };
+    return { type: 'operator', id: user.id, accountId: null, sessionId };
   }
-  return {
-    type: 'user',
-    id: user.id,
-    accountId: user.account_id!,
-    role: user.role,
-    sessionId: claims.sid,
-  };
+  return { type: 'user', id: user.id, accountId: user.account_id!, role: user.role, sessionId };
 }
 
 async function authenticateApiKey(database: Database, key: string): Promise<Actor> {

@@ -18,6 +18,7 @@ import {
   UserSchema,
 } from './identity.schemas.js';
 import { passwordAge } from './password.js';
+import type { SessionPrincipal } from './principal-cache.js';
 
 /** A preHandler that counts requests under its own key and answers 429 past `max`. */
 function throttle(
@@ -222,6 +223,14 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
     },
   );
 
+  // The user and account as /v1/me shows them, made once per loaded principal: the principal
+  // cache replaces the object whenever the user or account changes, so a view never outlives
+  // the data it was made from.
+  const meViews = new WeakMap<
+    SessionPrincipal,
+    { user: ReturnType<typeof toUser>; account: ReturnType<typeof toAccount> | null }
+  >();
+
   app.get(
     '/me',
     {
@@ -238,9 +247,16 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       // Authentication already loaded (or found cached) the user and account.
       const principal = request.principal;
       if (!principal) throw new UnauthorizedError();
+      let views = meViews.get(principal);
+      if (!views) {
+        views = {
+          user: toUser(principal.user),
+          account: principal.account ? toAccount(principal.account) : null,
+        };
+        meViews.set(principal, views);
+      }
       return {
-        user: toUser(principal.user),
-        account: principal.account ? toAccount(principal.account) : null,
+        ...views,
         password: passwordAge(
           principal.user.password_changed_at,
           new Date(),

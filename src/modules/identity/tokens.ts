@@ -1,8 +1,11 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
-/** SHA-256 hex: for high-entropy secrets (refresh tokens, API keys), a fast hash is enough. */
+/**
+ * SHA-256 hex: for high-entropy secrets (refresh tokens, API keys), a fast hash is enough.
+ * One-shot `crypto.hash`: no Hash object per call (API keys are hashed on every request).
+ */
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
+  return hash('sha256', value, 'hex');
 }
 
 export function constantTimeEqualHex(a: string, b: string): boolean {
