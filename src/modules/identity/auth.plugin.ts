@@ -81,36 +81,10 @@ export async function registerAuth(
       throw new Error(`route ${route.method} ${route.url} declares no config.auth`);
     }
     if (!auth || auth === 'public') return;
-    // A callback hook, not an async one: a bearer token whose session is in the principal
-    // cache is checked without a promise; only a database lookup goes asynchronous.
-    const guard = (request: FastifyRequest, _reply: unknown, done: (err?: Error) => void) => {
-      const admit = (actor: Actor) => {
-        authorize(actor, auth);
-        request.actor = actor;
-      };
-      let pending: Promise<Actor> | Actor;
-      try {
-        pending = authenticate(app, database, cache, verified, request);
-        if (!(pending instanceof Promise)) {
-          admit(pending);
-          done();
-          return;
-        }
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-      pending.then(
-        (actor) => {
-          try {
-            admit(actor);
-            done();
-          } catch (err) {
-            done(err as Error);
-          }
-        },
-        (err: Error) => done(err),
-      );
+    const guard = async (request: FastifyRequest) => {
+      const actor = await authenticate(app, database, cache, verified, request);
+      authorize(actor, auth);
+      request.actor = actor;
     };
     const existing = route.preValidation;
     route.preValidation = existing
@@ -119,17 +93,14 @@ export async function registerAuth(
   });
 }
 
-/**
- * Who the caller is: synchronous when the bearer token's session is cached (the common case),
- * a promise when the database must be asked (API keys, a session not seen lately).
- */
-function authenticate(
+/** Who the caller is: a user session (bearer token), an API key or an operator. */
+async function authenticate(
   app: FastifyInstance,
   database: Database,
   cache: PrincipalCache,
   verified: VerifiedTokenCache,
   request: FastifyRequest,
-): Actor | Promise<Actor> {
+): Promise<Actor> {
   const apiKeyHeader = request.headers['x-api-key'];
   if (typeof apiKeyHeader === 'string') return authenticateApiKey(database, apiKeyHeader);
   const authorization = request.headers.authorization;
@@ -145,10 +116,9 @@ function authenticate(
   // and within the cache's short TTL on other instances.
   const cached = cache.get(claims.sid);
   if (cached && cached.user.id === claims.sub) return sessionActor(request, claims.sid, cached);
-  return findSessionPrincipal(database.db, claims.sid, claims.sub).then((principal) => {
-    if (principal) cache.set(principal);
-    return sessionActor(request, claims.sid, principal);
-  });
+  const principal = await findSessionPrincipal(database.db, claims.sid, claims.sub);
+  if (principal) cache.set(principal);
+  return sessionActor(request, claims.sid, principal);
 }
 
 /** Verifies an access token in full (signature, algorithm, expiry, issuer, audience, type). */
