@@ -40,6 +40,7 @@ import {
   cpuTimeMs,
   fileSize,
   killAllTargetsNow,
+  machineReport,
   prepareServiceBuild,
   REPO_ROOT,
   removeDir,
@@ -562,14 +563,7 @@ async function main(): Promise<number> {
   const report = {
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
-    machine: {
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      loadAverageBefore: loadBefore,
-      loadAverageAfter: loadavg(),
-      postgres: serverVersion,
-    },
+    machine: { ...machineReport(loadBefore), postgres: serverVersion },
     options,
     database,
     statistics: { autovacuum, emulatedAnalyze: emulation !== undefined, analyzeRuns },

@@ -16,6 +16,7 @@ import { type Scenario, scenarios, selectScenarios, type TargetName } from './sc
 import {
   fileSize,
   killAllTargetsNow,
+  machineReport,
   prepareServiceBuild,
   REPO_ROOT,
   removeDir,
@@ -305,13 +306,7 @@ async function main(): Promise<number> {
   const report = {
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
-    machine: {
-      node: process.version,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model,
-      loadAverageBefore: loadBefore,
-      loadAverageAfter: loadavg(),
-    },
+    machine: machineReport(loadBefore),
     options: {
       rounds: options.rounds,
       durationSeconds: options.durationSeconds,

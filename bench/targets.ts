@@ -10,6 +10,7 @@ import {
   statSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TargetName } from './scenarios.js';
@@ -297,4 +298,15 @@ export function prepareServiceBuild(
     log('build failed: running the service from src/ through tsx instead');
   }
   return outcome !== 'failed';
+}
+
+/** The machine a benchmark ran on, for its JSON report (`loadBefore`: `loadavg()` at start). */
+export function machineReport(loadBefore: number[]) {
+  return {
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: loadavg(),
+  };
 }

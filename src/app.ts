@@ -201,7 +201,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics: metrics.registry,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });
-  await app.register(v1Routes, { prefix: '/v1', db: database.db, config, principals });
+  await app.register(v1Routes, {
+    prefix: '/v1',
+    db: database.db,
+    engine: database.engine,
+    config,
+    principals,
+  });
 
   return app;
 }

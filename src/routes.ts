@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Config } from './config.js';
+import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
@@ -25,6 +26,8 @@ import { createUsersService } from './modules/users/users.service.js';
 
 export interface V1Options {
   db: Kysely<DB>;
+  /** Which engine `db` runs on (imports commit differently on each). */
+  engine: Engine;
   config: Config;
   principals: PrincipalCache;
 }
@@ -33,7 +36,7 @@ export interface V1Options {
  * The route table: every resource module mounted under `/v1`, one visible line each, with the
  * services it needs. Adding an endpoint starts here. Each route declares its `config.auth`.
  */
-export async function v1Routes(v1: FastifyInstance, { db, config, principals }: V1Options) {
+export async function v1Routes(v1: FastifyInstance, { db, engine, config, principals }: V1Options) {
   const auth = createAuthService({ db, config, app: v1, principals });
   const accounts = createAccountsService(db, principals);
   const users = createUsersService({ db, config, principals });
@@ -49,7 +52,7 @@ export async function v1Routes(v1: FastifyInstance, { db, config, principals }: 
   await v1.register(auditRoutes, { db }); //            /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
   await v1.register(contactsRoutes, { db, config }); // /v1/contacts/*, /v1/suppressions/check
-  await v1.register(contactImportsRoutes, { db, config }); // /v1/contact-imports/*
+  await v1.register(contactImportsRoutes, { db, engine, config }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
   await v1.register(eventsRoutes, { db }); //           /v1/events

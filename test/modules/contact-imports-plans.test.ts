@@ -1,10 +1,11 @@
-import { CompiledQuery } from 'kysely';
+import { CompiledQuery, type KyselyPlugin } from 'kysely';
 import t from 'tap';
 import {
   appendConsentsStatement,
   type ConsentAppend,
 } from '../../src/modules/contact-imports/contact-imports.repository.js';
 import { tuneBatchTransaction } from '../../src/modules/contact-imports/contact-imports.service.js';
+import { build, testDatabase } from '../helper.js';
 import {
   CONSENT,
   contactsOf,
@@ -131,3 +132,38 @@ t.test(
     t.equal((await eventsOf(w)).length, 1_500);
   },
 );
+
+/** Records the `synchronous_commit` value each import batch asks for. */
+function commitModeRecorder(seen: string[]): KyselyPlugin {
+  return {
+    transformQuery({ node }) {
+      if (node.kind === 'RawNode' && node.sqlFragments.join('?').includes("'synchronous_commit'")) {
+        const values = node.parameters.map((p) => (p as { value?: unknown }).value);
+        seen.push(String(values.find((v) => v === 'on' || v === 'off')));
+      }
+      return node;
+    },
+    async transformResult({ result }) {
+      return result;
+    },
+  };
+}
+
+t.test('batches commit asynchronously only on a Postgres server', async (t) => {
+  // On the embedded engine the database lives and dies with this process: a batch the job
+  // counts as done must be on disk, so its commit waits for the WAL.
+  const database = await testDatabase();
+  const seen: string[] = [];
+  const app = await build(t, {
+    database: { ...database, db: database.db.withPlugin(commitModeRecorder(seen)) },
+  });
+  const w = await world(t, app as never);
+  const res = await upload(
+    w,
+    ndjson(
+      Array.from({ length: 3 }, (_, i) => ({ email: `mode${i}@example.com`, consent: CONSENT })),
+    ),
+  );
+  t.equal(res.statusCode, 201, res.body);
+  t.same(seen, [database.engine === 'postgres' ? 'off' : 'on'], `one batch, ${database.engine}`);
+});

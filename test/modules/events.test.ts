@@ -143,7 +143,19 @@ t.test('grants and withdrawals (API and link) are on the feed; type filters', as
 t.test('an import pending double opt-in requests one confirmation per new contact', async (t) => {
   const app = await build(t);
   const world = await consentWorld(app);
-  const body = `${['a', 'b', 'c'].map((x) => JSON.stringify({ email: `${x}-imported@example.com` })).join('\n')}\n`;
+  // Three rows without consent (pending double opt-in) and one with a signed-up form's evidence,
+  // which is granted already and must not be asked to confirm.
+  const rows: object[] = ['a', 'b', 'c'].map((x) => ({ email: `${x}-imported@example.com` }));
+  rows.splice(1, 0, {
+    email: 'form-imported@example.com',
+    consent: {
+      purpose: 'newsletter',
+      noticeVersion: 1,
+      method: 'form',
+      grantedAt: '2025-03-01T10:15:00Z',
+    },
+  });
+  const body = `${rows.map((row) => JSON.stringify(row)).join('\n')}\n`;
   const res = await app.inject({
     method: 'POST',
     url: '/v1/contact-imports?format=ndjson&missingConsent=pending_double_opt_in&purpose=newsletter&noticeVersion=1',
@@ -151,11 +163,17 @@ t.test('an import pending double opt-in requests one confirmation per new contac
     payload: body,
   });
   t.equal(res.statusCode, 201, res.body);
-  t.equal(res.json().counts.created, 3);
+  t.equal(res.json().counts.created, 4);
 
   const events = (await feed(app, world.headers)).data;
-  t.equal(events.length, 3);
+  t.equal(events.length, 3, 'the granted row asks for nothing');
   t.ok(events.every((event) => event.type === 'consent.confirmation_requested'));
+  const tokens = await app.database.db
+    .selectFrom('consent_tokens')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('account_id', '=', world.owner.accountId)
+    .executeTakeFirstOrThrow();
+  t.equal(Number(tokens.n), 3, 'no confirmation link for the granted row');
   t.equal(new Set(events.map((event) => event.data.confirmation?.url)).size, 3, 'one link each');
   const confirmed = await app.inject({
     method: 'POST',

@@ -27,6 +27,9 @@ t.test('the cache is bounded: the oldest entry goes first', async (t) => {
   t.equal(cache.size, 3);
   t.equal(cache.get('a', 0), undefined, 'the oldest was dropped');
   t.ok(cache.get('d', 0));
+  cache.set('d', claims(1_800_000_001));
+  t.equal(cache.size, 3, 'renewing a present token evicts nobody');
+  t.ok(cache.get('b', 0), 'b is still there');
   const off = new VerifiedTokenCache(0);
   off.set('a', claims(1_800_000_000));
   t.equal(off.size, 0, 'size 0 caches nothing');

@@ -493,6 +493,7 @@ export function appendConsentsStatement(
       order by u.ord
       returning id, contact_id, purpose_id, notice_version, event, method
     )
+    -- pending, as deriveState (consents.repository) defines it
     select * from appended where event = 'granted' and method = 'double_opt_in'`;
 }
 

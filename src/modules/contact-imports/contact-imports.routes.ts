@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
+import type { Engine } from '../../db/database.js';
 import type { DB } from '../../db/schema.js';
 import { AppError } from '../../errors.js';
 import { problemResponses } from '../../http/problem.js';
@@ -38,13 +39,14 @@ function unsupportedMediaType() {
  */
 export const contactImportsRoutes: FastifyPluginAsyncZod<{
   db: Kysely<DB>;
+  engine: Engine;
   config: Config;
-}> = async (app, { db, config }) => {
+}> = async (app, { db, engine, config }) => {
   const imports = createContactImportsService({
     db,
     hashSecret: hashSecretOf(config),
-    // With DATABASE_URL, Postgres is a server of its own (see tuneBatchTransaction).
-    asyncCommit: config.DATABASE_URL !== undefined,
+    // Only a Postgres server outlives this process (see tuneBatchTransaction).
+    asyncCommit: engine === 'postgres',
     leaseSeconds: config.IMPORT_LEASE_SECONDS,
     consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
   });

@@ -13,7 +13,7 @@ import { idempotencyKeyInProgress, idempotencyKeyReused } from '../../http/idemp
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
-import { deriveState, issueConsentLinks } from '../consents/consents.repository.js';
+import { issueConsentLinks } from '../consents/consents.repository.js';
 import { consentEvent } from '../consents/consents.service.js';
 import {
   batches,
@@ -600,7 +600,8 @@ function batchWriter(deps: WriterDeps) {
         for (const contact of await findContactsByEmail(trx, accountId, unchanged)) {
           ids.set(contact.email, contact.id);
         }
-        const appended = await appendImportedConsents(
+        // Only the pending double opt-in grants come back: each needs a confirmation link.
+        const toConfirm = await appendImportedConsents(
           trx,
           accountId,
           deps.actor,
@@ -609,12 +610,7 @@ function batchWriter(deps: WriterDeps) {
             contact_id: ids.get(email)!,
           })),
         );
-        await requestConfirmations(
-          trx,
-          accountId,
-          appended.filter((event) => deriveState(event.event, event.method) === 'pending'),
-          deps.consentTokenTtlHours,
-        );
+        await requestConfirmations(trx, accountId, toConfirm, deps.consentTokenTtlHours);
         await insertRowErrors(trx, accountId, importId, errors);
         const progress: BatchProgress = {
           rows: batch.rows.length + batch.rejected.length,

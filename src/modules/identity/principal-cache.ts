@@ -1,4 +1,5 @@
 import type { AccountRow, UserRow } from '../../db/schema.js';
+import { setBounded } from '../../lib/bounded-map.js';
 
 /** The signed-in user behind a session, as loaded for every authenticated request. */
 export interface SessionPrincipal {
@@ -37,12 +38,12 @@ export class PrincipalCache {
 
   set(principal: SessionPrincipal): void {
     if (this.ttlMs <= 0) return;
-    if (this.entries.size >= this.maxEntries) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
-    }
-    this.entries.set(principal.sessionId, { principal, until: Date.now() + this.ttlMs });
+    setBounded(
+      this.entries,
+      principal.sessionId,
+      { principal, until: Date.now() + this.ttlMs },
+      this.maxEntries,
+    );
   }
 
   forgetSession(sessionId: string): void {

@@ -1,3 +1,5 @@
+import { setBounded } from '../../lib/bounded-map.js';
+
 /** The claims of a verified access token, as the auth hook uses them. */
 export interface AccessClaims {
   sub: string;
@@ -33,12 +35,7 @@ export class VerifiedTokenCache {
 
   set(token: string, claims: AccessClaims): void {
     if (this.maxEntries <= 0) return;
-    if (this.entries.size >= this.maxEntries) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
-    }
-    this.entries.set(token, claims);
+    setBounded(this.entries, token, claims, this.maxEntries);
   }
 
   get size(): number {
