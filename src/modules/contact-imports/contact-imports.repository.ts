@@ -296,6 +296,15 @@ export async function listRowErrors(
   return q.orderBy('row_number').orderBy('ordinal').limit(query.limit).execute();
 }
 
+/**
+ * `= any($1::text[])`: a batch's keys as one array parameter. Postgres plans it exactly like an
+ * `in (...)` list (an index scan with the array as its condition), but the client sends one
+ * value instead of a thousand placeholders to compile and bind.
+ */
+function anyText(values: string[]) {
+  return sql<string>`any(${values}::text[])`;
+}
+
 export interface ExistingContact {
   id: string;
   email: string;
@@ -311,7 +320,7 @@ export async function findContactsByEmail(
     .selectFrom('contacts')
     .select(['id', 'email'])
     .where('account_id', '=', accountId)
-    .where('email', 'in', emails)
+    .where('email', '=', anyText(emails))
     .execute();
 }
 
@@ -326,7 +335,7 @@ export async function restrictedEmails(
     .selectFrom('contacts')
     .select('email')
     .where('account_id', '=', accountId)
-    .where('email', 'in', emails)
+    .where('email', '=', anyText(emails))
     .where('restricted_at', 'is not', null)
     .execute();
   return new Set(rows.map((row) => row.email));
@@ -342,7 +351,7 @@ export async function suppressedFingerprints(
     .selectFrom('suppressions')
     .select('email_hash')
     .where('account_id', '=', accountId)
-    .where('email_hash', 'in', fingerprints)
+    .where('email_hash', '=', anyText(fingerprints))
     .execute();
   return new Set(rows.map((row) => row.email_hash));
 }
@@ -363,8 +372,10 @@ export interface ContactUpsert {
  * whose values would not change are not rewritten (no version bump). Returns the ids of the
  * contacts that were inserted.
  *
- * The rows travel as one JSON parameter expanded by `jsonb_to_recordset`: one round trip, the
- * same on node-postgres and PGlite, and no per-row parameters.
+ * The rows travel as one JSON parameter expanded by `json_to_recordset`: one round trip, the
+ * same on node-postgres and PGlite, and no per-row parameters. `json`, not `jsonb`: the text is
+ * read once, as the rows are produced, instead of first being built into a `jsonb` value at
+ * bind time (about 6 ms of a 1,000-row batch).
  */
 export async function upsertContacts(
   trx: Kysely<DB>,
@@ -375,7 +386,7 @@ export async function upsertContacts(
   const result = await sql<{ id: string; email: string; inserted: boolean }>`
     insert into contacts (account_id, email, first_name, last_name, language, attributes)
     select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+    from json_to_recordset(${JSON.stringify(rows)}::json)
       as u(email text, first_name text, last_name text, language text, attributes jsonb)
     on conflict (account_id, email) do update set
       first_name = coalesce(excluded.first_name, contacts.first_name),
@@ -473,7 +484,7 @@ export function appendConsentsStatement(
       select ${accountId}::uuid, u.contact_id, u.purpose_id, u.notice_version, 'granted', u.method,
         'consent', u.occurred_at, clock_timestamp(), u.ip, u.user_agent, u.source_url,
         ${actor.type}, ${actor.id}
-      from jsonb_to_recordset(${JSON.stringify(ordered)}::jsonb) as u(
+      from json_to_recordset(${JSON.stringify(ordered)}::json) as u(
         ord int, contact_id uuid, purpose_id uuid, notice_version int, method text,
         occurred_at timestamptz, ip text, user_agent text, source_url text,
         pending_only_if_none boolean
