@@ -12,15 +12,17 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { ZodType } from 'zod';
 import { type Config, trustProxySetting } from './config.js';
 import type { Database } from './db/database.js';
-import { AppError } from './errors.js';
-import { registerErrorHandler } from './http/error-handler.js';
+import { AppError, ValidationError } from './errors.js';
+import { fieldName, registerErrorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
 import { securityHeaders } from './http/security-headers.js';
 import { serializerCompiler } from './http/serializer.js';
+import { findUnstorableText } from './lib/storable-text.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
 import { PrincipalCache } from './modules/identity/principal-cache.js';
@@ -78,7 +80,23 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
 
   const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
-  app.setValidatorCompiler(validatorCompiler);
+  // Every request part with a schema (body, query, path) is first searched for text Postgres
+  // cannot store (NUL, lone surrogates): without it such a string reached the database and
+  // came back as a 500. One check here covers every route, present and future.
+  app.setValidatorCompiler<ZodType>((route) => {
+    const validate = validatorCompiler(route);
+    return (data: unknown) => {
+      const unstorable = findUnstorableText(data);
+      if (!unstorable) return validate(data);
+      const field = fieldName(route.httpPart, unstorable.path.map((key) => `/${key}`).join(''));
+      return {
+        error: new ValidationError(
+          [{ field, code: unstorable.code, message: unstorable.message }],
+          `Invalid ${field}.`,
+        ),
+      };
+    };
+  });
   app.setSerializerCompiler(serializerCompiler);
   // The API reads JSON only. Fastify also parses text/plain by default, which turns a
   // text body sent to a JSON route into a 400 validation error instead of a 415.

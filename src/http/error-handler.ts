@@ -11,7 +11,7 @@ const CONTEXT_NAMES: Record<string, string> = {
 };
 
 /** `body` + `/contacts/0/email` -> `body.contacts.0.email` */
-function fieldName(context: string | undefined, instancePath: string): string {
+export function fieldName(context: string | undefined, instancePath: string): string {
   const prefix = CONTEXT_NAMES[context ?? 'body'] ?? context ?? 'body';
   const rest = instancePath.split('/').filter(Boolean).join('.');
   return rest ? `${prefix}.${rest}` : prefix;

@@ -265,6 +265,21 @@ t.test('field rules each give a field and a stable code', async (t) => {
       ['consent.sourceUrl:invalid_format'],
     ],
     [
+      // A URL parser takes these; Postgres refuses them (a 500 before they were checked).
+      {
+        email: 'a@example.com',
+        consent: { ...CONSENT, sourceUrl: 'https://example.com/a\u0000b' },
+      },
+      ['consent.sourceUrl:invalid_characters'],
+    ],
+    [
+      {
+        email: 'a@example.com',
+        consent: { ...CONSENT, sourceUrl: 'https://example.com/a\ud800b' },
+      },
+      ['consent.sourceUrl:invalid_encoding'],
+    ],
+    [
       { email: 'a@example.com', consent: { ...CONSENT, extra: 1 } },
       ['consent.extra:unknown_field'],
     ],

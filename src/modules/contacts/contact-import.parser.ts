@@ -67,6 +67,19 @@ function reject(ctx: Refinement, code: string, message: string): void {
   ctx.addIssue({ code: 'custom', message, params: { code } });
 }
 
+/** Refuses damaged encoding and control characters (NUL among them); true when the text is clean. */
+function cleanText(value: string, ctx: Refinement): boolean {
+  if (ENCODING_DAMAGE.test(value)) {
+    reject(ctx, 'invalid_encoding', 'contains characters that are not valid UTF-8');
+    return false;
+  }
+  if (CONTROL_CHARACTERS.test(value)) {
+    reject(ctx, 'invalid_characters', 'contains control characters');
+    return false;
+  }
+  return true;
+}
+
 /** Single-line text: trimmed, empty means absent, no control characters, valid Unicode. */
 function singleLineText(max: number) {
   return z
@@ -74,14 +87,7 @@ function singleLineText(max: number) {
     .trim()
     .max(max)
     .transform((value, ctx) => {
-      if (ENCODING_DAMAGE.test(value)) {
-        reject(ctx, 'invalid_encoding', 'contains characters that are not valid UTF-8');
-        return z.NEVER;
-      }
-      if (CONTROL_CHARACTERS.test(value)) {
-        reject(ctx, 'invalid_characters', 'contains control characters');
-        return z.NEVER;
-      }
+      if (!cleanText(value, ctx)) return z.NEVER;
       return value === '' ? undefined : value;
     });
 }
@@ -175,9 +181,11 @@ export const ConsentEvidenceSchema = z.strictObject({
     .refine((value) => isIP(value) !== 0, { params: { code: 'invalid_ip' } })
     .optional(),
   userAgent: singleLineText(USER_AGENT_MAX_LENGTH).optional(),
+  // A URL parser accepts a NUL or a lone surrogate in the path; Postgres does not store them.
   sourceUrl: z
     .url({ protocol: /^https?$/ })
     .max(SOURCE_URL_MAX_LENGTH)
+    .transform((value, ctx) => (cleanText(value, ctx) ? value : z.NEVER))
     .optional(),
 });
 
