@@ -45,8 +45,9 @@ function isContainer(value: unknown): value is Record<string, unknown> | unknown
 
 /**
  * A string in `value` (a parsed JSON body, a query or path parameters), or a key of one of its
- * objects, that Postgres cannot store; null when there is none. Only arrays and plain objects are entered (a
- * streamed body is left alone), iteratively, so no nesting depth can overflow the stack.
+ * objects, that Postgres cannot store; null when there is none. Only arrays and plain objects
+ * are entered (a streamed body is left alone), iteratively, so no nesting depth can overflow
+ * the stack.
  */
 export function findUnstorableText(value: unknown): UnstorableText | null {
   if (typeof value === 'string') {
