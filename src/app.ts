@@ -22,7 +22,7 @@ import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
 import { securityHeaders } from './http/security-headers.js';
 import { serializerCompiler } from './http/serializer.js';
-import { findUnstorableText } from './lib/storable-text.js';
+import { findInputProblem } from './lib/storable-input.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
 import { PrincipalCache } from './modules/identity/principal-cache.js';
@@ -80,18 +80,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
 
   const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
-  // Every request part with a schema (body, query, path) is first searched for text Postgres
-  // cannot store (NUL, lone surrogates): without it such a string reached the database and
-  // came back as a 500. One check here covers every route, present and future.
+  // Every request part with a schema (body, query, path) is first searched for input the
+  // service cannot store or process (NUL, lone surrogates, absurd nesting, Infinity; see
+  // storable-input.ts): such input passed the schemas and came back as a 500. One check here
+  // covers every route, present and future.
   app.setValidatorCompiler<ZodType>((route) => {
     const validate = validatorCompiler(route);
     return (data: unknown) => {
-      const unstorable = findUnstorableText(data);
-      if (!unstorable) return validate(data);
-      const field = fieldName(route.httpPart, unstorable.path.map((key) => `/${key}`).join(''));
+      const problem = findInputProblem(data);
+      if (!problem) return validate(data);
+      const field = fieldName(route.httpPart, problem.path.map((key) => `/${key}`).join(''));
       return {
         error: new ValidationError(
-          [{ field, code: unstorable.code, message: unstorable.message }],
+          [{ field, code: problem.code, message: problem.message }],
           `Invalid ${field}.`,
         ),
       };

@@ -188,6 +188,20 @@ t.test('no error echoes any value of the row', async (t) => {
   t.same(codes(results[12]), ['null:not_an_object']);
 });
 
+t.test(
+  'attributes nested thousands of levels deep, or with Infinity, are row errors',
+  async (t) => {
+    // 30,000 levels fit in a 64 KiB row; serialising them to measure the size overflowed the stack.
+    const deep = `${'['.repeat(30_000)}${']'.repeat(30_000)}`;
+    const line = `{"email":"a@example.com","attributes":{"x":${deep}},"consent":${JSON.stringify(CONSENT)}}`;
+    // 1e400 parses as Infinity, which would be stored as null: the value would change silently.
+    const huge = `{"email":"b@example.com","attributes":{"x":1e400},"consent":${JSON.stringify(CONSENT)}}`;
+    const results = await collect(chunksOf(`${line}\n${huge}`), 'ndjson');
+    t.same(codes(results[0]), ['attributes:attributes_too_deep']);
+    t.same(codes(results[1]), ['attributes:not_finite']);
+  },
+);
+
 t.test('field rules each give a field and a stable code', async (t) => {
   const inFuture = new Date(Date.now() + 3_600_000).toISOString();
   const cases: [unknown, string[]][] = [

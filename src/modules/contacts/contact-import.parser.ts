@@ -118,11 +118,18 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Walks attribute values: depth limit, and strings (keys included) that Postgres can store. */
-function attributesProblem(value: unknown, depth: number): 'too_deep' | 'encoding' | null {
+/**
+ * Walks attribute values: depth limit, strings (keys included) that Postgres can store, and
+ * numbers that survive serialising (`1e400` parses as Infinity and would be stored as null).
+ */
+function attributesProblem(
+  value: unknown,
+  depth: number,
+): 'too_deep' | 'encoding' | 'not_finite' | null {
   if (typeof value === 'string') {
     return value.includes('\u0000') || ENCODING_DAMAGE.test(value) ? 'encoding' : null;
   }
+  if (typeof value === 'number') return Number.isFinite(value) ? null : 'not_finite';
   if (typeof value !== 'object' || value === null) return null;
   if (depth > ATTRIBUTES_MAX_DEPTH) return 'too_deep';
   const entries = Array.isArray(value) ? value.entries() : Object.entries(value);
@@ -141,10 +148,8 @@ const attributesSchema = z.unknown().transform((value, ctx) => {
     reject(ctx, 'invalid_type', 'must be a JSON object');
     return z.NEVER;
   }
-  if (Buffer.byteLength(JSON.stringify(value), 'utf8') > ATTRIBUTES_MAX_BYTES) {
-    reject(ctx, 'attributes_too_large', `must be at most ${ATTRIBUTES_MAX_BYTES} bytes as JSON`);
-    return z.NEVER;
-  }
+  // The walk first: it stops at the depth limit, while serialising a value nested thousands of
+  // levels deep (a 64 KiB row holds 30,000 `[`) overflows the stack.
   const problem = attributesProblem(value, 1);
   if (problem === 'too_deep') {
     reject(ctx, 'attributes_too_deep', `must be nested at most ${ATTRIBUTES_MAX_DEPTH} levels`);
@@ -152,6 +157,14 @@ const attributesSchema = z.unknown().transform((value, ctx) => {
   }
   if (problem === 'encoding') {
     reject(ctx, 'invalid_encoding', 'contains NUL or characters that are not valid UTF-8');
+    return z.NEVER;
+  }
+  if (problem === 'not_finite') {
+    reject(ctx, 'not_finite', 'contains a number too large to represent');
+    return z.NEVER;
+  }
+  if (Buffer.byteLength(JSON.stringify(value), 'utf8') > ATTRIBUTES_MAX_BYTES) {
+    reject(ctx, 'attributes_too_large', `must be at most ${ATTRIBUTES_MAX_BYTES} bytes as JSON`);
     return z.NEVER;
   }
   return value;

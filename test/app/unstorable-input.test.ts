@@ -5,7 +5,7 @@ import { createPurposeWithNotice, insertContact } from '../modules/consents-fixt
 import { CONSENT, ndjson, upload, world } from '../modules/contact-imports-fixtures.js';
 import { assertProblem } from './assert-problem.js';
 
-// Strings Postgres cannot store reached it and came back as 500s. The check sits in front of
+// Input the service cannot store or process came back as 500s. The check sits in front of
 // every route's validation, so one representative route per request part stands for all.
 const NUL = 'a\u0000b';
 const LONE_SURROGATE = 'a\ud800b';
@@ -90,6 +90,33 @@ t.test('nested body fields and query parameters are checked too', async (t) => {
     listProblem.errors?.map((e) => [e.field, e.code]),
     [['query.email', 'invalid_characters']],
   );
+});
+
+t.test('absurd nesting and numbers beyond a double are a 400 too, nothing written', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const headers = { ...bearer(owner.accessToken), 'content-type': 'application/json' };
+  // 50,000 levels in 300 kB: serialising it to check the attributes' size overflowed the stack.
+  const deep = `${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)}`;
+  for (const [payload, field, code] of [
+    [`{"email":"deep@example.com","attributes":{"x":${deep}}}`, 'body.attributes.x', 'too_deep'],
+    ['{"email":"huge@example.com","attributes":{"x":1e400}}', 'body.attributes.x', 'not_finite'],
+  ] as const) {
+    const res = await app.inject({ method: 'POST', url: '/v1/contacts', headers, payload });
+    const problem = assertProblem(t, res, {
+      status: 400,
+      code: 'validation_failed',
+      instance: '/v1/contacts',
+    });
+    t.equal(problem.errors?.[0]?.code, code);
+    t.ok(problem.errors?.[0]?.field.startsWith(field), String(problem.errors?.[0]?.field));
+  }
+  const contacts = await app.database.db
+    .selectFrom('contacts')
+    .select('id')
+    .where('account_id', '=', owner.accountId)
+    .execute();
+  t.equal(contacts.length, 0);
 });
 
 t.test('an import row with such a source URL is one rejected row, not a 500', async (t) => {
