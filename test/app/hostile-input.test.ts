@@ -1,0 +1,178 @@
+import { randomUUID } from 'node:crypto';
+import t from 'tap';
+import { createOperator } from '../../src/modules/identity/operators.js';
+import {
+  addUser,
+  bearer,
+  createApiKey,
+  GOOD_PASSWORD,
+  login,
+  signup,
+  uniqueEmail,
+} from '../fixtures/identity.js';
+import { build, testConfig } from '../helper.js';
+import { createPurposeWithNotice } from '../modules/consents-fixtures.js';
+
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+interface Operation {
+  parameters?: { in: string; name: string }[];
+  requestBody?: { content?: Record<string, { schema?: { example?: unknown } }> };
+}
+
+/** Values that each broke, or could break, something past the schemas: never a 5xx. */
+const HOSTILE_VALUES: unknown[] = [
+  'a\u0000b',
+  'a\ud800b',
+  'x'.repeat(70_000),
+  '',
+  ' ',
+  '😀'.repeat(300),
+  1e308,
+  -1,
+  0,
+  2 ** 31,
+  2 ** 53 + 2,
+  1.5,
+  true,
+  null,
+  {},
+  [],
+  { nested: { deeper: ['x'] } },
+];
+
+/** Query values, as they travel (already percent-encoded where that matters). */
+const HOSTILE_QUERY_VALUES = [
+  '%00',
+  '%ff%fe',
+  '%ED%A0%80',
+  'x'.repeat(3000),
+  '-1',
+  '0',
+  '1e400',
+  '99999999999999999999',
+  '[]',
+  '%F0%9F%98%80',
+  '',
+];
+
+/** A value nested far beyond any field of the API, in a small body. */
+const DEEP_BODY = `{"a":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+
+/** Every path from the root of a JSON example to one of its leaves (scalars, empty objects). */
+function leafPaths(value: unknown, path: string[] = []): string[][] {
+  if (value === null || typeof value !== 'object') return [path];
+  const entries = Object.entries(value);
+  if (entries.length === 0) return [path];
+  return entries.flatMap(([key, child]) => leafPaths(child, [...path, key]));
+}
+
+function withLeaf(example: unknown, path: string[], leaf: unknown): unknown {
+  if (path.length === 0) return leaf;
+  const copy = structuredClone(example) as Record<string, unknown>;
+  let node = copy;
+  for (const key of path.slice(0, -1)) node = node[key] as Record<string, unknown>;
+  node[path[path.length - 1]!] = leaf;
+  return copy;
+}
+
+/**
+ * Walks every route of the route table (new routes are covered without touching this file):
+ * each leaf of its documented request example replaced in turn by each hostile value, every
+ * documented query parameter set to each hostile query value, and a body nested 20,000 levels
+ * deep. Every answer must be below 500, and every error a problem document.
+ */
+t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (t) => {
+  // Limits high enough that the walk measures validation, not the throttles.
+  const app = await build(t, {
+    env: { RATE_LIMIT_MAX: '1000000', LOGIN_MAX_PER_IP_PER_MINUTE: '1000000' },
+  });
+  const owner = await signup(app, { accountName: 'Hostile input' });
+  const operatorEmail = uniqueEmail('ops');
+  await createOperator(app.database.db, testConfig(), {
+    email: operatorEmail,
+    password: GOOD_PASSWORD,
+  });
+  const operator = await login(app, operatorEmail);
+  // Real resources of the owner's, so that values the schemas let through reach the services
+  // and the database; other ids get a UUID that matches nothing.
+  const contact = await app.inject({
+    method: 'POST',
+    url: '/v1/contacts',
+    headers: bearer(owner.accessToken),
+    payload: { email: uniqueEmail('contact') },
+  });
+  const ids: Record<string, string> = {
+    contacts: contact.json().id,
+    purposes: await createPurposeWithNotice(app, owner),
+    users: (await addUser(app, owner, 'member')).userId,
+    'api-keys': (await createApiKey(app, owner, ['contacts:read'])).id,
+    accounts: owner.accountId,
+  };
+
+  const doc = app.swagger() as { paths: Record<string, Record<string, Operation>> };
+  const endsSession = (url: string) => url === '/v1/auth/logout' || url === '/v1/auth/password';
+  const routes = app
+    .routeTable()
+    .filter((r) => r.url.startsWith('/v1') && r.method !== 'HEAD' && !endsSession(r.url))
+    // Deleting goes last, so the other routes still find the resources.
+    .sort((x, y) => Number(x.method === 'DELETE') - Number(y.method === 'DELETE'));
+  t.ok(routes.length >= 15, `${routes.length} routes walked`);
+
+  let requests = 0;
+  for (const route of routes) {
+    const method = route.method as Method;
+    const headers = bearer(
+      route.url.startsWith('/v1/ops') ? operator.accessToken : owner.accessToken,
+    );
+    const segments = route.url.split('/');
+    const collection = segments[segments.indexOf(':id') - 1] ?? '';
+    const path = route.url
+      .replace(/:id\b/, ids[collection] ?? randomUUID())
+      .replace(/:version\b/, '1')
+      .replace(/:\w+/g, 'not-a-real-token-0123456789');
+    const operation = doc.paths[route.url.replace(/:(\w+)/g, '{$1}')]?.[method.toLowerCase()];
+    const content = operation?.requestBody?.content;
+    const example = content?.['application/json']?.schema?.example;
+
+    const attempts: { url: string; payload?: string; contentType?: string }[] = [];
+    if (content?.['application/json']) {
+      const base = example ?? {};
+      for (const leaf of leafPaths(base)) {
+        for (const value of HOSTILE_VALUES) {
+          attempts.push({ url: path, payload: JSON.stringify(withLeaf(base, leaf, value)) });
+        }
+      }
+      attempts.push({ url: path, payload: DEEP_BODY }, { url: path, payload: '[]' });
+    }
+    for (const parameter of operation?.parameters ?? []) {
+      if (parameter.in !== 'query') continue;
+      for (const value of HOSTILE_QUERY_VALUES) {
+        attempts.push({ url: `${path}?${parameter.name}=${value}` });
+      }
+    }
+    if (attempts.length === 0) attempts.push({ url: path });
+
+    const failures: string[] = [];
+    for (const attempt of attempts) {
+      requests += 1;
+      const res = await app.inject({
+        method,
+        url: attempt.url,
+        headers: {
+          ...headers,
+          ...(attempt.payload === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(attempt.payload === undefined ? {} : { payload: attempt.payload }),
+      });
+      const problem = /^application\/problem\+json/.test(String(res.headers['content-type']));
+      if (res.statusCode >= 500 || (res.statusCode >= 400 && !problem)) {
+        failures.push(
+          `${res.statusCode} for ${attempt.url.slice(0, 120)} ${String(attempt.payload).slice(0, 120)}: ${res.body.slice(0, 200)}`,
+        );
+      }
+    }
+    t.same(failures, [], `${route.method} ${route.url}: ${attempts.length} hostile requests`);
+  }
+  t.ok(requests > 500, `${requests} requests in all`);
+});
