@@ -23,6 +23,7 @@ import { type CsvError, parse as createCsvParser } from 'csv-parse';
 import { z } from 'zod';
 import { UnprocessableError } from '../../errors.js';
 import { normalizeEmail } from '../../lib/email.js';
+import { LONE_SURROGATE } from '../../lib/storable-input.js';
 
 /** Longest accepted row (an NDJSON line or a CSV record), in bytes. */
 export const IMPORT_MAX_ROW_BYTES = 64 * 1024;
@@ -55,8 +56,7 @@ const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
  * U+FFFD is what a decoder leaves where the bytes were not UTF-8 (csv-parse decodes leniently);
  * a lone surrogate can come from a JSON `\uD800` escape and is not valid UTF-8 either.
  */
-const ENCODING_DAMAGE =
-  /\uFFFD|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const ENCODING_DAMAGE = new RegExp(`\\uFFFD|${LONE_SURROGATE.source}`);
 
 // ---------------------------------------------------------------------------------------------
 // Row schema
