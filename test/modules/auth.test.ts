@@ -317,3 +317,52 @@ t.test('the password age shows and recommends a change when old', async (t) => {
   t.equal(me.json().password.passwordAgeDays, 400);
   t.equal(me.json().password.passwordChangeRecommended, true);
 });
+
+t.test('sign-ups and new users racing for one address: one user, the rest 409', async (t) => {
+  const app = await build(t);
+  const email = uniqueEmail('race');
+  const accountName = `Race ${email}`;
+  // Each request passes any check of its own before the others insert (on Postgres these
+  // run concurrently; a unique violation surfaced as a 500 before the insert decided).
+  const signups = await Promise.all(
+    Array.from({ length: 6 }, () =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/auth/signup',
+        payload: { accountName, email, password: GOOD_PASSWORD },
+      }),
+    ),
+  );
+  t.same(
+    signups.map((r) => r.statusCode).sort(),
+    [201, 409, 409, 409, 409, 409],
+    signups.map((r) => r.body.slice(0, 120)).join('\n'),
+  );
+  for (const res of signups.filter((r) => r.statusCode === 409)) {
+    t.equal(res.json().code, 'email_taken');
+  }
+  const accounts = await app.database.db
+    .selectFrom('accounts')
+    .select('id')
+    .where('name', '=', accountName)
+    .execute();
+  t.equal(accounts.length, 1, 'no account left behind by the refused sign-ups');
+
+  const owner = await signup(app);
+  const member = uniqueEmail('member');
+  const adds = await Promise.all(
+    Array.from({ length: 6 }, () =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/users',
+        headers: bearer(owner.accessToken),
+        payload: { email: member, password: GOOD_PASSWORD, role: 'member' },
+      }),
+    ),
+  );
+  t.same(
+    adds.map((r) => r.statusCode).sort(),
+    [201, 409, 409, 409, 409, 409],
+    adds.map((r) => r.body.slice(0, 120)).join('\n'),
+  );
+});

@@ -2,10 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
-import { AppError, ConflictError, ForbiddenError, UnauthorizedError } from '../../errors.js';
+import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { Actor, RequestContext } from './actor.js';
 import {
+  emailTaken,
   findAccount,
   findRefreshToken,
   findUserByEmail,
@@ -126,9 +127,6 @@ export function createAuthService(deps: {
       email: input.email,
       accountName: input.accountName,
     });
-    if (await findUserByEmail(trx, input.email)) {
-      throw new ConflictError('email_taken', 'A user with this email already exists.');
-    }
     const account = await insertAccount(trx, {
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
@@ -139,6 +137,8 @@ export function createAuthService(deps: {
       password_hash: await hashPassword(input.password),
       role: 'owner',
     });
+    // The account inserted above goes with the rolled-back transaction.
+    if (!owner) throw emailTaken();
     return { account, owner };
   }
 

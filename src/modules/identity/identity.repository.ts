@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
-import type { DB, NewUser, UserRole } from '../../db/schema.js';
+import type { DB, NewUser, UserRole, UserRow } from '../../db/schema.js';
+import { ConflictError } from '../../errors.js';
 import type { SessionPrincipal } from './principal-cache.js';
 
 /** All SQL about accounts, users, sessions, refresh tokens and API keys. */
@@ -12,8 +13,23 @@ export function findUserById(db: Kysely<DB>, id: string) {
   return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export function insertUser(db: Kysely<DB>, user: NewUser) {
-  return db.insertInto('users').values(user).returningAll().executeTakeFirstOrThrow();
+/**
+ * Inserts a user, or nothing when another user has the address: the unique index decides, so
+ * two sign-ups racing for one address (each past any check of its own) end as one user and one
+ * `undefined`, never as a unique-violation error. Callers answer `undefined` with {@link emailTaken}.
+ */
+export function insertUser(db: Kysely<DB>, user: NewUser): Promise<UserRow | undefined> {
+  return db
+    .insertInto('users')
+    .values(user)
+    .onConflict((oc) => oc.column('email').doNothing())
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** The answer when {@link insertUser} found the address taken. */
+export function emailTaken(): ConflictError {
+  return new ConflictError('email_taken', 'A user with this email already exists.');
 }
 
 export function insertAccount(db: Kysely<DB>, account: { name: string; time_zone?: string }) {

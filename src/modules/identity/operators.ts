@@ -1,9 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
-import { ConflictError } from '../../errors.js';
 import { enforcePasswordPolicy } from './auth.service.js';
-import { findUserByEmail, insertUser } from './identity.repository.js';
+import { emailTaken, insertUser } from './identity.repository.js';
 import { hashPassword } from './password.js';
 
 /**
@@ -17,13 +16,12 @@ export async function createOperator(
 ) {
   const email = input.email.trim().toLowerCase();
   enforcePasswordPolicy(config, input.password, { email });
-  if (await findUserByEmail(db, email)) {
-    throw new ConflictError('email_taken', 'A user with this email already exists.');
-  }
-  return insertUser(db, {
+  const operator = await insertUser(db, {
     account_id: null,
     email,
     password_hash: await hashPassword(input.password),
     role: 'operator',
   });
+  if (!operator) throw emailTaken();
+  return operator;
 }

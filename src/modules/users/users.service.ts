@@ -8,8 +8,8 @@ import type { AccountRole, RequestContext } from '../identity/actor.js';
 import { enforcePasswordPolicy } from '../identity/auth.service.js';
 import {
   countOwners,
+  emailTaken,
   findAccount,
-  findUserByEmail,
   insertUser,
   revokeUserSessions,
 } from '../identity/identity.repository.js';
@@ -68,15 +68,13 @@ export function createUsersService(deps: {
       });
       const passwordHash = await hashPassword(input.password);
       return db.transaction().execute(async (trx) => {
-        if (await findUserByEmail(trx, input.email)) {
-          throw new ConflictError('email_taken', 'A user with this email already exists.');
-        }
         const user = await insertUser(trx, {
           account_id: accountId,
           email: input.email,
           password_hash: passwordHash,
           role: input.role,
         });
+        if (!user) throw emailTaken();
         await recordAudit(trx, ctx, {
           accountId,
           action: 'user.created',
