@@ -67,7 +67,7 @@ function reject(ctx: Refinement, code: string, message: string): void {
   ctx.addIssue({ code: 'custom', message, params: { code } });
 }
 
-/** Refuses damaged encoding and control characters (NUL among them); true when the text is clean. */
+/** Refuses damaged encoding and control characters (NUL among them); true when it is clean. */
 function cleanText(value: string, ctx: Refinement): boolean {
   if (ENCODING_DAMAGE.test(value)) {
     reject(ctx, 'invalid_encoding', 'contains characters that are not valid UTF-8');

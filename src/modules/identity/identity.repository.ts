@@ -16,7 +16,8 @@ export function findUserById(db: Kysely<DB>, id: string) {
 /**
  * Inserts a user, or nothing when another user has the address: the unique index decides, so
  * two sign-ups racing for one address (each past any check of its own) end as one user and one
- * `undefined`, never as a unique-violation error. Callers answer `undefined` with {@link emailTaken}.
+ * `undefined`, never as a unique-violation error. Callers answer `undefined` with
+ * {@link emailTaken}.
  */
 export function insertUser(db: Kysely<DB>, user: NewUser): Promise<UserRow | undefined> {
   return db
