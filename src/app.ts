@@ -16,7 +16,7 @@ import type { ZodType } from 'zod';
 import { type Config, trustProxySetting } from './config.js';
 import type { Database } from './db/database.js';
 import { AppError, ValidationError } from './errors.js';
-import { fieldName, registerErrorHandler } from './http/error-handler.js';
+import { fieldName, frameworkErrorHandler, registerErrorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
@@ -51,6 +51,7 @@ export const API_VERSION = '1.0.0';
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, database } = deps;
 
+  const headers = securityHeaders({ hstsMaxAgeSeconds: config.HSTS_MAX_AGE_SECONDS });
   const options: FastifyServerOptions & { https?: { key: Buffer; cert: Buffer } | null } = {
     // One log line per request, written by our onResponse hook (with scrubbed URL).
     logController: new LogController({
@@ -67,6 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
     trustProxy: trustProxySetting(config.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
     return503OnClosing: true,
+    frameworkErrors: frameworkErrorHandler(headers),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   };
   if (deps.logger === false) options.logger = false;
@@ -103,7 +105,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // text body sent to a JSON route into a 400 validation error instead of a 415.
   app.removeContentTypeParser('text/plain');
 
-  const headers = securityHeaders({ hstsMaxAgeSeconds: config.HSTS_MAX_AGE_SECONDS });
   app.addHook('onRequest', (request, reply, done) => {
     reply.headers(headers);
     reply.header('x-request-id', request.id);

@@ -58,7 +58,41 @@ const FASTIFY_CODES: Record<
     title: 'Unsupported media type',
     detail: 'The Content-Type header is not valid.',
   },
+  // Raised by the router before any route or hook runs (see frameworkErrorHandler).
+  FST_ERR_BAD_URL: {
+    status: 400,
+    code: 'bad_url',
+    title: 'Bad request',
+    detail: 'The path is not a valid URL: a percent-encoded sequence does not decode to UTF-8.',
+  },
+  FST_ERR_MAX_PARAM_LENGTH: {
+    status: 414,
+    code: 'uri_too_long',
+    title: 'URI too long',
+    detail: 'A segment of the path is longer than any identifier or token of this API.',
+  },
 };
+
+/**
+ * Fastify's `frameworkErrors`: the router's own refusals (a path that does not decode, a
+ * parameter over `maxParamLength`) happen before routing, so neither the error handler nor the
+ * `onRequest` hooks see them, and Fastify would answer in a JSON shape of its own, without the
+ * security headers. This answers them as every other error: problem+json, headers, request id.
+ */
+export function frameworkErrorHandler(headers: Record<string, string>) {
+  return (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const known = error.code ? FASTIFY_CODES[error.code] : undefined;
+    return sendProblem(request, reply, {
+      ...(known ?? {
+        status: 400,
+        code: 'bad_request',
+        title: 'Bad request',
+        detail: 'The request could not be routed.',
+      }),
+      headers: { ...headers, 'x-request-id': String(request.id) },
+    });
+  };
+}
 
 export function sendProblem(
   request: FastifyRequest,

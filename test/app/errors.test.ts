@@ -65,6 +65,22 @@ t.test('an unknown route answers 404 route_not_found', async (t) => {
   t.match(body.detail, /GET \/v1\/no-such-thing/);
 });
 
+t.test('paths the router refuses are problems too, with the security headers', async (t) => {
+  const app = await build(t);
+  // Before routing, so neither the error handler nor the onRequest hooks run for these.
+  for (const [url, status, code, instance] of [
+    ['/v1/contacts/%ff', 400, 'bad_url', '/v1/contacts/%ff'],
+    ['/v1/contacts/%ED%A0%80', 400, 'bad_url', '/v1/contacts/%ED%A0%80'],
+    [`/v1/contacts/${'x'.repeat(201)}`, 414, 'uri_too_long', `/v1/contacts/${'x'.repeat(201)}`],
+  ] as const) {
+    const res = await app.inject({ method: 'GET', url, headers: { 'x-request-id': 'bad-url-1' } });
+    assertProblem(t, res, { status, code, instance });
+    t.equal(res.headers['x-content-type-options'], 'nosniff', `${code}: security headers`);
+    t.match(String(res.headers['strict-transport-security']), /max-age=/);
+    t.notMatch(res.body, /FST_ERR/, `${code}: no framework internals`);
+  }
+});
+
 t.test('a known path with the wrong method answers 405 with Allow', async (t) => {
   const app = await build(t);
   const res = await app.inject({ method: 'DELETE', url: '/healthz' });

@@ -56,6 +56,19 @@ const HOSTILE_QUERY_VALUES = [
   '',
 ];
 
+/** Path segments, as they travel: a NUL, broken UTF-8, a surrogate, 5 kB, dots, a near-UUID. */
+const HOSTILE_PATH_VALUES = [
+  '%00',
+  '%ff',
+  '%ED%A0%80',
+  'x'.repeat(5000),
+  '..',
+  '%2e%2e',
+  '00000000-0000-0000-0000-00000000000g',
+  '-1',
+  '99999999999999999999',
+];
+
 /** A value nested far beyond any field of the API, in a small body. */
 const DEEP_BODY = `{"a":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
 
@@ -151,6 +164,15 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
         attempts.push({ url: `${path}?${parameter.name}=${value}` });
       }
     }
+    // Each path parameter in turn (ids, versions, link tokens), the others left valid.
+    route.url.split('/').forEach((segment, index) => {
+      if (!segment.startsWith(':')) return;
+      for (const value of HOSTILE_PATH_VALUES) {
+        const segments = path.split('/');
+        segments[index] = value;
+        attempts.push({ url: segments.join('/') });
+      }
+    });
     if (attempts.length === 0) attempts.push({ url: path });
 
     const failures: string[] = [];
