@@ -73,6 +73,14 @@ const FASTIFY_CODES: Record<
   },
 };
 
+/** What a fault on our side answers: never its internals. */
+const INTERNAL_ERROR = {
+  status: 500,
+  code: 'internal_error',
+  title: 'Internal server error',
+  detail: 'Something went wrong on our side. Quote the request id when reporting it.',
+};
+
 /**
  * Fastify's `frameworkErrors`: the router's own refusals (a path that does not decode, a
  * parameter over `maxParamLength`) happen before routing, so neither the error handler nor the
@@ -83,12 +91,9 @@ export function frameworkErrorHandler(headers: Record<string, string>) {
   return (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const known = error.code ? FASTIFY_CODES[error.code] : undefined;
     return sendProblem(request, reply, {
-      ...(known ?? {
-        status: 400,
-        code: 'bad_request',
-        title: 'Bad request',
-        detail: 'The request could not be routed.',
-      }),
+      // The only other one is FST_ERR_ASYNC_CONSTRAINT, a routing constraint of ours failing
+      // (none are used): a fault on our side, not the caller's.
+      ...(known ?? INTERNAL_ERROR),
       headers: { ...headers, 'x-request-id': String(request.id) },
     });
   };
@@ -158,11 +163,6 @@ export function registerErrorHandler(app: FastifyInstance) {
     }
 
     request.log.error({ err: error }, 'unexpected error');
-    return sendProblem(request, reply, {
-      status: 500,
-      code: 'internal_error',
-      title: 'Internal server error',
-      detail: 'Something went wrong on our side. Quote the request id when reporting it.',
-    });
+    return sendProblem(request, reply, INTERNAL_ERROR);
   });
 }
