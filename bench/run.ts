@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   fire,
@@ -48,6 +48,9 @@ const HELP = `usage: npm run bench -- [options]
                      (the profiler slows them: do not compare those numbers with others)
   --check            exit 1 when a scenario misses its minimum ratio
   --keep-temp        keep the scratch folder (data, service log) for inspection
+  --against DIR      A/B: also run the service from DIR (another checkout, e.g. a git worktree
+                     of the commit before a change; built there first unless --no-build) and
+                     load both in alternation, reporting each scenario's ratio to its twin
   --data             then run the data benchmark on Postgres (bench/data.ts, needs DATABASE_URL;
                      its options: npm run bench:data -- --help; rows from BENCH_DATA_ROWS)
 `;
@@ -63,6 +66,8 @@ interface Options extends LoadOptions {
   check: boolean;
   keepTemp: boolean;
   data: boolean;
+  /** Another checkout to compare the service with, scenario by scenario. */
+  against?: string;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -81,6 +86,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       check: { type: 'boolean' },
       'keep-temp': { type: 'boolean' },
       data: { type: 'boolean' },
+      against: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -114,6 +120,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     check: values.check ?? false,
     keepTemp: values['keep-temp'] ?? false,
     data: values.data ?? false,
+    ...(values.against ? { against: resolve(values.against) } : {}),
   };
 }
 
@@ -182,6 +189,75 @@ function compareWithBaselines(results: ScenarioResult[], selected: Scenario[]): 
   }
 }
 
+const TWIN_SUFFIX = ' @before';
+
+/**
+ * For an A/B run: every service scenario gets a twin fired at the `before` target, placed right
+ * after it so the two always run next to each other in time. Twins have no baseline of their
+ * own; they are compared with their original in `compareWithTwins`.
+ */
+function withTwins(selected: Scenario[]): Scenario[] {
+  return selected.flatMap((scenario) => {
+    if (scenario.target !== 'service') return [scenario];
+    const twin: Scenario = { ...scenario, name: scenario.name + TWIN_SUFFIX, target: 'before' };
+    delete twin.baseline;
+    delete twin.minRatio;
+    return [scenario, twin];
+  });
+}
+
+interface AbRow {
+  name: string;
+  requestsPerSecond: number;
+  beforeRequestsPerSecond: number;
+  /** Median of this tree's requests/s over the twin's. */
+  ratio: number;
+  /** Median over rounds of the per-round ratio (each round's pair ran back to back). */
+  pairedRatio: number;
+  cpuMicrosPerRequest?: number;
+  beforeCpuMicrosPerRequest?: number;
+}
+
+function compareWithTwins(results: ScenarioResult[]): AbRow[] {
+  const byName = new Map(results.map((r) => [r.name, r]));
+  const rows: AbRow[] = [];
+  for (const result of results) {
+    const twin = byName.get(result.name + TWIN_SUFFIX);
+    if (!twin) continue;
+    const paired = result.samples.map(
+      (sample, i) => sample.requestsPerSecond / (twin.samples[i]?.requestsPerSecond ?? Number.NaN),
+    );
+    rows.push({
+      name: result.name,
+      requestsPerSecond: result.median.requestsPerSecond,
+      beforeRequestsPerSecond: twin.median.requestsPerSecond,
+      ratio: result.median.requestsPerSecond / twin.median.requestsPerSecond,
+      pairedRatio: median(paired),
+      ...(result.median.cpuMicrosPerRequest === undefined
+        ? {}
+        : { cpuMicrosPerRequest: result.median.cpuMicrosPerRequest }),
+      ...(twin.median.cpuMicrosPerRequest === undefined
+        ? {}
+        : { beforeCpuMicrosPerRequest: twin.median.cpuMicrosPerRequest }),
+    });
+  }
+  return rows;
+}
+
+function abTable(rows: AbRow[]): string {
+  const cpu = (n: number | undefined) => (n === undefined ? '—' : n.toFixed(0));
+  return [
+    '| scenario | req/s now | req/s before | now / before (medians) | median of paired rounds | CPU µs/req now | before |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${int(r.requestsPerSecond)} | ${int(r.beforeRequestsPerSecond)} | ` +
+        `**${r.ratio.toFixed(3)}** | ${r.pairedRatio.toFixed(3)} | ${cpu(r.cpuMicrosPerRequest)} | ` +
+        `${cpu(r.beforeCpuMicrosPerRequest)} |`,
+    ),
+  ].join('\n');
+}
+
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const ms = (n: number) => n.toFixed(2);
 
@@ -233,8 +309,9 @@ async function argon2Cost(): Promise<string> {
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2), process.env);
-  const selected = selectScenarios(scenarios, options.only);
-  if (selected.length === 0) throw new Error(`no scenario matches ${options.only.join(', ')}`);
+  const chosen = selectScenarios(scenarios, options.only);
+  if (chosen.length === 0) throw new Error(`no scenario matches ${options.only.join(', ')}`);
+  const selected = options.against ? withTwins(chosen) : chosen;
   if (options.data && !process.env.DATABASE_URL) {
     throw new Error(
       '--data needs DATABASE_URL (a Postgres server): see npm run bench:data -- --help',
@@ -258,6 +335,14 @@ async function main(): Promise<number> {
   // One after the other, so the service's migrations do not compete with the bare start-up.
   if (needed.has('bare')) targets.set('bare', await startBare(startOptions));
   if (needed.has('service')) targets.set('service', await startService(startOptions));
+  if (options.against) {
+    const root = options.against;
+    const beforeDist = prepareServiceBuild(options, log, root);
+    targets.set(
+      'before',
+      await startService({ ...startOptions, useDist: beforeDist, root, name: 'before' }),
+    );
+  }
   for (const t of targets.values()) log(`${t.name}: ${t.command} (pid ${t.pid}) at ${t.baseUrl}`);
 
   const prepared: PreparedScenario[] = [];
@@ -302,6 +387,7 @@ async function main(): Promise<number> {
 
   const results = prepared.map((p) => summarise(p.scenario, samples.get(p.scenario.name)!));
   compareWithBaselines(results, selected);
+  const abRows = options.against ? compareWithTwins(results) : [];
 
   const report = {
     startedAt: startedAt.toISOString(),
@@ -318,6 +404,7 @@ async function main(): Promise<number> {
     targets: Object.fromEntries([...targets.values()].map((t) => [t.name, { command: t.command }])),
     serviceLogBytes,
     scenarios: results,
+    ...(options.against ? { against: options.against, ab: abRows } : {}),
   };
   mkdirSync(resultsDir, { recursive: true });
   const jsonFile = join(resultsDir, 'latest.json');
@@ -346,6 +433,14 @@ async function main(): Promise<number> {
     const cpu =
       r.cpuRatio === undefined ? '' : `; by CPU time per request ${r.cpuRatio.toFixed(2)}`;
     out.push(`- ${r.name} / ${r.baseline}: req/s ${r.ratio.toFixed(2)}${verdict}${cpu}`);
+  }
+  if (abRows.length > 0) {
+    out.push(
+      '',
+      `A/B: this tree against ${options.against} (each round runs both, side by side):`,
+      '',
+      abTable(abRows),
+    );
   }
   out.push('', await argon2Cost());
   out.push(`\nJSON: ${relative(process.cwd(), jsonFile)}`);

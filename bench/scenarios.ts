@@ -1,7 +1,7 @@
 import type autocannon from 'autocannon';
 
 /** Which child process a scenario is fired at. */
-export type TargetName = 'service' | 'bare';
+export type TargetName = 'service' | 'bare' | 'before';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
 

@@ -39,6 +39,10 @@ export interface StartOptions {
   databaseUrl?: string;
   /** More environment for the service, applied last. */
   env?: Record<string, string>;
+  /** Another checkout to run the service from (an A/B baseline); this one when unset. */
+  root?: string;
+  /** The target's name (defaults to `service`). */
+  name?: TargetName;
 }
 
 const children = new Set<ChildProcess>();
@@ -51,10 +55,10 @@ export type BuildOutcome = 'built' | 'emitted-with-type-errors' | 'failed';
  * the type check fails (work in progress elsewhere in the tree); that JavaScript is what tsx
  * would run anyway, so it is used, with the outcome reported. Output goes to stderr.
  */
-export function buildService(): BuildOutcome {
+export function buildService(root = REPO_ROOT): BuildOutcome {
   const startedAt = Date.now();
   const result = spawnSync('npm', ['run', '--silent', 'build'], {
-    cwd: REPO_ROOT,
+    cwd: root,
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
   });
@@ -66,7 +70,7 @@ export function buildService(): BuildOutcome {
   } else if (result.status !== 0) {
     process.stderr.write(output.slice(-4_000));
   }
-  const entry = join(REPO_ROOT, 'dist/src/server.js');
+  const entry = join(root, 'dist/src/server.js');
   const fresh = existsSync(entry) && statSync(entry).mtimeMs >= startedAt - 1_000;
   if (!fresh) return 'failed';
   return result.status === 0 ? 'built' : 'emitted-with-type-errors';
@@ -80,10 +84,12 @@ export function buildService(): BuildOutcome {
  */
 export async function startService(options: StartOptions): Promise<Target> {
   const port = await freePort();
-  const dataDir = join(options.workDir, 'service-data');
+  const name = options.name ?? 'service';
+  const dataDir = join(options.workDir, `${name}-data`);
   const entry = options.useDist ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'];
-  return startChild('service', {
-    args: [...profileArgs(options, 'service'), ...entry],
+  return startChild(name, {
+    args: [...profileArgs(options, name), ...entry],
+    cwd: options.root ?? REPO_ROOT,
     port,
     workDir: options.workDir,
     keepStdout: true,
@@ -163,6 +169,8 @@ function profileArgs(options: StartOptions, name: TargetName): string[] {
 
 interface ChildSpec {
   args: string[];
+  /** Working directory (the checkout the child runs from); this one when unset. */
+  cwd?: string;
   port: number;
   workDir: string;
   keepStdout: boolean;
@@ -175,7 +183,7 @@ async function startChild(name: TargetName, spec: ChildSpec): Promise<Target> {
   const stdout = spec.keepStdout ? openSync(logFile, 'w') : 'ignore';
   const stderr = openSync(errFile, 'w');
   const child = spawn(process.execPath, spec.args, {
-    cwd: REPO_ROOT,
+    cwd: spec.cwd ?? REPO_ROOT,
     env: { ...process.env, ...spec.env },
     stdio: ['ignore', stdout, stderr],
   });
@@ -184,7 +192,8 @@ async function startChild(name: TargetName, spec: ChildSpec): Promise<Target> {
   closeSync(stderr);
 
   const baseUrl = `http://127.0.0.1:${spec.port}`;
-  const command = `node ${spec.args.join(' ')}`;
+  const where = spec.cwd && spec.cwd !== REPO_ROOT ? ` (in ${spec.cwd})` : '';
+  const command = `node ${spec.args.join(' ')}${where}`;
   try {
     await waitUntilReady(child, baseUrl);
   } catch (err) {
@@ -287,11 +296,12 @@ export function removeDir(dir: string): void {
 export function prepareServiceBuild(
   options: { build: boolean; tsx: boolean },
   log: (message: string) => void,
+  root = REPO_ROOT,
 ): boolean {
   if (options.tsx) return false;
-  if (!options.build) return fileSize(join(REPO_ROOT, 'dist/src/server.js')) !== undefined;
-  log('building (npm run build)...');
-  const outcome = buildService();
+  if (!options.build) return fileSize(join(root, 'dist/src/server.js')) !== undefined;
+  log(`building ${root} (npm run build)...`);
+  const outcome = buildService(root);
   if (outcome === 'emitted-with-type-errors') {
     log('the type check failed (see above) but tsc emitted dist/: benchmarking that');
   } else if (outcome === 'failed') {
