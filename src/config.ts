@@ -72,6 +72,8 @@ const envSchema = z
       .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier')
       .default('public'),
     DATA_DIR: z.string().min(1).default('./data'),
+    // A DATA_DIR lock whose heartbeat is this old is a crashed process's and is taken over.
+    DATA_DIR_LOCK_STALE_MS: int(10_000, 2_000),
     // Unset: migrate on start for the embedded engine only; with Postgres run `npm run migrate`.
     MIGRATE_ON_START: optionalBool,
     DB_POOL_MAX: int(10, 1, 1000),

@@ -1,10 +1,11 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { type FolderLock, lockFolder } from './folder-lock.js';
 import type { DB } from './schema.js';
 
 export type Engine = 'postgres' | 'embedded';
@@ -41,19 +42,15 @@ export interface PostgresOptions {
 export interface EmbeddedOptions {
   /** A folder for the data, or `memory://` for a throw-away database. */
   dataDir: string;
+  /**
+   * A folder lock whose heartbeat is older than this belongs to a crashed process and is taken
+   * over (at least 2000 ms; default 10000). A restart after a crash waits up to this long.
+   */
+  lockStaleMs?: number;
   logger?: Logger;
 }
 
-export class DatabaseLockedError extends Error {
-  constructor(dataDir: string, pid: number) {
-    super(
-      `The embedded database in ${dataDir} is in use by another process (pid ${pid}). ` +
-        'Stop that process first (only one process may open an embedded database), ' +
-        'or set DATABASE_URL to use a Postgres server that many processes can share.',
-    );
-    this.name = 'DatabaseLockedError';
-  }
-}
+export { DatabaseLockedError } from './folder-lock.js';
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
@@ -103,28 +100,42 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
 
 /**
  * Zero-setup engine: Postgres compiled to WebAssembly (PGlite), in-process, one connection.
- * PGlite takes no lock on its folder, and two processes on one folder corrupt it, so we take a
- * lock file and refuse a second opener with a clear message.
+ * PGlite takes no lock on its folder, and two processes on one folder corrupt it, so we hold a
+ * lock on the folder for the database's life (see folder-lock.ts) and refuse a second opener
+ * with a clear message.
  */
 export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<Database> {
   const inMemory = options.dataDir.startsWith('memory://');
   const dataDir = inMemory ? options.dataDir : resolve(options.dataDir);
-  let releaseLock = () => {};
+  let lock: FolderLock | undefined;
+  let database: Database | undefined;
   if (!inMemory) {
     mkdirSync(dataDir, { recursive: true });
-    releaseLock = acquireLock(join(dataDir, 'custodian.lock'), dataDir);
+    lock = await lockFolder(dataDir, {
+      staleMs: options.lockStaleMs ?? 10_000,
+      logger: options.logger,
+      onCompromised: (err) => {
+        // Another process may be writing the folder now: stop writing to it at once. Requests
+        // then answer 503 and readiness fails, so the orchestrator replaces this process.
+        options.logger?.error(
+          { err, dataDir },
+          'lost the lock on the embedded database folder; closing the database',
+        );
+        void database?.close().catch(() => undefined);
+      },
+    });
   }
   let client: PGlite;
   try {
     client = new PGlite(inMemory ? undefined : join(dataDir, 'pgdata'));
     await client.waitReady;
   } catch (err) {
-    releaseLock();
+    await lock?.release();
     throw err;
   }
   const db = new Kysely<DB>({ dialect: new PGliteDialect(client) });
   let closed = false;
-  return {
+  database = {
     db,
     engine: 'embedded',
     schema: 'public',
@@ -136,40 +147,15 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
       closed = true;
       try {
         await db.destroy();
+        // Kysely only destroys a driver it has used: close PGlite ourselves, or a database
+        // closed before its first query would go on serving (and writing) afterwards.
+        if (!client.closed) await client.close();
       } finally {
-        releaseLock();
+        await lock?.release();
       }
     },
   };
-}
-
-function acquireLock(lockPath: string, dataDir: string): () => void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return () => rmSync(lockPath, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(readFileSync(lockPath, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-        throw new DatabaseLockedError(dataDir, pid);
-      }
-      // The previous owner died without cleaning up: the lock is stale.
-      rmSync(lockPath, { force: true });
-    }
-  }
-  throw new Error(`could not take the lock ${lockPath}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return database;
 }
 
 async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<void> {
@@ -190,6 +176,7 @@ export async function openDatabase(
     DATABASE_URL?: string | undefined;
     DATABASE_SCHEMA?: string | undefined;
     DATA_DIR: string;
+    DATA_DIR_LOCK_STALE_MS: number;
     DB_POOL_MAX: number;
     DB_CONNECTION_TIMEOUT_MS: number;
     DB_STATEMENT_TIMEOUT_MS: number;
@@ -208,5 +195,9 @@ export async function openDatabase(
       logger,
     });
   }
-  return createEmbeddedDatabase({ dataDir: config.DATA_DIR, logger });
+  return createEmbeddedDatabase({
+    dataDir: config.DATA_DIR,
+    lockStaleMs: config.DATA_DIR_LOCK_STALE_MS,
+    logger,
+  });
 }
