@@ -106,6 +106,7 @@ t.test('defaults are sensible', async (t) => {
     'SHUTDOWN_GRACE_MS',
     'DB_CONNECTION_TIMEOUT_MS',
     'DB_STATEMENT_TIMEOUT_MS',
+    'DB_QUERY_TIMEOUT_MS',
   ] as const) {
     t.ok(config[key] > 0 && config[key] <= 120_000, `${key} is finite (${config[key]} ms)`);
   }
