@@ -157,6 +157,7 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
   const dataDir = inMemory ? options.dataDir : resolve(options.dataDir);
   let lock: FolderLock | undefined;
   let database: Database | undefined;
+  let lockLost: Error | undefined;
   if (!inMemory) {
     mkdirSync(dataDir, { recursive: true });
     lock = await lockFolder(dataDir, {
@@ -169,6 +170,7 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
           { err, dataDir },
           'lost the lock on the embedded database folder; closing the database',
         );
+        lockLost = err;
         void database?.close().catch(() => undefined);
       },
     });
@@ -177,6 +179,10 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
   try {
     client = new PGlite(inMemory ? undefined : join(dataDir, 'pgdata'));
     await client.waitReady;
+    if (lockLost) {
+      await client.close();
+      throw lockLost;
+    }
   } catch (err) {
     await lock?.release();
     throw err;
