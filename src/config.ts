@@ -80,8 +80,9 @@ const envSchema = z
     DB_CONNECTION_TIMEOUT_MS: int(5_000, 1),
     DB_STATEMENT_TIMEOUT_MS: int(15_000, 0),
     // Client-side: a frozen or unreachable server never answers, so its statement_timeout
-    // cannot fire. Longer than the statement timeout, so that on a live server that one fires.
-    DB_QUERY_TIMEOUT_MS: int(20_000, 0),
+    // cannot fire. Unset: the statement timeout plus 5 s (none without one), so that on a live
+    // server the statement timeout fires first and keeps the connection.
+    DB_QUERY_TIMEOUT_MS: optionalString.pipe(z.coerce.number<string>().int().min(0).optional()),
     DB_IDLE_TIMEOUT_MS: int(30_000, 0),
 
     // Rate limiting (shared across instances through Redis when REDIS_URL is set)

@@ -40,7 +40,7 @@ export interface PostgresOptions {
    * plus 5 s, or none without one), for a server that cannot answer at all (frozen, or a network black hole),
    * where its own statement_timeout never fires.
    */
-  queryTimeoutMs?: number;
+  queryTimeoutMs?: number | undefined;
   idleTimeoutMs: number;
   /** Put every connection's search_path on this schema (used to isolate test files). */
   schema?: string;
@@ -336,7 +336,7 @@ export async function openDatabase(
     DB_POOL_MAX: number;
     DB_CONNECTION_TIMEOUT_MS: number;
     DB_STATEMENT_TIMEOUT_MS: number;
-    DB_QUERY_TIMEOUT_MS: number;
+    DB_QUERY_TIMEOUT_MS?: number | undefined;
     DB_IDLE_TIMEOUT_MS: number;
   },
   logger?: Logger,
