@@ -72,11 +72,17 @@ const envSchema = z
       .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier')
       .default('public'),
     DATA_DIR: z.string().min(1).default('./data'),
+    // A DATA_DIR lock whose heartbeat is this old is a crashed process's and is taken over.
+    DATA_DIR_LOCK_STALE_MS: int(10_000, 2_000),
     // Unset: migrate on start for the embedded engine only; with Postgres run `npm run migrate`.
     MIGRATE_ON_START: optionalBool,
     DB_POOL_MAX: int(10, 1, 1000),
     DB_CONNECTION_TIMEOUT_MS: int(5_000, 1),
     DB_STATEMENT_TIMEOUT_MS: int(15_000, 0),
+    // Client-side: a frozen or unreachable server never answers, so its statement_timeout
+    // cannot fire. Unset: the statement timeout plus 5 s (none without one), so that on a live
+    // server the statement timeout fires first and keeps the connection.
+    DB_QUERY_TIMEOUT_MS: optionalString.pipe(z.coerce.number<string>().int().min(0).optional()),
     DB_IDLE_TIMEOUT_MS: int(30_000, 0),
 
     // Rate limiting (shared across instances through Redis when REDIS_URL is set)

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { AppError, type FieldError } from '../errors.js';
+import { isDatabaseUnavailable } from '../db/database.js';
+import { AppError, type FieldError, ServiceUnavailableError } from '../errors.js';
 import { PROBLEM_CONTENT_TYPE, type Problem, problemType } from './problem.js';
 
 const CONTEXT_NAMES: Record<string, string> = {
@@ -115,20 +116,40 @@ export function sendProblem(
   return reply.code(p.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
+function sendAppError(request: FastifyRequest, reply: FastifyReply, error: AppError) {
+  // A 503 is an expected state (draining, the database away) logged where it starts, not once
+  // per request it turns away.
+  if (error.status >= 500 && error.status !== 503) {
+    request.log.error({ err: error }, 'request failed');
+  }
+  return sendProblem(request, reply, {
+    status: error.status,
+    code: error.code,
+    title: error.title,
+    detail: error.message,
+    errors: error.errors,
+    headers: error.headers,
+  });
+}
+
 /** The one place that turns a failure into an HTTP answer. */
 export function registerErrorHandler(app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof AppError) {
-      if (error.status >= 500) request.log.error({ err: error }, 'request failed');
-      return sendProblem(request, reply, {
-        status: error.status,
-        code: error.code,
-        title: error.title,
-        detail: error.message,
-        errors: error.errors,
-        headers: error.headers,
-      });
+    if (isDatabaseUnavailable(error)) {
+      // Not the caller's fault nor a bug: the database is away (unreachable, frozen, restarting,
+      // timed out). 503 + Retry-After says "try again"; the database module logs the outage
+      // once, so each request only notes it at debug.
+      request.log.debug({ err: error }, 'database unavailable');
+      return sendAppError(
+        request,
+        reply,
+        new ServiceUnavailableError(
+          'The database is not reachable. Try again shortly.',
+          'database_unavailable',
+        ),
+      );
     }
+    if (error instanceof AppError) return sendAppError(request, reply, error);
 
     if (hasZodFastifySchemaValidationErrors(error)) {
       const errors: FieldError[] = error.validation.map((issue) => ({

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
+import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
 import { ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
@@ -146,7 +147,10 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
       }
     } catch (err) {
       // The answer itself is not lost; the claim expires after IDEMPOTENCY_CLAIM_TIMEOUT_MS.
-      request.log.error({ err }, 'could not record the idempotent response');
+      // A database outage is logged once by the database module, not once per request.
+      if (isDatabaseUnavailable(err))
+        request.log.debug({ err }, 'idempotent response not recorded');
+      else request.log.error({ err }, 'could not record the idempotent response');
     }
     return payload;
   }

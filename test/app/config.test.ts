@@ -93,6 +93,7 @@ t.test('defaults are sensible', async (t) => {
   t.equal(config.MIGRATE_ON_START, undefined, 'the migration default depends on the engine');
   t.equal(config.TLS_CERT_FILE, undefined);
   t.equal(config.REDIS_URL, undefined);
+  t.equal(config.DB_QUERY_TIMEOUT_MS, undefined, 'the pool derives it from the statement timeout');
   // Fastify and node-postgres wait forever by default: every timeout must be finite.
   // Receiving a request is bounded too, but long enough for a streamed bulk import (which is
   // written while its body arrives); a stalled connection is dropped by the idle timeout.

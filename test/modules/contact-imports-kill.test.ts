@@ -65,9 +65,10 @@ async function storage(): Promise<Storage> {
   const url = process.env.DATABASE_URL;
   if (!url) {
     const dataDir = await mkdtemp(join(tmpdir(), 'custodian-kill-'));
+    // The killed server's folder lock is taken over once stale: keep that wait short.
     return {
-      env: { DATA_DIR: dataDir, DATABASE_URL: '' },
-      open: () => createEmbeddedDatabase({ dataDir }),
+      env: { DATA_DIR: dataDir, DATABASE_URL: '', DATA_DIR_LOCK_STALE_MS: '2000' },
+      open: () => createEmbeddedDatabase({ dataDir, lockStaleMs: 2_000 }),
       cleanup: () => rm(dataDir, { recursive: true, force: true }),
     };
   }

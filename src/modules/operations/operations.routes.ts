@@ -53,7 +53,8 @@ export const operationsRoutes: FastifyPluginAsyncZod<OperationsRoutesOptions> = 
       try {
         await database.ping(readinessTimeoutMs);
       } catch (err) {
-        request.log.warn({ err }, 'readiness check failed');
+        // The database module logs the outage once; probes repeat every few seconds.
+        request.log.debug({ err }, 'readiness check failed');
         throw new ServiceUnavailableError('The database is not reachable.', 'database_unavailable');
       }
       return { status: 'ready' as const, database: database.engine };
