@@ -103,6 +103,14 @@ export interface ContactsTable {
   version: Generated<number>;
 }
 
+/** Keyed hashes of the addresses a living contact held before its current one. */
+export interface ContactAddressHistoryTable {
+  account_id: string;
+  contact_id: string;
+  email_hash: string;
+  replaced_at: CreatedAt;
+}
+
 export interface SuppressionsTable {
   account_id: string;
   email_hash: string;
@@ -241,6 +249,7 @@ export interface DB {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   contacts: ContactsTable;
+  contact_address_history: ContactAddressHistoryTable;
   suppressions: SuppressionsTable;
   erasures: ErasuresTable;
   purposes: PurposesTable;

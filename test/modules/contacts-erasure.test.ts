@@ -294,3 +294,81 @@ t.test('an erased address is suppressed: re-creation refused, check stores nothi
   t.equal(withDoi.json().email, email);
   t.same(await check(email), { suppressed: true }, 'the suppression itself stays');
 });
+
+t.test('erasure suppresses every address the contact held, keeping no plaintext', async (t) => {
+  const app = await build(t);
+  const db = app.database.db;
+  const owner = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const first = 'first.address@example.com';
+  const second = 'second.address@example.com';
+  const createFirst = {
+    email: first,
+    firstName: 'Ottoline',
+    attributes: { phone: '+386 1 555 0199', city: 'Smallville-4411' },
+  };
+  const created = await createContact(
+    app,
+    { ...headers, 'idempotency-key': 'create-first-address' },
+    createFirst,
+  );
+  t.equal(created.statusCode, 201, created.body);
+  const id: string = created.json().id;
+  const moved = await app.inject({
+    method: 'PATCH',
+    url: `/v1/contacts/${id}`,
+    headers,
+    payload: { email: second },
+  });
+  t.equal(moved.statusCode, 200, moved.body);
+  const history = await db
+    .selectFrom('contact_address_history')
+    .select('email_hash')
+    .where('contact_id', '=', id)
+    .execute();
+  t.same(
+    history.map((row) => row.email_hash),
+    [emailFingerprint(HASH_SECRET, first)],
+    'the earlier address is kept as its keyed hash while the contact lives',
+  );
+  t.same(
+    await whereIs(db, first),
+    ['idempotency_keys.response_body'],
+    'and not in plaintext (only the stored response of the first creation has it)',
+  );
+
+  const erased = await app.inject({ method: 'DELETE', url: `/v1/contacts/${id}`, headers });
+  t.equal(erased.statusCode, 204);
+  const suppressed = await db
+    .selectFrom('suppressions')
+    .select('email_hash')
+    .where('account_id', '=', owner.accountId)
+    .orderBy('email_hash')
+    .execute();
+  t.same(
+    suppressed.map((row) => row.email_hash),
+    [emailFingerprint(HASH_SECRET, first), emailFingerprint(HASH_SECRET, second)].sort(),
+    'both addresses are on the suppression list',
+  );
+
+  // A replay of the first creation (its stored answer went with the erasure) runs again and
+  // meets the suppression list, as does any fresh creation of either address.
+  const replay = await createContact(
+    app,
+    { ...headers, 'idempotency-key': 'create-first-address' },
+    createFirst,
+  );
+  assertProblem(t, replay, { status: 422, code: 'suppressed', instance: '/v1/contacts' });
+  for (const email of [first, second]) {
+    const again = await createContact(app, headers, { email });
+    assertProblem(t, again, { status: 422, code: 'suppressed', instance: '/v1/contacts' });
+  }
+  for (const needle of [first, second, 'Ottoline', '555 0199', 'Smallville-4411']) {
+    t.same(await whereIs(db, needle), [], `${needle}: found nowhere after erasure`);
+  }
+  t.same(
+    await db.selectFrom('contact_address_history').select('contact_id').execute(),
+    [],
+    'the address history went with the contact',
+  );
+});

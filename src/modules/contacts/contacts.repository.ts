@@ -167,3 +167,35 @@ export function contactsQuery(db: Kysely<DB>, accountId: string, filter: Contact
   }
   return q;
 }
+
+/**
+ * Remembers an address the contact no longer holds, as its keyed hash only, so that erasure
+ * can suppress it too (Art. 17). Holding it again and leaving it again is one row.
+ */
+export async function rememberEarlierAddress(
+  trx: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+  emailHash: string,
+): Promise<void> {
+  await trx
+    .insertInto('contact_address_history')
+    .values({ account_id: accountId, contact_id: contactId, email_hash: emailHash })
+    .onConflict((oc) => oc.columns(['account_id', 'contact_id', 'email_hash']).doNothing())
+    .execute();
+}
+
+/** The keyed hashes of every address the contact held before its current one. */
+export async function earlierAddressHashes(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<string[]> {
+  const rows = await db
+    .selectFrom('contact_address_history')
+    .select('email_hash')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  return rows.map((row) => row.email_hash);
+}

@@ -23,11 +23,13 @@ import { isSuppressed, suppress } from '../suppressions/suppressions.service.js'
 import {
   type ContactColumns,
   contactsQuery,
+  earlierAddressHashes,
   findContact,
   findContactIdByEmail,
   insertContact,
   isDuplicateEmail,
   lockContactRow,
+  rememberEarlierAddress,
   updateContact,
 } from './contacts.repository.js';
 import {
@@ -204,6 +206,13 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
             if (await isSuppressed(trx, accountId, emailFingerprint(hashSecret, changes.email))) {
               throw suppressedError();
             }
+            // Art. 17: an erasure must also suppress the address being left behind.
+            await rememberEarlierAddress(
+              trx,
+              accountId,
+              id,
+              emailFingerprint(hashSecret, current.email),
+            );
           }
           const updated = await updateContact(trx, current, changes);
           await recordAudit(trx, ctx, {
@@ -265,15 +274,19 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
     },
 
     /**
-     * Art. 17 erasure, in one transaction: the address survives only as its keyed hash (on the
-     * suppression list and in the erasure record); the contact, its consent ledger and links,
-     * and any stored idempotent response that mentions it are deleted.
+     * Art. 17 erasure, in one transaction: the addresses survive only as keyed hashes (on the
+     * suppression list — the current one and every earlier one — and in the erasure record);
+     * the contact, its address history, its consent ledger and links, and any stored
+     * idempotent response that mentions it are deleted.
      */
     async erase(ctx: RequestContext, accountId: string, id: string) {
       await db.transaction().execute(async (trx) => {
         const current = await lockOrThrow(trx, accountId, id);
         const fingerprint = emailFingerprint(hashSecret, current.email);
-        await suppress(trx, accountId, fingerprint, 'erased');
+        const earlier = await earlierAddressHashes(trx, accountId, id);
+        for (const hash of new Set([fingerprint, ...earlier])) {
+          await suppress(trx, accountId, hash, 'erased');
+        }
         await trx
           .insertInto('erasures')
           .values({
@@ -302,6 +315,11 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
             sql<boolean>`(position(${id} in coalesce(response_body, '')) > 0
               or position(${current.email} in lower(coalesce(response_body, ''))) > 0)`,
           )
+          .execute();
+        await trx
+          .deleteFrom('contact_address_history')
+          .where('account_id', '=', accountId)
+          .where('contact_id', '=', id)
           .execute();
         await trx
           .deleteFrom('contacts')
