@@ -543,3 +543,29 @@ export async function noticeVersionExists(
     .executeTakeFirst();
   return row !== undefined;
 }
+
+/**
+ * Art. 17: removes the Idempotency-Key of every import job whose key names an erased contact
+ * (`keyNames`, e.g. `import-jana@example.si`). The job stays, as the record of the import; a
+ * retry with that key starts a new import, whose rows at suppressed addresses are refused.
+ */
+export async function forgetImportKeys(
+  trx: Kysely<DB>,
+  accountId: string,
+  keyNames: (key: string) => boolean,
+): Promise<void> {
+  const candidates = await trx
+    .selectFrom('contact_imports')
+    .select(['id', 'idempotency_key'])
+    .where('account_id', '=', accountId)
+    .where(sql<boolean>`position('@' in idempotency_key) > 0`)
+    .execute();
+  const ids = candidates.filter((row) => keyNames(row.idempotency_key!)).map((row) => row.id);
+  if (ids.length === 0) return;
+  await trx
+    .updateTable('contact_imports')
+    .set({ idempotency_key: null, updated_at: sql<Date>`now()` })
+    .where('account_id', '=', accountId)
+    .where('id', 'in', ids)
+    .execute();
+}

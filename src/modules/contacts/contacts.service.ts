@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactRow, DB } from '../../db/schema.js';
 import {
@@ -7,8 +7,10 @@ import {
   PreconditionFailedError,
   UnprocessableError,
 } from '../../errors.js';
+import { forgetIdempotentRequests } from '../../http/idempotency.js';
 import { toIso } from '../../http/schemas.js';
 import { canonicalJson } from '../../lib/canonical-json.js';
+import { addressesWithin } from '../../lib/email.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
 import {
@@ -17,6 +19,7 @@ import {
   deriveState,
 } from '../consents/consents.repository.js';
 import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
+import { forgetImportKeys } from '../contact-imports/contact-imports.repository.js';
 import { deleteContactEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
@@ -283,10 +286,13 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
       await db.transaction().execute(async (trx) => {
         const current = await lockOrThrow(trx, accountId, id);
         const fingerprint = emailFingerprint(hashSecret, current.email);
-        const earlier = await earlierAddressHashes(trx, accountId, id);
-        for (const hash of new Set([fingerprint, ...earlier])) {
-          await suppress(trx, accountId, hash, 'erased');
-        }
+        const held = new Set([fingerprint, ...(await earlierAddressHashes(trx, accountId, id))]);
+        for (const hash of held) await suppress(trx, accountId, hash, 'erased');
+        // A client-chosen key is personal data when it holds one of the addresses; earlier
+        // addresses are known only by their hashes, so candidates in the key are hashed too.
+        const keyNames = (key: string) =>
+          key.toLowerCase().includes(current.email) ||
+          addressesWithin(key).some((address) => held.has(emailFingerprint(hashSecret, address)));
         await trx
           .insertInto('erasures')
           .values({
@@ -308,14 +314,13 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           .where('contact_id', '=', id)
           .execute();
         await deleteContactEvents(trx, accountId, id);
-        await trx
-          .deleteFrom('idempotency_keys')
-          .where('account_id', '=', accountId)
-          .where(
-            sql<boolean>`(position(${id} in coalesce(response_body, '')) > 0
-              or position(${current.email} in lower(coalesce(response_body, ''))) > 0)`,
-          )
-          .execute();
+        await forgetIdempotentRequests(
+          trx,
+          accountId,
+          { contactId: id, email: current.email },
+          keyNames,
+        );
+        await forgetImportKeys(trx, accountId, keyNames);
         await trx
           .deleteFrom('contact_address_history')
           .where('account_id', '=', accountId)
