@@ -101,6 +101,8 @@ export interface ContactsTable {
   created_at: CreatedAt;
   updated_at: Timestamp;
   version: Generated<number>;
+  /** Re-admitted at a suppressed address: only double opt-in grants until one is confirmed. */
+  suppressed_until_confirmed: Generated<boolean>;
 }
 
 /** Keyed hashes of the addresses a living contact held before its current one. */

@@ -64,6 +64,8 @@ export interface NewContact {
   language: string | null;
   attributes: Record<string, unknown>;
   status: ContactStatus;
+  /** Created at a suppressed address: only double opt-in grants until one is confirmed. */
+  suppressedUntilConfirmed?: boolean;
 }
 
 export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promise<ContactRow> {
@@ -77,6 +79,7 @@ export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promi
       language: contact.language,
       attributes: JSON.stringify(contact.attributes),
       status: contact.status,
+      suppressed_until_confirmed: contact.suppressedUntilConfirmed ?? false,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -198,4 +201,22 @@ export async function earlierAddressHashes(
     .where('contact_id', '=', contactId)
     .execute();
   return rows.map((row) => row.email_hash);
+}
+
+/**
+ * The person confirmed a double opt-in: a contact re-admitted at an erased address may receive
+ * other grants from now on. Call it in the transaction that records the confirmation.
+ */
+export async function clearSuppressedUntilConfirmed(
+  trx: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await trx
+    .updateTable('contacts')
+    .set({ suppressed_until_confirmed: false })
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .where('suppressed_until_confirmed', '=', true)
+    .execute();
 }

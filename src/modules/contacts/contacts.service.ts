@@ -131,10 +131,11 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
       try {
         return await db.transaction().execute(async (trx) => {
           if (await findContactIdByEmail(trx, accountId, input.email)) throw contactExists();
-          if (!input.doubleOptIn && (await isSuppressed(trx, accountId, fingerprint))) {
-            throw suppressedError();
-          }
+          const suppressed = await isSuppressed(trx, accountId, fingerprint);
+          if (suppressed && !input.doubleOptIn) throw suppressedError();
           const row = await insertContact(trx, {
+            // Re-admitted at an erased address: see mustConfirmFirst.
+            suppressedUntilConfirmed: suppressed,
             accountId,
             email: input.email,
             firstName: input.firstName ?? null,
