@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
+import { debouncedVacuum } from '../../db/vacuum.js';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
 import { idempotency } from '../../http/idempotency.js';
@@ -28,7 +29,7 @@ import {
   toContact,
   UpdateContactBody,
 } from './contacts.schemas.js';
-import { createContactsService } from './contacts.service.js';
+import { createContactsService, ERASURE_TOUCHED_TABLES } from './contacts.service.js';
 
 const ExportHeaders = z.looseObject({
   'x-export-passphrase': z
@@ -92,7 +93,14 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
   { db, config },
 ) => {
   const hashSecret = hashSecretOf(config, app.log);
-  const contacts = createContactsService({ db, hashSecret });
+  const vacuum = debouncedVacuum({
+    db,
+    tables: ERASURE_TOUCHED_TABLES,
+    intervalMs: config.ERASURE_VACUUM_INTERVAL_MS,
+    log: app.log,
+  });
+  app.addHook('onClose', () => vacuum.stop());
+  const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
   const idempotent = idempotency({ db, secret: hashSecret });
   const security = BEARER_OR_API_KEY;
   const tags = ['contacts'];

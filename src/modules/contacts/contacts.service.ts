@@ -86,11 +86,30 @@ function restrictedError(detail: string) {
 }
 
 /**
+ * The tables an erasure deletes from or rewrites: their dead row versions still hold the
+ * erased data until they are vacuumed (see `debouncedVacuum`).
+ */
+export const ERASURE_TOUCHED_TABLES = [
+  'contacts',
+  'contact_address_history',
+  'consent_events',
+  'consent_tokens',
+  'events',
+  'idempotency_keys',
+  'contact_imports',
+] as const;
+
+/**
  * Contacts and the data-subject rights over them: access and portability (Art. 15, 20),
  * rectification (Art. 16), erasure (Art. 17) and restriction (Art. 18). Every change is audited
  * in its own transaction, by field name only.
  */
-export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string }) {
+export function createContactsService(deps: {
+  db: Kysely<DB>;
+  hashSecret: string;
+  /** Called after each erasure has committed (to vacuum the touched tables). */
+  onErased?: () => void;
+}) {
   const { db, hashSecret } = deps;
 
   async function get(accountId: string, id: string): Promise<ContactRow> {
@@ -340,6 +359,7 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           changedFields: ['email', 'firstName', 'lastName', 'language', 'attributes', 'consents'],
         });
       });
+      deps.onErased?.();
     },
 
     /**
