@@ -120,7 +120,8 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
           '(409 `contact_exists`). An erased address is on the suppression list and refused ' +
           '(422 `suppressed`) unless `doubleOptIn` is true: the contact then comes back only ' +
           'through a fresh double opt-in consent, which you record next with ' +
-          '`POST /v1/contacts/{id}/consents` (method `double_opt_in`). Send `Idempotency-Key` ' +
+          '`POST /v1/contacts/{id}/consents` (method `double_opt_in`); until the person ' +
+          'confirms it, any other grant is refused (422 `suppressed`). Send `Idempotency-Key` ' +
           'to make retries safe.',
         security,
         headers: IdempotencyHeaders,
@@ -224,9 +225,13 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
         tags,
         summary: 'Erase a contact (Art. 17)',
         description:
-          'Deletes the contact, its consent ledger and links in one transaction. The address ' +
-          'survives only as a keyed hash (HMAC-SHA256), in the erasure record and on the ' +
-          'suppression list, so it cannot be added again by accident.',
+          'Deletes the contact, its consent ledger and links in one transaction. Its address, ' +
+          'and every earlier address it held, survive only as keyed hashes (HMAC-SHA256), in ' +
+          'the erasure record and on the suppression list, so none can be added again by ' +
+          'accident. Stored idempotent requests that mention the contact or whose ' +
+          '`Idempotency-Key` names one of its addresses are forgotten (a retry runs again and ' +
+          'meets the suppression list), and such keys are removed from import jobs. The ' +
+          'touched tables are vacuumed shortly after (ERASURE_VACUUM_INTERVAL_MS).',
         security,
         params: IdParams,
         response: {
