@@ -124,6 +124,9 @@ const envSchema = z
     // A running import renews its lease every third of this; a job whose lease ran out (its
     // process died) shows as `interrupted` and can be resumed with the same Idempotency-Key.
     IMPORT_LEASE_SECONDS: int(60, 1, 3600),
+    // After an erasure, the tables it touched are vacuumed (their dead row versions, which
+    // still hold the erased data, reclaimed) at most once per this interval; 0 turns it off.
+    ERASURE_VACUUM_INTERVAL_MS: int(60_000, 0, 86_400_000),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {

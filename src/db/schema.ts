@@ -101,6 +101,16 @@ export interface ContactsTable {
   created_at: CreatedAt;
   updated_at: Timestamp;
   version: Generated<number>;
+  /** Re-admitted at a suppressed address: only double opt-in grants until one is confirmed. */
+  suppressed_until_confirmed: Generated<boolean>;
+}
+
+/** Keyed hashes of the addresses a living contact held before its current one. */
+export interface ContactAddressHistoryTable {
+  account_id: string;
+  contact_id: string;
+  email_hash: string;
+  replaced_at: CreatedAt;
 }
 
 export interface SuppressionsTable {
@@ -241,6 +251,7 @@ export interface DB {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   contacts: ContactsTable;
+  contact_address_history: ContactAddressHistoryTable;
   suppressions: SuppressionsTable;
   erasures: ErasuresTable;
   purposes: PurposesTable;

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
 import { ConflictError, UnprocessableError } from '../errors.js';
@@ -156,4 +156,41 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   }
 
   return { preHandler, onSend };
+}
+
+/**
+ * Art. 17: forgets every stored idempotent request that names an erased contact — the stored
+ * answer mentions its id or address (`mentions`), or the client-chosen key itself holds one
+ * of its addresses (`keyNames`, e.g. `create-jana@example.si`). The rows go whole: a retry
+ * with such a key then runs again and meets the suppression list instead of a replay.
+ */
+export async function forgetIdempotentRequests(
+  trx: Kysely<DB>,
+  accountId: string,
+  mentions: { contactId: string; email: string },
+  keyNames: (key: string) => boolean,
+): Promise<void> {
+  await trx
+    .deleteFrom('idempotency_keys')
+    .where('account_id', '=', accountId)
+    .where(
+      sql<boolean>`(position(${mentions.contactId} in coalesce(response_body, '')) > 0
+        or position(${mentions.email} in lower(coalesce(response_body, ''))) > 0)`,
+    )
+    .execute();
+  // Keys live at most a day, and only those with an `@` can name an address.
+  const candidates = await trx
+    .selectFrom('idempotency_keys')
+    .select('key')
+    .where('account_id', '=', accountId)
+    .where(sql<boolean>`position('@' in key) > 0`)
+    .execute();
+  const named = candidates.map((row) => row.key).filter(keyNames);
+  if (named.length > 0) {
+    await trx
+      .deleteFrom('idempotency_keys')
+      .where('account_id', '=', accountId)
+      .where('key', 'in', named)
+      .execute();
+  }
 }

@@ -81,3 +81,37 @@ export function normalizeEmail(input: string): string | null {
   if (localPart.length > LOCAL_PART_MAX_LENGTH || address.length > EMAIL_MAX_LENGTH) return null;
   return emailSchema.safeParse(address).success ? address : null;
 }
+
+/** A letter or digit: what continues a word, as opposed to a separator such as `-` or `:`. */
+const WORD_CHARACTER = /[\p{L}\p{N}]/u;
+
+/**
+ * The addresses a free text could contain — a client-chosen `Idempotency-Key` such as
+ * `import-jana@example.si-2` — normalised: every cut of the text around each `@` that starts
+ * and ends at a separator (or the text's edge) and forms a valid address. Over-generating is
+ * harmless, since callers compare the candidates' keyed hashes with known ones: erasure
+ * (Art. 17) recognises an address it only holds as a hash this way.
+ */
+export function addressesWithin(text: string): string[] {
+  const found = new Set<string>();
+  const stop = (c: string) => c === '@' || /\s/.test(c);
+  for (let at = text.indexOf('@'); at !== -1; at = text.indexOf('@', at + 1)) {
+    const starts: number[] = [];
+    for (let s = at - 1; s >= 0 && at - s <= LOCAL_PART_MAX_LENGTH; s--) {
+      if (stop(text[s]!)) break;
+      if (s === 0 || !WORD_CHARACTER.test(text[s - 1]!)) starts.push(s);
+    }
+    const ends: number[] = [];
+    for (let e = at + 2; e <= text.length && e - at <= EMAIL_MAX_LENGTH; e++) {
+      if (stop(text[e - 1]!)) break;
+      if (e === text.length || !WORD_CHARACTER.test(text[e]!)) ends.push(e);
+    }
+    for (const s of starts) {
+      for (const e of ends) {
+        const address = normalizeEmail(text.slice(s, e));
+        if (address) found.add(address);
+      }
+    }
+  }
+  return [...found];
+}

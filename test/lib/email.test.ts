@@ -1,5 +1,10 @@
 import t from 'tap';
-import { canonicalizeEmail, EMAIL_MAX_LENGTH, normalizeEmail } from '../../src/lib/email.js';
+import {
+  addressesWithin,
+  canonicalizeEmail,
+  EMAIL_MAX_LENGTH,
+  normalizeEmail,
+} from '../../src/lib/email.js';
 
 t.test('trims, lower-cases the whole address and applies NFC', async (t) => {
   t.equal(normalizeEmail('  Jane.Doe@Example.COM \n'), 'jane.doe@example.com');
@@ -94,4 +99,13 @@ t.test('enforces the RFC 5321 lengths', async (t) => {
 t.test('non-strings are refused rather than thrown on', async (t) => {
   t.equal(normalizeEmail(undefined as unknown as string), null);
   t.equal(normalizeEmail(42 as unknown as string), null);
+});
+
+t.test('addressesWithin finds the addresses inside a free text', async (t) => {
+  t.ok(addressesWithin('import-Jana@Example.si').includes('jana@example.si'));
+  t.ok(addressesWithin('import:jana@example.si-2026-12').includes('jana@example.si'));
+  t.ok(addressesWithin('x ana@žabe.si y').includes(normalizeEmail('ana@žabe.si')!), 'IDN domain');
+  t.ok(addressesWithin('a@example.com,b@example.org').includes('b@example.org'));
+  t.same(addressesWithin('batch-2026-12-03'), []);
+  t.same(addressesWithin('@@@'), []);
 });

@@ -7,6 +7,7 @@ import { assertProblem } from '../app/assert-problem.js';
 import { bearer, signup } from '../fixtures/identity.js';
 import { build, testConfig } from '../helper.js';
 import { createPurposeWithNotice } from './consents-fixtures.js';
+import { CONSENT, errorsOf, ndjson, upload, world } from './contact-imports-fixtures.js';
 
 const HASH_SECRET = testConfig().HASH_SECRET!;
 
@@ -294,3 +295,141 @@ t.test('an erased address is suppressed: re-creation refused, check stores nothi
   t.equal(withDoi.json().email, email);
   t.same(await check(email), { suppressed: true }, 'the suppression itself stays');
 });
+
+t.test('erasure suppresses every address the contact held, keeping no plaintext', async (t) => {
+  const app = await build(t);
+  const db = app.database.db;
+  const owner = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const first = 'first.address@example.com';
+  const second = 'second.address@example.com';
+  const createFirst = {
+    email: first,
+    firstName: 'Ottoline',
+    attributes: { phone: '+386 1 555 0199', city: 'Smallville-4411' },
+  };
+  const created = await createContact(
+    app,
+    { ...headers, 'idempotency-key': 'create-first-address' },
+    createFirst,
+  );
+  t.equal(created.statusCode, 201, created.body);
+  const id: string = created.json().id;
+  const moved = await app.inject({
+    method: 'PATCH',
+    url: `/v1/contacts/${id}`,
+    headers,
+    payload: { email: second },
+  });
+  t.equal(moved.statusCode, 200, moved.body);
+  const history = await db
+    .selectFrom('contact_address_history')
+    .select('email_hash')
+    .where('contact_id', '=', id)
+    .execute();
+  t.same(
+    history.map((row) => row.email_hash),
+    [emailFingerprint(HASH_SECRET, first)],
+    'the earlier address is kept as its keyed hash while the contact lives',
+  );
+  t.same(
+    await whereIs(db, first),
+    ['idempotency_keys.response_body'],
+    'and not in plaintext (only the stored response of the first creation has it)',
+  );
+
+  const erased = await app.inject({ method: 'DELETE', url: `/v1/contacts/${id}`, headers });
+  t.equal(erased.statusCode, 204);
+  const suppressed = await db
+    .selectFrom('suppressions')
+    .select('email_hash')
+    .where('account_id', '=', owner.accountId)
+    .orderBy('email_hash')
+    .execute();
+  t.same(
+    suppressed.map((row) => row.email_hash),
+    [emailFingerprint(HASH_SECRET, first), emailFingerprint(HASH_SECRET, second)].sort(),
+    'both addresses are on the suppression list',
+  );
+
+  // A replay of the first creation (its stored answer went with the erasure) runs again and
+  // meets the suppression list, as does any fresh creation of either address.
+  const replay = await createContact(
+    app,
+    { ...headers, 'idempotency-key': 'create-first-address' },
+    createFirst,
+  );
+  assertProblem(t, replay, { status: 422, code: 'suppressed', instance: '/v1/contacts' });
+  for (const email of [first, second]) {
+    const again = await createContact(app, headers, { email });
+    assertProblem(t, again, { status: 422, code: 'suppressed', instance: '/v1/contacts' });
+  }
+  for (const needle of [first, second, 'Ottoline', '555 0199', 'Smallville-4411']) {
+    t.same(await whereIs(db, needle), [], `${needle}: found nowhere after erasure`);
+  }
+  t.same(
+    await db.selectFrom('contact_address_history').select('contact_id').execute(),
+    [],
+    'the address history went with the contact',
+  );
+});
+
+t.test(
+  'keys that name an erased address are forgotten, and a replay creates nothing',
+  async (t) => {
+    const w = await world(t);
+    const db = w.app.database.db;
+    const email = 'jana@example.com';
+    const file = ndjson([{ email, firstName: 'Jaroslava-8812', consent: CONSENT }]);
+    const importKey = { 'idempotency-key': 'import-Jana@Example.com' };
+    const imported = await upload(w, file, 'format=ndjson', 'application/x-ndjson', importKey);
+    t.equal(imported.statusCode, 201, imported.body);
+    t.equal(imported.json().counts.created, 1);
+    // A creation retried after the import made the contact: its stored answer (409) does not
+    // mention the contact, but its key does.
+    const createKey = { ...w.headers, 'idempotency-key': `create-${email}` };
+    const exists = await createContact(w.app, createKey, { email });
+    t.equal(exists.statusCode, 409, exists.body);
+    const mine = db.selectFrom('contacts').select('id').where('account_id', '=', w.owner.accountId);
+    const id = (await mine.executeTakeFirstOrThrow()).id;
+    // The key names the earlier address, which only its keyed hash remembers after this.
+    const moved = await w.app.inject({
+      method: 'PATCH',
+      url: `/v1/contacts/${id}`,
+      headers: w.headers,
+      payload: { email: 'jana.novak@example.com' },
+    });
+    t.equal(moved.statusCode, 200, moved.body);
+    t.same(
+      await whereIs(db, email),
+      ['contact_imports.idempotency_key', 'idempotency_keys.key'],
+      'before erasure the keys hold the earlier address',
+    );
+
+    const erased = await w.app.inject({
+      method: 'DELETE',
+      url: `/v1/contacts/${id}`,
+      headers: w.headers,
+    });
+    t.equal(erased.statusCode, 204);
+    t.same(await whereIs(db, email), [], 'no key holds the address after erasure');
+    t.same(await whereIs(db, 'jana.novak@example.com'), []);
+    t.same(await whereIs(db, 'Jaroslava-8812'), []);
+    const job = await db
+      .selectFrom('contact_imports')
+      .select(['id', 'idempotency_key', 'created_count'])
+      .where('account_id', '=', w.owner.accountId)
+      .executeTakeFirstOrThrow();
+    t.match(job, { idempotency_key: null, created_count: 1 }, 'the job itself is kept');
+
+    // Replays with the same keys run again, and the suppression list stops them.
+    const again = await upload(w, file, 'format=ndjson', 'application/x-ndjson', importKey);
+    t.equal(again.statusCode, 201, again.body);
+    t.equal(again.headers['idempotent-replayed'], undefined, 'not answered from the old job');
+    t.match(again.json().counts, { created: 0, rejected: 1 });
+    t.match(await errorsOf(w, again.json().id), [{ row: 1, field: 'email', code: 'suppressed' }]);
+    const replayed = await createContact(w.app, createKey, { email });
+    assertProblem(t, replayed, { status: 422, code: 'suppressed', instance: '/v1/contacts' });
+    t.same(await mine.execute(), [], 'nothing came back');
+  },
+);

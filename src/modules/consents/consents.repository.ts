@@ -29,6 +29,7 @@ export async function allowLedgerErasure(trx: Kysely<DB>): Promise<void> {
 
 export interface LockedContact {
   id: string;
+  email: string;
   status: string;
   language: string | null;
   restricted_at: Date | null;
@@ -45,7 +46,7 @@ export async function lockContact(
 ): Promise<LockedContact | undefined> {
   return trx
     .selectFrom('contacts')
-    .select(['id', 'status', 'language', 'restricted_at'])
+    .select(['id', 'email', 'status', 'language', 'restricted_at'])
     .where('account_id', '=', accountId)
     .where('id', '=', contactId)
     .forNoKeyUpdate()

@@ -39,7 +39,10 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
           'names the notice version the person saw and returns a single-use withdrawal link ' +
           '(Art. 7(3)); a double opt-in grant is `pending` and also returns a confirmation ' +
           'link. Both tokens are shown only in this response: send them with your mail system. ' +
-          'A restricted contact (Art. 18) may withdraw but not grant (409 `restricted`).',
+          'A restricted contact (Art. 18) may withdraw but not grant (409 `restricted`). A ' +
+          'contact re-admitted at an erased address (Art. 17), or holding one, accepts only a ' +
+          '`double_opt_in` grant until the person confirms one; other grants are 422 ' +
+          '`suppressed`, whatever its address became meanwhile.',
         security,
         params: IdParams,
         body: RecordConsentBody,

@@ -11,8 +11,15 @@ import {
 import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { appendAuditEvent } from '../audit/audit.repository.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { clearSuppressedUntilConfirmed } from '../contacts/contacts.repository.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
+import {
+  addressMustConfirmFirst,
+  grantAllowed,
+  hashSecretOf,
+  mustConfirmFirstError,
+} from '../suppressions/suppressions.service.js';
 import { buildConsentReceipt } from './consent-receipt.js';
 import {
   type ConsentTokenKind,
@@ -77,6 +84,7 @@ function restrictedError() {
 /** The consent ledger (Art. 7) and what is derived from it: state, receipt, audience. */
 export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) {
   const { db, config } = deps;
+  const hashSecret = hashSecretOf(config);
 
   async function getContact(accountId: string, contactId: string) {
     const contact = await db
@@ -167,6 +175,15 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
           .executeTakeFirst();
         if (!purpose) throw new NotFoundError('The purpose does not exist.');
         if (input.event === 'granted' && contact.restricted_at) throw restrictedError();
+        if (
+          input.event === 'granted' &&
+          !grantAllowed(
+            input.method,
+            await addressMustConfirmFirst(trx, accountId, contact.email, hashSecret),
+          )
+        ) {
+          throw mustConfirmFirstError();
+        }
         if (input.noticeVersion !== undefined) {
           const notice = await trx
             .selectFrom('notice_versions')
@@ -398,6 +415,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
           actorType: 'data_subject',
           actorId: null,
         });
+        // The person confirmed: a re-admitted contact may receive other grants from now on.
+        await clearSuppressedUntilConfirmed(trx, event.account_id, event.contact_id);
         await auditLinkEvent(trx, link, event, 'consent.confirmed');
         await appendEvents(trx, event.account_id, [consentEvent(event)]);
         return event;

@@ -363,6 +363,8 @@ export interface ContactUpsert {
   language: string | null;
   /** Shallow-merged into the stored attributes (`||`); `{}` changes nothing. */
   attributes: Record<string, unknown>;
+  /** Set on insertion only (a re-admission at an erased address); absent means false. */
+  suppressed_until_confirmed?: true;
 }
 
 /**
@@ -384,10 +386,14 @@ export async function upsertContacts(
 ): Promise<{ id: string; email: string; inserted: boolean }[]> {
   if (rows.length === 0) return [];
   const result = await sql<{ id: string; email: string; inserted: boolean }>`
-    insert into contacts (account_id, email, first_name, last_name, language, attributes)
-    select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes
+    insert into contacts (
+      account_id, email, first_name, last_name, language, attributes, suppressed_until_confirmed
+    )
+    select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes,
+      coalesce(u.suppressed_until_confirmed, false)
     from json_to_recordset(${JSON.stringify(rows)}::json)
-      as u(email text, first_name text, last_name text, language text, attributes jsonb)
+      as u(email text, first_name text, last_name text, language text, attributes jsonb,
+        suppressed_until_confirmed boolean)
     on conflict (account_id, email) do update set
       first_name = coalesce(excluded.first_name, contacts.first_name),
       last_name = coalesce(excluded.last_name, contacts.last_name),
@@ -542,4 +548,30 @@ export async function noticeVersionExists(
     .where('version', '=', version)
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/**
+ * Art. 17: removes the Idempotency-Key of every import job whose key names an erased contact
+ * (`keyNames`, e.g. `import-jana@example.si`). The job stays, as the record of the import; a
+ * retry with that key starts a new import, whose rows at suppressed addresses are refused.
+ */
+export async function forgetImportKeys(
+  trx: Kysely<DB>,
+  accountId: string,
+  keyNames: (key: string) => boolean,
+): Promise<void> {
+  const candidates = await trx
+    .selectFrom('contact_imports')
+    .select(['id', 'idempotency_key'])
+    .where('account_id', '=', accountId)
+    .where(sql<boolean>`position('@' in idempotency_key) > 0`)
+    .execute();
+  const ids = candidates.filter((row) => keyNames(row.idempotency_key!)).map((row) => row.id);
+  if (ids.length === 0) return;
+  await trx
+    .updateTable('contact_imports')
+    .set({ idempotency_key: null, updated_at: sql<Date>`now()` })
+    .where('account_id', '=', accountId)
+    .where('id', 'in', ids)
+    .execute();
 }

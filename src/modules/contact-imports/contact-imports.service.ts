@@ -27,6 +27,11 @@ import {
 import { appendEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
+  grantAllowed,
+  MUST_CONFIRM_FIRST,
+  mustConfirmFirst,
+} from '../suppressions/suppressions.service.js';
+import {
   type AppendedConsent,
   advanceImportJob,
   appendImportedConsents,
@@ -509,6 +514,14 @@ function batchWriter(deps: WriterDeps) {
         const suppressed = await suppressedFingerprints(trx, accountId, [
           ...new Set(fingerprints.values()),
         ]);
+        const isSuppressed = (email: string) => suppressed.has(fingerprints.get(email)!);
+        const emails = [...fingerprints.keys()];
+        const mustConfirm = await mustConfirmFirst(
+          trx,
+          accountId,
+          emails,
+          emails.filter(isSuppressed),
+        );
 
         // Row-level checks that need the database; a row with any problem is skipped whole.
         const candidates = batch.rows.filter(({ rowNumber, row }) => {
@@ -538,13 +551,9 @@ function batchWriter(deps: WriterDeps) {
           }
           // Art. 17: an erased address comes back only through a fresh double opt-in.
           const doubleOptIn = row.pendingDoubleOptIn || row.consent?.method === 'double_opt_in';
-          if (!doubleOptIn && suppressed.has(fingerprints.get(row.email)!)) {
-            refuse(
-              rowNumber,
-              'email',
-              'suppressed',
-              'the address was erased and is on the suppression list (import it pending double opt-in)',
-            );
+          const method = doubleOptIn ? 'double_opt_in' : (row.consent?.method ?? '');
+          if (!grantAllowed(method, mustConfirm.has(row.email))) {
+            refuse(rowNumber, 'email', 'suppressed', MUST_CONFIRM_FIRST);
             ok = false;
           }
           return ok;
@@ -578,6 +587,8 @@ function batchWriter(deps: WriterDeps) {
             last_name: row.lastName ?? previous?.last_name ?? null,
             language: row.language ?? previous?.language ?? null,
             attributes: { ...previous?.attributes, ...(row.attributes as Record<string, unknown>) },
+            // A new contact at an erased address is re-admitted: see mustConfirmFirst.
+            ...(isSuppressed(row.email) ? { suppressed_until_confirmed: true } : {}),
           });
           const event: ConsentDraft | null = row.consent
             ? {

@@ -64,6 +64,8 @@ export interface NewContact {
   language: string | null;
   attributes: Record<string, unknown>;
   status: ContactStatus;
+  /** Created at a suppressed address: only double opt-in grants until one is confirmed. */
+  suppressedUntilConfirmed?: boolean;
 }
 
 export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promise<ContactRow> {
@@ -77,6 +79,7 @@ export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promi
       language: contact.language,
       attributes: JSON.stringify(contact.attributes),
       status: contact.status,
+      suppressed_until_confirmed: contact.suppressedUntilConfirmed ?? false,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -166,4 +169,54 @@ export function contactsQuery(db: Kysely<DB>, accountId: string, filter: Contact
     );
   }
   return q;
+}
+
+/**
+ * Remembers an address the contact no longer holds, as its keyed hash only, so that erasure
+ * can suppress it too (Art. 17). Holding it again and leaving it again is one row.
+ */
+export async function rememberEarlierAddress(
+  trx: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+  emailHash: string,
+): Promise<void> {
+  await trx
+    .insertInto('contact_address_history')
+    .values({ account_id: accountId, contact_id: contactId, email_hash: emailHash })
+    .onConflict((oc) => oc.columns(['account_id', 'contact_id', 'email_hash']).doNothing())
+    .execute();
+}
+
+/** The keyed hashes of every address the contact held before its current one. */
+export async function earlierAddressHashes(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<string[]> {
+  const rows = await db
+    .selectFrom('contact_address_history')
+    .select('email_hash')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  return rows.map((row) => row.email_hash);
+}
+
+/**
+ * The person confirmed a double opt-in: a contact re-admitted at an erased address may receive
+ * other grants from now on. Call it in the transaction that records the confirmation.
+ */
+export async function clearSuppressedUntilConfirmed(
+  trx: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await trx
+    .updateTable('contacts')
+    .set({ suppressed_until_confirmed: false })
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .where('suppressed_until_confirmed', '=', true)
+    .execute();
 }

@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
+import { debouncedVacuum } from '../../db/vacuum.js';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
 import { idempotency } from '../../http/idempotency.js';
@@ -28,7 +29,7 @@ import {
   toContact,
   UpdateContactBody,
 } from './contacts.schemas.js';
-import { createContactsService } from './contacts.service.js';
+import { createContactsService, ERASURE_TOUCHED_TABLES } from './contacts.service.js';
 
 const ExportHeaders = z.looseObject({
   'x-export-passphrase': z
@@ -92,7 +93,14 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
   { db, config },
 ) => {
   const hashSecret = hashSecretOf(config, app.log);
-  const contacts = createContactsService({ db, hashSecret });
+  const vacuum = debouncedVacuum({
+    db,
+    tables: ERASURE_TOUCHED_TABLES,
+    intervalMs: config.ERASURE_VACUUM_INTERVAL_MS,
+    log: app.log,
+  });
+  app.addHook('onClose', () => vacuum.stop());
+  const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
   const idempotent = idempotency({ db, secret: hashSecret });
   const security = BEARER_OR_API_KEY;
   const tags = ['contacts'];
@@ -112,7 +120,8 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
           '(409 `contact_exists`). An erased address is on the suppression list and refused ' +
           '(422 `suppressed`) unless `doubleOptIn` is true: the contact then comes back only ' +
           'through a fresh double opt-in consent, which you record next with ' +
-          '`POST /v1/contacts/{id}/consents` (method `double_opt_in`). Send `Idempotency-Key` ' +
+          '`POST /v1/contacts/{id}/consents` (method `double_opt_in`); until the person ' +
+          'confirms it, any other grant is refused (422 `suppressed`). Send `Idempotency-Key` ' +
           'to make retries safe.',
         security,
         headers: IdempotencyHeaders,
@@ -216,9 +225,13 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
         tags,
         summary: 'Erase a contact (Art. 17)',
         description:
-          'Deletes the contact, its consent ledger and links in one transaction. The address ' +
-          'survives only as a keyed hash (HMAC-SHA256), in the erasure record and on the ' +
-          'suppression list, so it cannot be added again by accident.',
+          'Deletes the contact, its consent ledger and links in one transaction. Its address, ' +
+          'and every earlier address it held, survive only as keyed hashes (HMAC-SHA256), in ' +
+          'the erasure record and on the suppression list, so none can be added again by ' +
+          'accident. Stored idempotent requests that mention the contact or whose ' +
+          '`Idempotency-Key` names one of its addresses are forgotten (a retry runs again and ' +
+          'meets the suppression list), and such keys are removed from import jobs. The ' +
+          'touched tables are vacuumed shortly after (ERASURE_VACUUM_INTERVAL_MS).',
         security,
         params: IdParams,
         response: {

@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactRow, DB } from '../../db/schema.js';
 import {
@@ -7,8 +7,10 @@ import {
   PreconditionFailedError,
   UnprocessableError,
 } from '../../errors.js';
+import { forgetIdempotentRequests } from '../../http/idempotency.js';
 import { toIso } from '../../http/schemas.js';
 import { canonicalJson } from '../../lib/canonical-json.js';
+import { addressesWithin } from '../../lib/email.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
 import {
@@ -17,17 +19,20 @@ import {
   deriveState,
 } from '../consents/consents.repository.js';
 import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
+import { forgetImportKeys } from '../contact-imports/contact-imports.repository.js';
 import { deleteContactEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
   contactsQuery,
+  earlierAddressHashes,
   findContact,
   findContactIdByEmail,
   insertContact,
   isDuplicateEmail,
   lockContactRow,
+  rememberEarlierAddress,
   updateContact,
 } from './contacts.repository.js';
 import {
@@ -81,11 +86,30 @@ function restrictedError(detail: string) {
 }
 
 /**
+ * The tables an erasure deletes from or rewrites: their dead row versions still hold the
+ * erased data until they are vacuumed (see `debouncedVacuum`).
+ */
+export const ERASURE_TOUCHED_TABLES = [
+  'contacts',
+  'contact_address_history',
+  'consent_events',
+  'consent_tokens',
+  'events',
+  'idempotency_keys',
+  'contact_imports',
+] as const;
+
+/**
  * Contacts and the data-subject rights over them: access and portability (Art. 15, 20),
  * rectification (Art. 16), erasure (Art. 17) and restriction (Art. 18). Every change is audited
  * in its own transaction, by field name only.
  */
-export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string }) {
+export function createContactsService(deps: {
+  db: Kysely<DB>;
+  hashSecret: string;
+  /** Called after each erasure has committed (to vacuum the touched tables). */
+  onErased?: () => void;
+}) {
   const { db, hashSecret } = deps;
 
   async function get(accountId: string, id: string): Promise<ContactRow> {
@@ -126,10 +150,11 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
       try {
         return await db.transaction().execute(async (trx) => {
           if (await findContactIdByEmail(trx, accountId, input.email)) throw contactExists();
-          if (!input.doubleOptIn && (await isSuppressed(trx, accountId, fingerprint))) {
-            throw suppressedError();
-          }
+          const suppressed = await isSuppressed(trx, accountId, fingerprint);
+          if (suppressed && !input.doubleOptIn) throw suppressedError();
           const row = await insertContact(trx, {
+            // Re-admitted at an erased address: see mustConfirmFirst.
+            suppressedUntilConfirmed: suppressed,
             accountId,
             email: input.email,
             firstName: input.firstName ?? null,
@@ -204,6 +229,13 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
             if (await isSuppressed(trx, accountId, emailFingerprint(hashSecret, changes.email))) {
               throw suppressedError();
             }
+            // Art. 17: an erasure must also suppress the address being left behind.
+            await rememberEarlierAddress(
+              trx,
+              accountId,
+              id,
+              emailFingerprint(hashSecret, current.email),
+            );
           }
           const updated = await updateContact(trx, current, changes);
           await recordAudit(trx, ctx, {
@@ -265,15 +297,22 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
     },
 
     /**
-     * Art. 17 erasure, in one transaction: the address survives only as its keyed hash (on the
-     * suppression list and in the erasure record); the contact, its consent ledger and links,
-     * and any stored idempotent response that mentions it are deleted.
+     * Art. 17 erasure, in one transaction: the addresses survive only as keyed hashes (on the
+     * suppression list — the current one and every earlier one — and in the erasure record);
+     * the contact, its address history, its consent ledger and links, and any stored
+     * idempotent response that mentions it are deleted.
      */
     async erase(ctx: RequestContext, accountId: string, id: string) {
       await db.transaction().execute(async (trx) => {
         const current = await lockOrThrow(trx, accountId, id);
         const fingerprint = emailFingerprint(hashSecret, current.email);
-        await suppress(trx, accountId, fingerprint, 'erased');
+        const held = new Set([fingerprint, ...(await earlierAddressHashes(trx, accountId, id))]);
+        for (const hash of held) await suppress(trx, accountId, hash, 'erased');
+        // A client-chosen key is personal data when it holds one of the addresses; earlier
+        // addresses are known only by their hashes, so candidates in the key are hashed too.
+        const keyNames = (key: string) =>
+          key.toLowerCase().includes(current.email) ||
+          addressesWithin(key).some((address) => held.has(emailFingerprint(hashSecret, address)));
         await trx
           .insertInto('erasures')
           .values({
@@ -295,13 +334,17 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           .where('contact_id', '=', id)
           .execute();
         await deleteContactEvents(trx, accountId, id);
+        await forgetIdempotentRequests(
+          trx,
+          accountId,
+          { contactId: id, email: current.email },
+          keyNames,
+        );
+        await forgetImportKeys(trx, accountId, keyNames);
         await trx
-          .deleteFrom('idempotency_keys')
+          .deleteFrom('contact_address_history')
           .where('account_id', '=', accountId)
-          .where(
-            sql<boolean>`(position(${id} in coalesce(response_body, '')) > 0
-              or position(${current.email} in lower(coalesce(response_body, ''))) > 0)`,
-          )
+          .where('contact_id', '=', id)
           .execute();
         await trx
           .deleteFrom('contacts')
@@ -316,6 +359,7 @@ export function createContactsService(deps: { db: Kysely<DB>; hashSecret: string
           changedFields: ['email', 'firstName', 'lastName', 'language', 'attributes', 'consents'],
         });
       });
+      deps.onErased?.();
     },
 
     /**

@@ -1,8 +1,9 @@
 import { createHmac } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
+import { UnprocessableError } from '../../errors.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 
 /**
@@ -56,6 +57,82 @@ export async function suppress(
     .values({ account_id: accountId, email_hash: emailHash, reason })
     .onConflict((oc) => oc.columns(['account_id', 'email_hash']).doNothing())
     .execute();
+}
+
+/**
+ * The one rule for grants at erased addresses, used by every path that records a grant (the
+ * consent API and imports) — Art. 17 with Art. 7(1): the person asked to be forgotten, so an
+ * erased address comes back only when the person themselves confirms a double opt-in. Until
+ * then the only grant that may be recorded is a double opt-in one (pending, not mailable).
+ *
+ * Of `emails` (normalised, one account), returns those that must confirm first:
+ * - a contact marked `suppressed_until_confirmed` (created at a suppressed address). The mark
+ *   is on the contact, so it survives rectification to another address and a restriction
+ *   being lifted; only a recorded confirmation clears it;
+ * - an address in `suppressedEmails` (on the suppression list), unless its contact already
+ *   has a confirmed double opt-in: a new contact, or one re-admitted before the mark existed.
+ */
+export async function mustConfirmFirst(
+  db: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+  suppressedEmails: string[],
+): Promise<Set<string>> {
+  if (emails.length === 0) return new Set();
+  const marked = await db
+    .selectFrom('contacts')
+    .select('email')
+    .where('account_id', '=', accountId)
+    .where('email', '=', sql<string>`any(${emails}::text[])`)
+    .where('suppressed_until_confirmed', '=', true)
+    .execute();
+  const result = new Set(marked.map((row) => row.email));
+  if (suppressedEmails.length === 0) return result;
+  const confirmed = await db
+    .selectFrom('contacts as c')
+    .select('c.email')
+    .where('c.account_id', '=', accountId)
+    .where('c.email', '=', sql<string>`any(${suppressedEmails}::text[])`)
+    .where(({ exists, selectFrom }) =>
+      exists(
+        selectFrom('consent_events as e')
+          .select('e.id')
+          .whereRef('e.account_id', '=', 'c.account_id')
+          .whereRef('e.contact_id', '=', 'c.id')
+          .where('e.event', '=', 'confirmed'),
+      ),
+    )
+    .execute();
+  const released = new Set(confirmed.map((row) => row.email));
+  for (const email of suppressedEmails) if (!released.has(email)) result.add(email);
+  return result;
+}
+
+/** {@link mustConfirmFirst} for one address. */
+export async function addressMustConfirmFirst(
+  db: Kysely<DB>,
+  accountId: string,
+  email: string,
+  hashSecret: string,
+): Promise<boolean> {
+  const suppressed = await isSuppressed(db, accountId, emailFingerprint(hashSecret, email));
+  const result = await mustConfirmFirst(db, accountId, [email], suppressed ? [email] : []);
+  return result.has(email);
+}
+
+/** Whether a grant collected by `method` may be recorded, given {@link mustConfirmFirst}. */
+export function grantAllowed(method: string, mustConfirm: boolean): boolean {
+  return !mustConfirm || method === 'double_opt_in';
+}
+
+/** Why a grant was refused under {@link mustConfirmFirst}: the API's and the import's words. */
+export const MUST_CONFIRM_FIRST =
+  'the address is on the suppression list (it was erased), or the contact was re-admitted at ' +
+  'such an address: until the person confirms a double opt-in, only a double opt-in grant ' +
+  '(method double_opt_in) can be recorded';
+
+export function mustConfirmFirstError() {
+  return new UnprocessableError('suppressed', `Refused: ${MUST_CONFIRM_FIRST}.`);
 }
 
 /**
