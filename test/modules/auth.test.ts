@@ -74,6 +74,60 @@ t.test('weak and common passwords are refused with the reason', async (t) => {
   t.equal(personal.json().code, 'password_contains_personal_info');
 });
 
+t.test('common passwords are refused wherever a password is set', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const common = ['correcthorsebatterystaple', 'Password123456789!', 'iloveyou iloveyou'];
+  const places = [
+    {
+      label: 'sign-up',
+      field: 'body.password',
+      request: (password: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/v1/auth/signup',
+          payload: { accountName: 'Example', email: uniqueEmail(), password },
+        }),
+    },
+    {
+      label: 'password change',
+      field: 'body.newPassword',
+      request: (password: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/v1/auth/password',
+          headers: bearer(owner.accessToken),
+          payload: { currentPassword: GOOD_PASSWORD, newPassword: password },
+        }),
+    },
+    {
+      label: 'new user',
+      field: 'body.password',
+      request: (password: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/v1/users',
+          headers: bearer(owner.accessToken),
+          payload: { email: uniqueEmail(), password, role: 'member' },
+        }),
+    },
+  ];
+  for (const place of places) {
+    for (const password of common) {
+      const res = await place.request(password);
+      t.equal(res.statusCode, 400, `${place.label} refuses ${password}: ${res.body}`);
+      t.match(res.headers['content-type'], PROBLEM);
+      t.equal(res.json().code, 'password_common');
+      t.same(
+        res.json().errors.map((e: { field: string; code: string }) => [e.field, e.code]),
+        [[place.field, 'password_common']],
+      );
+    }
+    const random = await place.request('qX7!mZp2 rV9#kL4w tB6$nH8e');
+    t.ok([201, 204].includes(random.statusCode), `${place.label} accepts a random passphrase`);
+  }
+});
+
 t.test('sign-up can be closed', async (t) => {
   const app = await build(t, { env: { SIGNUP: 'closed' } });
   const res = await app.inject({
