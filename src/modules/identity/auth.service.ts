@@ -3,11 +3,14 @@ import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
 import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
+import { keyedHash } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import type { Actor, RequestContext } from './actor.js';
 import {
   emailTaken,
   findAccount,
+  findLoginThrottles,
   findRefreshToken,
   findUserByEmail,
   findUserById,
@@ -17,16 +20,16 @@ import {
   insertUser,
   markRefreshTokenUsed,
   recordLoginFailure,
-  resetLoginFailures,
+  resetLoginThrottles,
   revokeSession,
   revokeUserSessions,
   touchSession,
 } from './identity.repository.js';
 import {
   checkPasswordPolicy,
+  DUMMY_HASH,
   hashPassword,
   needsRehash,
-  verifyAgainstDummy,
   verifyPassword,
 } from './password.js';
 import type { PrincipalCache } from './principal-cache.js';
@@ -34,6 +37,54 @@ import { newRefreshToken, sha256Hex } from './tokens.js';
 
 /** Minutes an account stays locked after too many consecutive failures (NIST SP 800-63B-4). */
 const LOCK_MINUTES = 60;
+
+/**
+ * Failure counters idle this long are forgotten (an address's consecutive failures included):
+ * they are pseudonymous personal data (GDPR Art. 5(1)(e), storage limitation), and a day of
+ * quiet bounds what an attacker gains by pausing to ~LOGIN_LOCKOUT_THRESHOLD guesses a day.
+ */
+const FAILURE_MEMORY_MS = 24 * 3_600_000;
+
+/** Separates these keyed hashes from every other use of the secret. */
+const THROTTLE_KEY_PREFIX = 'custodian/login-throttle/v1\u0000';
+
+/**
+ * The network a login comes from: an IPv4 address, or the /64 of an IPv6 address (one
+ * subscriber usually holds a whole /64, so per-address counting there would count nothing).
+ */
+export function clientNetwork(ip: string): string {
+  const address = ip.split('%')[0]!.toLowerCase();
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head = '', tail] = address.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined
+      ? left
+      : [
+          ...left,
+          ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'),
+          ...right,
+        ];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => Number.parseInt(group || '0', 16).toString(16))
+    .join(':')}::/64`;
+}
+
+function tooManyAttempts(until: Date, now: Date): AppError {
+  const seconds = Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000));
+  return new AppError(
+    429,
+    'rate_limited',
+    'Too many requests',
+    `Too many failed sign-ins; retry after ${seconds} s.`,
+    undefined,
+    { 'retry-after': String(seconds) },
+  );
+}
 
 export interface TokenPair {
   tokenType: 'Bearer';
@@ -88,6 +139,7 @@ export function createAuthService(deps: {
 }) {
   const { db, config, app, principals } = deps;
   const accessTtl = ttlSeconds(config.ACCESS_TOKEN_TTL);
+  const throttleSecret = hashSecretOf(config);
 
   async function issueTokens(
     trx: Kysely<DB>,
@@ -181,26 +233,71 @@ export function createAuthService(deps: {
     },
 
     /**
-     * Same answer, and the same work (one argon2 verification), whether or not the email
-     * exists, so neither the body nor the timing tells an attacker which addresses are users.
+     * Same answer, and the same work, whether or not the email exists: one lookup of the user,
+     * one of the failure counters, one argon2 verification (against a dummy hash of the same
+     * parameters when there is no user), one counter upsert and one log line of the same shape.
+     * Neither the body nor the timing tells an attacker which addresses are users (OWASP
+     * Authentication Cheat Sheet).
+     *
+     * Throttling (NIST SP 800-63B-4 §3.2.2, rate limiting): failures are counted per (address,
+     * client network) pair, which past LOGIN_MAX_FAILURES_PER_CLIENT within the window gets
+     * 429; and per address from anywhere, which past LOGIN_BACKOFF_AFTER_FAILURES makes each
+     * attempt wait an exponentially growing delay, and at LOGIN_LOCKOUT_THRESHOLD (≤ 100)
+     * consecutive failures locks the address for an hour. An attacker thus exhausts only their
+     * own pair's budget and cannot lock the owner out from one network.
      */
     async login(input: { email: string; password: string }, meta: TraceMeta): Promise<TokenPair> {
+      const now = new Date();
+      const addressKey = keyedHash(
+        throttleSecret,
+        `${THROTTLE_KEY_PREFIX}address\u0000${input.email}`,
+      );
+      const pairKey = keyedHash(
+        throttleSecret,
+        `${THROTTLE_KEY_PREFIX}pair\u0000${input.email}\u0000${clientNetwork(meta.ip)}`,
+      );
       const user = await findUserByEmail(db, input.email);
-      if (!user) {
-        await verifyAgainstDummy(input.password);
-        throw invalidCredentials();
+      const counters = await findLoginThrottles(db, [addressKey, pairKey]);
+      const pair = counters.find((row) => row.key === pairKey);
+      const address = counters.find((row) => row.key === addressKey);
+
+      if (
+        pair?.resets_at &&
+        pair.resets_at > now &&
+        pair.failures >= config.LOGIN_MAX_FAILURES_PER_CLIENT
+      ) {
+        throw tooManyAttempts(pair.resets_at, now);
       }
-      const passwordOk = await verifyPassword(user.password_hash, input.password);
-      const locked = user.locked_until !== null && user.locked_until > new Date();
-      if (!passwordOk || locked) {
-        if (!passwordOk) {
-          await recordLoginFailure(db, user.id, config.LOGIN_LOCKOUT_THRESHOLD, LOCK_MINUTES);
-        }
-        app.log.warn({ userId: user.id, locked, requestId: meta.requestId }, 'login failed');
+      if (address && address.failures >= config.LOGIN_BACKOFF_AFTER_FAILURES) {
+        const exponent = Math.min(30, address.failures - config.LOGIN_BACKOFF_AFTER_FAILURES);
+        const delaySeconds = Math.min(2 ** exponent, config.LOGIN_BACKOFF_MAX_SECONDS);
+        const waitUntil = new Date(address.last_failure_at.getTime() + delaySeconds * 1000);
+        if (waitUntil > now) throw tooManyAttempts(waitUntil, now);
+      }
+
+      const passwordOk = await verifyPassword(
+        user ? user.password_hash : await DUMMY_HASH.get(),
+        input.password,
+      );
+      const locked = address?.locked_until != null && address.locked_until > now;
+      if (!user || !passwordOk || locked) {
+        // While locked, even the right password counts as a failure: answering it with less
+        // work would tell the attacker that the guess was right.
+        const failures = await recordLoginFailure(db, {
+          addressKey,
+          pairKey,
+          now,
+          pairResetsAt: new Date(now.getTime() + config.LOGIN_CLIENT_WINDOW_MINUTES * 60_000),
+          forgetBefore: new Date(now.getTime() - FAILURE_MEMORY_MS),
+          threshold: config.LOGIN_LOCKOUT_THRESHOLD,
+          lockUntil: new Date(now.getTime() + LOCK_MINUTES * 60_000),
+        });
+        // No user id: a field present only for known addresses would enumerate them in the logs.
+        app.log.warn({ requestId: meta.requestId, locked, failures }, 'login failed');
         throw invalidCredentials();
       }
       return db.transaction().execute(async (trx) => {
-        await resetLoginFailures(trx, user.id);
+        await resetLoginThrottles(trx, [addressKey, pairKey]);
         if (needsRehash(user.password_hash)) {
           // Parameters were raised since this hash was made: upgrade it while we hold the password.
           await trx
