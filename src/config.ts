@@ -95,6 +95,10 @@ const envSchema = z
       .regex(/^\d+[smhd]$/, 'must look like 15m, 1h or 900s')
       .default('15m'),
     REFRESH_TOKEN_TTL_DAYS: int(30, 1, 365),
+    // Seconds after a refresh token was used in which presenting it again (a second tab
+    // refreshing at the same moment) returns the same successor instead of ending the session.
+    // 0: every reuse ends the session.
+    REFRESH_REUSE_GRACE_SECONDS: int(10, 0, 300),
     SIGNUP: z.enum(['open', 'closed']).default('open'),
     PASSWORD_MIN_LENGTH: int(15, 12, 64),
     PASSWORD_MAX_AGE_DAYS: int(365, 0),

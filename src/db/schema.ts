@@ -50,6 +50,8 @@ export interface RefreshTokensTable {
   created_at: CreatedAt;
   expires_at: Date;
   used_at: Date | null;
+  /** The successor token, AES-256-GCM encrypted, during the reuse grace window only. */
+  successor_ciphertext: string | null;
 }
 
 /** Failed-login counters by keyed hash of the address, or of the address and client network. */

@@ -171,7 +171,10 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         tags: ['auth'],
         security: PUBLIC,
         summary: 'Rotate a refresh token into a new token pair',
-        description: 'A refresh token works once. Reusing one ends the whole session.',
+        description:
+          'A refresh token works once. Presented again within REFRESH_REUSE_GRACE_SECONDS of ' +
+          'its use (two tabs refreshing at once), it returns the same new refresh token and a ' +
+          'fresh access token; reused later, it ends the whole session.',
         body: RefreshBody,
         response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
       },

@@ -8,6 +8,7 @@ import { recordAudit } from '../audit/audit.service.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import type { Actor, RequestContext } from './actor.js';
 import {
+  clearSuccessors,
   emailTaken,
   findAccount,
   findLoginThrottles,
@@ -23,6 +24,7 @@ import {
   resetLoginThrottles,
   revokeSession,
   revokeUserSessions,
+  storeSuccessor,
   touchSession,
 } from './identity.repository.js';
 import {
@@ -33,7 +35,7 @@ import {
   verifyPassword,
 } from './password.js';
 import type { PrincipalCache } from './principal-cache.js';
-import { newRefreshToken, sha256Hex } from './tokens.js';
+import { newRefreshToken, seal, sha256Hex, successorKey, unseal } from './tokens.js';
 
 /** Minutes an account stays locked after too many consecutive failures (NIST SP 800-63B-4). */
 const LOCK_MINUTES = 60;
@@ -140,6 +142,8 @@ export function createAuthService(deps: {
   const { db, config, app, principals } = deps;
   const accessTtl = ttlSeconds(config.ACCESS_TOKEN_TTL);
   const throttleSecret = hashSecretOf(config);
+  const sealKey = successorKey(throttleSecret);
+  const graceMs = config.REFRESH_REUSE_GRACE_SECONDS * 1000;
 
   async function issueTokens(
     trx: Kysely<DB>,
@@ -320,56 +324,103 @@ export function createAuthService(deps: {
 
     /**
      * Rotates a refresh token: each is good for one use. Presenting one that was already used
-     * means it was copied, so the whole session (every token descended from the login) ends.
+     * means it was copied, so the whole session (every token descended from the login) ends —
+     * except within REFRESH_REUSE_GRACE_SECONDS of its use, when it is the same client racing
+     * itself (two tabs refreshing at once): then it gets the same successor (and a fresh access
+     * token for the same session). OAuth 2.0 Security BCP (RFC 9700 §4.14.2) allows such a
+     * grace period for refresh token rotation.
      */
     async refresh(refreshToken: string, meta: TraceMeta): Promise<TokenPair> {
-      const row = await findRefreshToken(db, sha256Hex(refreshToken));
+      const tokenHash = sha256Hex(refreshToken);
+      let row = await findRefreshToken(db, tokenHash);
       const invalid = new UnauthorizedError(
         'The refresh token is not valid.',
         'invalid_refresh_token',
       );
+      const sessionEnded = () =>
+        new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
       if (!row) throw invalid;
-      if (row.revoked_at || row.session_expires_at < new Date()) {
-        throw new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
+      if (row.revoked_at || row.session_expires_at < new Date()) throw sessionEnded();
+      if (row.used_at === null) {
+        if (row.expires_at < new Date()) throw invalid;
+        const current = row;
+        const rotated = await db.transaction().execute(async (trx) => {
+          // Concurrent refreshes with this token wait here for the first one's commit (the row
+          // lock), then find it used: they lose, and read the successor stored below.
+          if (!(await markRefreshTokenUsed(trx, current.id))) return undefined;
+          await touchSession(trx, current.session_id);
+          const tokens = await issueTokens(trx, current.user_id, current.session_id);
+          if (graceMs > 0) {
+            const sealed = seal(
+              sealKey,
+              tokenHash,
+              JSON.stringify([tokens.refreshToken, tokens.refreshTokenExpiresAt]),
+            );
+            await storeSuccessor(trx, current.id, sealed);
+          }
+          return tokens;
+        });
+        if (rotated) {
+          // Successors are kept for the grace window only: clear those whose window is over.
+          // Outside the rotation's transaction, so that it never waits on other sessions' rows;
+          // a failure here costs nothing but a later retry.
+          await clearSuccessors(db, { usedBefore: new Date(Date.now() - graceMs) }).catch(
+            (error: unknown) => app.log.warn({ err: error }, 'clearing refresh successors failed'),
+          );
+          return rotated;
+        }
+        row = await findRefreshToken(db, tokenHash);
+        if (!row) throw invalid;
+        if (row.revoked_at) throw sessionEnded();
       }
+
+      // Used before: the same successor within the grace window, else a copied token.
+      const usedAt = row.used_at;
+      if (usedAt && row.successor_ciphertext && Date.now() - usedAt.getTime() < graceMs) {
+        const successor = unseal(sealKey, tokenHash, row.successor_ciphertext);
+        if (successor) {
+          const [token, expiresAt] = JSON.parse(successor) as [string, string];
+          return {
+            tokenType: 'Bearer',
+            accessToken: app.jwt.sign({ sub: row.user_id, sid: row.session_id, typ: 'access' }),
+            expiresIn: accessTtl,
+            refreshToken: token,
+            refreshTokenExpiresAt: expiresAt,
+          };
+        }
+      }
+      const used = row;
       const ctx: RequestContext = {
         actor:
-          row.role === 'operator'
-            ? { type: 'operator', id: row.user_id, accountId: null, sessionId: row.session_id }
+          used.role === 'operator'
+            ? { type: 'operator', id: used.user_id, accountId: null, sessionId: used.session_id }
             : {
                 type: 'user',
-                id: row.user_id,
-                accountId: row.account_id!,
-                role: row.role,
-                sessionId: row.session_id,
+                id: used.user_id,
+                accountId: used.account_id!,
+                role: used.role,
+                sessionId: used.session_id,
               },
         ...meta,
       };
-      const reused = row.used_at !== null || !(await markRefreshTokenUsed(db, row.id));
-      if (reused) {
-        await db.transaction().execute(async (trx) => {
-          await revokeSession(trx, row.session_id, 'refresh_token_reuse');
-          if (row.account_id) {
-            await recordAudit(trx, ctx, {
-              action: 'auth.session_revoked',
-              entityType: 'session',
-              entityId: row.session_id,
-              changedFields: ['revokedAt'],
-            });
-          }
-        });
-        principals.forgetSession(row.session_id);
-        app.log.warn({ sessionId: row.session_id }, 'refresh token reused: session revoked');
-        throw new UnauthorizedError(
-          'This refresh token was already used; the session has been ended for safety.',
-          'refresh_token_reused',
-        );
-      }
-      if (row.expires_at < new Date()) throw invalid;
-      return db.transaction().execute(async (trx) => {
-        await touchSession(trx, row.session_id);
-        return issueTokens(trx, row.user_id, row.session_id);
+      await db.transaction().execute(async (trx) => {
+        await revokeSession(trx, used.session_id, 'refresh_token_reuse');
+        await clearSuccessors(trx, { sessionId: used.session_id });
+        if (used.account_id) {
+          await recordAudit(trx, ctx, {
+            action: 'auth.session_revoked',
+            entityType: 'session',
+            entityId: used.session_id,
+            changedFields: ['revokedAt'],
+          });
+        }
       });
+      principals.forgetSession(used.session_id);
+      app.log.warn({ sessionId: used.session_id }, 'refresh token reused: session revoked');
+      throw new UnauthorizedError(
+        'This refresh token was already used; the session has been ended for safety.',
+        'refresh_token_reused',
+      );
     },
 
     async logout(ctx: RequestContext) {

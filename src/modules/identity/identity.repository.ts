@@ -147,6 +147,7 @@ export function findRefreshToken(db: Kysely<DB>, tokenHash: string) {
       'refresh_tokens.session_id',
       'refresh_tokens.expires_at',
       'refresh_tokens.used_at',
+      'refresh_tokens.successor_ciphertext',
       'sessions.revoked_at',
       'sessions.expires_at as session_expires_at',
       'users.id as user_id',
@@ -166,6 +167,29 @@ export async function markRefreshTokenUsed(db: Kysely<DB>, id: string): Promise<
     .where('used_at', 'is', null)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
+}
+
+/** Keeps a used token's successor (sealed) for the reuse grace window. */
+export function storeSuccessor(db: Kysely<DB>, id: string, ciphertext: string) {
+  return db
+    .updateTable('refresh_tokens')
+    .set({ successor_ciphertext: ciphertext })
+    .where('id', '=', id)
+    .execute();
+}
+
+/**
+ * Clears the sealed successors of tokens used before `usedBefore` (their grace window is over),
+ * and, with `sessionId`, every one of that session's.
+ */
+export function clearSuccessors(db: Kysely<DB>, filter: { usedBefore?: Date; sessionId?: string }) {
+  let query = db
+    .updateTable('refresh_tokens')
+    .set({ successor_ciphertext: null })
+    .where('successor_ciphertext', 'is not', null);
+  if (filter.usedBefore) query = query.where('used_at', '<', filter.usedBefore);
+  if (filter.sessionId) query = query.where('session_id', '=', filter.sessionId);
+  return query.execute();
 }
 
 export function revokeSession(db: Kysely<DB>, sessionId: string, reason: string) {
