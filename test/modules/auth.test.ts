@@ -1,6 +1,7 @@
 import t from 'tap';
+import { createOperator } from '../../src/modules/identity/operators.js';
 import { bearer, GOOD_PASSWORD, login, signup, uniqueEmail } from '../fixtures/identity.js';
-import { build } from '../helper.js';
+import { build, testConfig } from '../helper.js';
 
 const PROBLEM = /^application\/problem\+json/;
 
@@ -77,6 +78,9 @@ t.test('weak and common passwords are refused with the reason', async (t) => {
 t.test('common passwords are refused wherever a password is set', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
+  const opEmail = uniqueEmail('ops');
+  await createOperator(app.database.db, testConfig(), { email: opEmail, password: GOOD_PASSWORD });
+  const op = await login(app, opEmail);
   const common = ['correcthorsebatterystaple', 'Password123456789!', 'iloveyou iloveyou'];
   const places = [
     {
@@ -111,6 +115,17 @@ t.test('common passwords are refused wherever a password is set', async (t) => {
           payload: { email: uniqueEmail(), password, role: 'member' },
         }),
     },
+    {
+      label: 'account made by an operator',
+      field: 'body.owner.password',
+      request: (password: string) =>
+        app.inject({
+          method: 'POST',
+          url: '/v1/ops/accounts',
+          headers: bearer(op.accessToken),
+          payload: { name: 'Made by ops', owner: { email: uniqueEmail(), password } },
+        }),
+    },
   ];
   for (const place of places) {
     for (const password of common) {
@@ -126,6 +141,14 @@ t.test('common passwords are refused wherever a password is set', async (t) => {
     const random = await place.request('qX7!mZp2 rV9#kL4w tB6$nH8e');
     t.ok([201, 204].includes(random.statusCode), `${place.label} accepts a random passphrase`);
   }
+  // The command-line bootstrap of operators applies the same policy.
+  await t.rejects(
+    createOperator(app.database.db, testConfig(), {
+      email: uniqueEmail('ops'),
+      password: 'Password123456789!',
+    }),
+    { code: 'password_common' },
+  );
 });
 
 t.test('sign-up can be closed', async (t) => {

@@ -178,11 +178,14 @@ export function createAuthService(deps: {
   async function createAccountWithOwner(
     trx: Kysely<DB>,
     input: { accountName: string; timeZone?: string | undefined; email: string; password: string },
+    passwordField = 'body.password',
   ): Promise<{ account: AccountRow; owner: UserRow }> {
-    enforcePasswordPolicy(config, input.password, {
-      email: input.email,
-      accountName: input.accountName,
-    });
+    enforcePasswordPolicy(
+      config,
+      input.password,
+      { email: input.email, accountName: input.accountName },
+      passwordField,
+    );
     const account = await insertAccount(trx, {
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
