@@ -141,8 +141,10 @@ export function createAuthService(deps: {
 }) {
   const { db, config, app, principals } = deps;
   const accessTtl = ttlSeconds(config.ACCESS_TOKEN_TTL);
-  const throttleSecret = hashSecretOf(config);
-  const sealKey = successorKey(throttleSecret);
+  // HASH_SECRET (or its development fallback): keys the failure counters' hashes, and through
+  // HKDF the key that seals refresh-token successors.
+  const serverSecret = hashSecretOf(config);
+  const sealKey = successorKey(serverSecret);
   const graceMs = config.REFRESH_REUSE_GRACE_SECONDS * 1000;
 
   async function issueTokens(
@@ -256,11 +258,11 @@ export function createAuthService(deps: {
     async login(input: { email: string; password: string }, meta: TraceMeta): Promise<TokenPair> {
       const now = new Date();
       const addressKey = keyedHash(
-        throttleSecret,
+        serverSecret,
         `${THROTTLE_KEY_PREFIX}address\u0000${input.email}`,
       );
       const pairKey = keyedHash(
-        throttleSecret,
+        serverSecret,
         `${THROTTLE_KEY_PREFIX}pair\u0000${input.email}\u0000${clientNetwork(meta.ip)}`,
       );
       const user = await findUserByEmail(db, input.email);
@@ -330,8 +332,9 @@ export function createAuthService(deps: {
      * means it was copied, so the whole session (every token descended from the login) ends —
      * except within REFRESH_REUSE_GRACE_SECONDS of its use, when it is the same client racing
      * itself (two tabs refreshing at once): then it gets the same successor (and a fresh access
-     * token for the same session). OAuth 2.0 Security BCP (RFC 9700 §4.14.2) allows such a
-     * grace period for refresh token rotation.
+     * token for the same session). Rotation with reuse detection is what the OAuth 2.0 Security
+     * BCP (RFC 9700) recommends for public clients; the window trades a few seconds in which a
+     * just-used token still works for not logging out a user whose tabs raced.
      */
     async refresh(refreshToken: string, meta: TraceMeta): Promise<TokenPair> {
       const tokenHash = sha256Hex(refreshToken);
