@@ -101,11 +101,22 @@ const envSchema = z
       .regex(/^\d+[smhd]$/, 'must look like 15m, 1h or 900s')
       .default('15m'),
     REFRESH_TOKEN_TTL_DAYS: int(30, 1, 365),
+    // Seconds after a refresh token was used in which presenting it again (a second tab
+    // refreshing at the same moment) returns the same successor instead of ending the session.
+    // 0: every reuse ends the session.
+    REFRESH_REUSE_GRACE_SECONDS: int(10, 0, 300),
     SIGNUP: z.enum(['open', 'closed']).default('open'),
     PASSWORD_MIN_LENGTH: int(15, 12, 64),
     PASSWORD_MAX_AGE_DAYS: int(365, 0),
     LOGIN_MAX_PER_IP_PER_MINUTE: int(30, 1),
-    LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: int(10, 1),
+    // Failed logins allowed per (address, client network) pair within the window; past it that
+    // client alone gets 429 for the address, so an attacker cannot lock the owner out.
+    LOGIN_MAX_FAILURES_PER_CLIENT: int(10, 1),
+    LOGIN_CLIENT_WINDOW_MINUTES: int(15, 1, 1440),
+    // Consecutive failures per address (from anywhere) before each further attempt waits
+    // 1, 2, 4, ... seconds, capped at LOGIN_BACKOFF_MAX_SECONDS: a delay, not a lockout.
+    LOGIN_BACKOFF_AFTER_FAILURES: int(20, 1, 100),
+    LOGIN_BACKOFF_MAX_SECONDS: int(60, 1, 3600),
     // NIST SP 800-63B-4: at most 100 consecutive failed attempts per account.
     LOGIN_LOCKOUT_THRESHOLD: int(100, 1, 100),
     // How long an instance may reuse a verified session without asking the database; changes

@@ -29,8 +29,6 @@ export interface UsersTable {
   password_hash: string;
   role: UserRole;
   password_changed_at: Timestamp;
-  failed_login_count: Generated<number>;
-  locked_until: Date | null;
   created_at: CreatedAt;
   updated_at: Timestamp;
 }
@@ -52,6 +50,17 @@ export interface RefreshTokensTable {
   created_at: CreatedAt;
   expires_at: Date;
   used_at: Date | null;
+  /** The successor token, AES-256-GCM encrypted, during the reuse grace window only. */
+  successor_ciphertext: string | null;
+}
+
+/** Failed-login counters by keyed hash of the address, or of the address and client network. */
+export interface LoginThrottlesTable {
+  key: string;
+  failures: number;
+  resets_at: Date | null;
+  last_failure_at: Date;
+  locked_until: Date | null;
 }
 
 export interface ApiKeysTable {
@@ -248,6 +257,7 @@ export interface DB {
   users: UsersTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
+  login_throttles: LoginThrottlesTable;
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   contacts: ContactsTable;

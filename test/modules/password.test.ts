@@ -3,6 +3,7 @@ import t from 'tap';
 import {
   ARGON2_OPTIONS,
   checkPasswordPolicy,
+  commonPasswordCount,
   DUMMY_HASH,
   hashPassword,
   needsRehash,
@@ -206,6 +207,44 @@ t.test('policy: common and weak passwords', async (t) => {
     const password = 'vellum quasar tundra obliged';
     t.match(password, /^[a-z ]+$/);
     t.same(checkPasswordPolicy(password, SOLE_FACTOR), { ok: true });
+  });
+});
+
+t.test('policy: breached-password blocklist with normalisation', async (t) => {
+  t.test('the blocklist holds at least 100,000 entries', async (t) => {
+    t.ok(commonPasswordCount() >= 100_000, `${commonPasswordCount()} entries`);
+  });
+
+  t.test('padded, repeated and famous common passwords are refused', async (t) => {
+    for (const password of [
+      'correcthorsebatterystaple',
+      'Correct Horse Battery Staple',
+      'Password123456789!',
+      'iloveyou iloveyou',
+      'ILoveYouILoveYou!!',
+      '2024 sunshine 2024!!',
+      'dragon-dragon-dragon',
+    ]) {
+      t.equal(codeOf(checkPasswordPolicy(password, SOLE_FACTOR)), 'password_common', password);
+    }
+  });
+
+  t.test('an entry found only in the large breach list is refused', async (t) => {
+    // In the SecLists/xato top-1M list, not in zxcvbn's 49k list.
+    t.equal(codeOf(checkPasswordPolicy('Per aspera ad astra', SOLE_FACTOR)), 'password_common');
+    t.equal(codeOf(checkPasswordPolicy('stairwaytoheaven', SOLE_FACTOR)), 'password_common');
+  });
+
+  t.test('the name of the service counts as a context-specific word', async (t) => {
+    t.equal(
+      codeOf(checkPasswordPolicy('Custodian vellum quasar tundra', SOLE_FACTOR)),
+      'password_contains_personal_info',
+    );
+  });
+
+  t.test('a long random passphrase is accepted', async (t) => {
+    t.same(checkPasswordPolicy('qX7!mZp2 rV9#kL4w tB6$nH8e', SOLE_FACTOR), { ok: true });
+    t.same(checkPasswordPolicy('vellum quasar tundra obliged 1987', SOLE_FACTOR), { ok: true });
   });
 });
 

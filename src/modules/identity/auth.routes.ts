@@ -101,20 +101,13 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
   app,
   { auth, config },
 ) => {
-  // Throttle guessing per client address and per target email (the body is parsed by then).
-  // The global limiter already ran for this request, so these use separate counters.
+  // Throttle requests per client address. Failed logins are also counted per (email, client
+  // network) and per email by the auth service, which answers 429 itself (see `login`).
+  // The global limiter already ran for this request, so this uses a separate counter.
   const perIp = throttle(app, {
     max: config.LOGIN_MAX_PER_IP_PER_MINUTE,
     timeWindow: 60_000,
     keyGenerator: (request) => `login-ip:${request.ip}`,
-  });
-  const perEmail = throttle(app, {
-    max: config.LOGIN_MAX_PER_EMAIL_PER_15_MINUTES,
-    timeWindow: 15 * 60_000,
-    keyGenerator: (request) => {
-      const email = (request.body as { email?: unknown } | undefined)?.email;
-      return `login-email:${typeof email === 'string' ? email.trim().toLowerCase() : ''}`;
-    },
   });
 
   app.post(
@@ -149,16 +142,18 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
     '/auth/login',
     {
       config: { auth: 'public' },
-      preHandler: [perIp, perEmail],
+      preHandler: [perIp],
       schema: {
         operationId: 'login',
         tags: ['auth'],
         security: PUBLIC,
         summary: 'Exchange email and password for an access token and a refresh token',
         description:
-          'Unknown emails and wrong passwords get the same answer in the same time. Throttled per ' +
-          'client address and per email; an account locks after LOGIN_LOCKOUT_THRESHOLD ' +
-          'consecutive failures.',
+          'Unknown emails and wrong passwords get the same answer after the same work. Throttled ' +
+          'per client address; failures are limited per email and client network ' +
+          '(LOGIN_MAX_FAILURES_PER_CLIENT, then 429 with Retry-After for that client only), ' +
+          'slowed per email from anywhere after LOGIN_BACKOFF_AFTER_FAILURES (429 with ' +
+          'Retry-After), and the email locks after LOGIN_LOCKOUT_THRESHOLD consecutive failures.',
         body: LoginBody,
         response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
       },
@@ -176,7 +171,10 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         tags: ['auth'],
         security: PUBLIC,
         summary: 'Rotate a refresh token into a new token pair',
-        description: 'A refresh token works once. Reusing one ends the whole session.',
+        description:
+          'A refresh token works once. Presented again within REFRESH_REUSE_GRACE_SECONDS of ' +
+          'its use (two tabs refreshing at once), it returns the same new refresh token and a ' +
+          'fresh access token; reused later, it ends the whole session.',
         body: RefreshBody,
         response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
       },

@@ -3,11 +3,15 @@ import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
 import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
+import { keyedHash } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import type { Actor, RequestContext } from './actor.js';
 import {
+  clearSuccessors,
   emailTaken,
   findAccount,
+  findLoginThrottles,
   findRefreshToken,
   findUserByEmail,
   findUserById,
@@ -17,23 +21,72 @@ import {
   insertUser,
   markRefreshTokenUsed,
   recordLoginFailure,
-  resetLoginFailures,
+  resetLoginThrottles,
   revokeSession,
   revokeUserSessions,
+  storeSuccessor,
   touchSession,
 } from './identity.repository.js';
 import {
   checkPasswordPolicy,
+  DUMMY_HASH,
   hashPassword,
   needsRehash,
-  verifyAgainstDummy,
   verifyPassword,
 } from './password.js';
 import type { PrincipalCache } from './principal-cache.js';
-import { newRefreshToken, sha256Hex } from './tokens.js';
+import { newRefreshToken, seal, sha256Hex, successorKey, unseal } from './tokens.js';
 
 /** Minutes an account stays locked after too many consecutive failures (NIST SP 800-63B-4). */
 const LOCK_MINUTES = 60;
+
+/**
+ * Failure counters idle this long are forgotten (an address's consecutive failures included):
+ * they are pseudonymous personal data (GDPR Art. 5(1)(e), storage limitation), and a day of
+ * quiet bounds what an attacker gains by pausing to ~LOGIN_LOCKOUT_THRESHOLD guesses a day.
+ */
+const FAILURE_MEMORY_MS = 24 * 3_600_000;
+
+/** Separates these keyed hashes from every other use of the secret. */
+const THROTTLE_KEY_PREFIX = 'custodian/login-throttle/v1\u0000';
+
+/**
+ * The network a login comes from: an IPv4 address, or the /64 of an IPv6 address (one
+ * subscriber usually holds a whole /64, so per-address counting there would count nothing).
+ */
+export function clientNetwork(ip: string): string {
+  const address = ip.split('%')[0]!.toLowerCase();
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head = '', tail] = address.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined
+      ? left
+      : [
+          ...left,
+          ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'),
+          ...right,
+        ];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => Number.parseInt(group || '0', 16).toString(16))
+    .join(':')}::/64`;
+}
+
+function tooManyAttempts(until: Date, now: Date): AppError {
+  const seconds = Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000));
+  return new AppError(
+    429,
+    'rate_limited',
+    'Too many requests',
+    `Too many failed sign-ins; retry after ${seconds} s.`,
+    undefined,
+    { 'retry-after': String(seconds) },
+  );
+}
 
 export interface TokenPair {
   tokenType: 'Bearer';
@@ -88,6 +141,11 @@ export function createAuthService(deps: {
 }) {
   const { db, config, app, principals } = deps;
   const accessTtl = ttlSeconds(config.ACCESS_TOKEN_TTL);
+  // HASH_SECRET (or its development fallback): keys the failure counters' hashes, and through
+  // HKDF the key that seals refresh-token successors.
+  const serverSecret = hashSecretOf(config);
+  const sealKey = successorKey(serverSecret);
+  const graceMs = config.REFRESH_REUSE_GRACE_SECONDS * 1000;
 
   async function issueTokens(
     trx: Kysely<DB>,
@@ -122,11 +180,14 @@ export function createAuthService(deps: {
   async function createAccountWithOwner(
     trx: Kysely<DB>,
     input: { accountName: string; timeZone?: string | undefined; email: string; password: string },
+    passwordField = 'body.password',
   ): Promise<{ account: AccountRow; owner: UserRow }> {
-    enforcePasswordPolicy(config, input.password, {
-      email: input.email,
-      accountName: input.accountName,
-    });
+    enforcePasswordPolicy(
+      config,
+      input.password,
+      { email: input.email, accountName: input.accountName },
+      passwordField,
+    );
     const account = await insertAccount(trx, {
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
@@ -181,26 +242,71 @@ export function createAuthService(deps: {
     },
 
     /**
-     * Same answer, and the same work (one argon2 verification), whether or not the email
-     * exists, so neither the body nor the timing tells an attacker which addresses are users.
+     * Same answer, and the same work, whether or not the email exists: one lookup of the user,
+     * one of the failure counters, one argon2 verification (against a dummy hash of the same
+     * parameters when there is no user), one counter upsert and one log line of the same shape.
+     * Neither the body nor the timing tells an attacker which addresses are users (OWASP
+     * Authentication Cheat Sheet).
+     *
+     * Throttling (NIST SP 800-63B-4 §3.2.2, rate limiting): failures are counted per (address,
+     * client network) pair, which past LOGIN_MAX_FAILURES_PER_CLIENT within the window gets
+     * 429; and per address from anywhere, which past LOGIN_BACKOFF_AFTER_FAILURES makes each
+     * attempt wait an exponentially growing delay, and at LOGIN_LOCKOUT_THRESHOLD (≤ 100)
+     * consecutive failures locks the address for an hour. An attacker thus exhausts only their
+     * own pair's budget and cannot lock the owner out from one network.
      */
     async login(input: { email: string; password: string }, meta: TraceMeta): Promise<TokenPair> {
+      const now = new Date();
+      const addressKey = keyedHash(
+        serverSecret,
+        `${THROTTLE_KEY_PREFIX}address\u0000${input.email}`,
+      );
+      const pairKey = keyedHash(
+        serverSecret,
+        `${THROTTLE_KEY_PREFIX}pair\u0000${input.email}\u0000${clientNetwork(meta.ip)}`,
+      );
       const user = await findUserByEmail(db, input.email);
-      if (!user) {
-        await verifyAgainstDummy(input.password);
-        throw invalidCredentials();
+      const counters = await findLoginThrottles(db, [addressKey, pairKey]);
+      const pair = counters.find((row) => row.key === pairKey);
+      const address = counters.find((row) => row.key === addressKey);
+
+      if (
+        pair?.resets_at &&
+        pair.resets_at > now &&
+        pair.failures >= config.LOGIN_MAX_FAILURES_PER_CLIENT
+      ) {
+        throw tooManyAttempts(pair.resets_at, now);
       }
-      const passwordOk = await verifyPassword(user.password_hash, input.password);
-      const locked = user.locked_until !== null && user.locked_until > new Date();
-      if (!passwordOk || locked) {
-        if (!passwordOk) {
-          await recordLoginFailure(db, user.id, config.LOGIN_LOCKOUT_THRESHOLD, LOCK_MINUTES);
-        }
-        app.log.warn({ userId: user.id, locked, requestId: meta.requestId }, 'login failed');
+      if (address && address.failures >= config.LOGIN_BACKOFF_AFTER_FAILURES) {
+        const exponent = Math.min(30, address.failures - config.LOGIN_BACKOFF_AFTER_FAILURES);
+        const delaySeconds = Math.min(2 ** exponent, config.LOGIN_BACKOFF_MAX_SECONDS);
+        const waitUntil = new Date(address.last_failure_at.getTime() + delaySeconds * 1000);
+        if (waitUntil > now) throw tooManyAttempts(waitUntil, now);
+      }
+
+      const passwordOk = await verifyPassword(
+        user ? user.password_hash : await DUMMY_HASH.get(),
+        input.password,
+      );
+      const locked = address?.locked_until != null && address.locked_until > now;
+      if (!user || !passwordOk || locked) {
+        // While locked, even the right password counts as a failure: answering it with less
+        // work would tell the attacker that the guess was right.
+        const failures = await recordLoginFailure(db, {
+          addressKey,
+          pairKey,
+          now,
+          pairResetsAt: new Date(now.getTime() + config.LOGIN_CLIENT_WINDOW_MINUTES * 60_000),
+          forgetBefore: new Date(now.getTime() - FAILURE_MEMORY_MS),
+          threshold: config.LOGIN_LOCKOUT_THRESHOLD,
+          lockUntil: new Date(now.getTime() + LOCK_MINUTES * 60_000),
+        });
+        // No user id: a field present only for known addresses would enumerate them in the logs.
+        app.log.warn({ requestId: meta.requestId, locked, failures }, 'login failed');
         throw invalidCredentials();
       }
       return db.transaction().execute(async (trx) => {
-        await resetLoginFailures(trx, user.id);
+        await resetLoginThrottles(trx, [addressKey, pairKey]);
         if (needsRehash(user.password_hash)) {
           // Parameters were raised since this hash was made: upgrade it while we hold the password.
           await trx
@@ -223,56 +329,104 @@ export function createAuthService(deps: {
 
     /**
      * Rotates a refresh token: each is good for one use. Presenting one that was already used
-     * means it was copied, so the whole session (every token descended from the login) ends.
+     * means it was copied, so the whole session (every token descended from the login) ends —
+     * except within REFRESH_REUSE_GRACE_SECONDS of its use, when it is the same client racing
+     * itself (two tabs refreshing at once): then it gets the same successor (and a fresh access
+     * token for the same session). Rotation with reuse detection is what the OAuth 2.0 Security
+     * BCP (RFC 9700) recommends for public clients; the window trades a few seconds in which a
+     * just-used token still works for not logging out a user whose tabs raced.
      */
     async refresh(refreshToken: string, meta: TraceMeta): Promise<TokenPair> {
-      const row = await findRefreshToken(db, sha256Hex(refreshToken));
+      const tokenHash = sha256Hex(refreshToken);
+      let row = await findRefreshToken(db, tokenHash);
       const invalid = new UnauthorizedError(
         'The refresh token is not valid.',
         'invalid_refresh_token',
       );
+      const sessionEnded = () =>
+        new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
       if (!row) throw invalid;
-      if (row.revoked_at || row.session_expires_at < new Date()) {
-        throw new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
+      if (row.revoked_at || row.session_expires_at < new Date()) throw sessionEnded();
+      if (row.used_at === null) {
+        if (row.expires_at < new Date()) throw invalid;
+        const current = row;
+        const rotated = await db.transaction().execute(async (trx) => {
+          // Concurrent refreshes with this token wait here for the first one's commit (the row
+          // lock), then find it used: they lose, and read the successor stored below.
+          if (!(await markRefreshTokenUsed(trx, current.id))) return undefined;
+          await touchSession(trx, current.session_id);
+          const tokens = await issueTokens(trx, current.user_id, current.session_id);
+          if (graceMs > 0) {
+            const sealed = seal(
+              sealKey,
+              tokenHash,
+              JSON.stringify([tokens.refreshToken, tokens.refreshTokenExpiresAt]),
+            );
+            await storeSuccessor(trx, current.id, sealed);
+          }
+          return tokens;
+        });
+        if (rotated) {
+          // Successors are kept for the grace window only: clear those whose window is over.
+          // Outside the rotation's transaction, so that it never waits on other sessions' rows;
+          // a failure here costs nothing but a later retry.
+          await clearSuccessors(db, { usedBefore: new Date(Date.now() - graceMs) }).catch(
+            (error: unknown) => app.log.warn({ err: error }, 'clearing refresh successors failed'),
+          );
+          return rotated;
+        }
+        row = await findRefreshToken(db, tokenHash);
+        if (!row) throw invalid;
+        if (row.revoked_at) throw sessionEnded();
       }
+
+      // Used before: the same successor within the grace window, else a copied token.
+      const usedAt = row.used_at;
+      if (usedAt && row.successor_ciphertext && Date.now() - usedAt.getTime() < graceMs) {
+        const successor = unseal(sealKey, tokenHash, row.successor_ciphertext);
+        if (successor) {
+          const [token, expiresAt] = JSON.parse(successor) as [string, string];
+          return {
+            tokenType: 'Bearer',
+            accessToken: app.jwt.sign({ sub: row.user_id, sid: row.session_id, typ: 'access' }),
+            expiresIn: accessTtl,
+            refreshToken: token,
+            refreshTokenExpiresAt: expiresAt,
+          };
+        }
+      }
+      const used = row;
       const ctx: RequestContext = {
         actor:
-          row.role === 'operator'
-            ? { type: 'operator', id: row.user_id, accountId: null, sessionId: row.session_id }
+          used.role === 'operator'
+            ? { type: 'operator', id: used.user_id, accountId: null, sessionId: used.session_id }
             : {
                 type: 'user',
-                id: row.user_id,
-                accountId: row.account_id!,
-                role: row.role,
-                sessionId: row.session_id,
+                id: used.user_id,
+                accountId: used.account_id!,
+                role: used.role,
+                sessionId: used.session_id,
               },
         ...meta,
       };
-      const reused = row.used_at !== null || !(await markRefreshTokenUsed(db, row.id));
-      if (reused) {
-        await db.transaction().execute(async (trx) => {
-          await revokeSession(trx, row.session_id, 'refresh_token_reuse');
-          if (row.account_id) {
-            await recordAudit(trx, ctx, {
-              action: 'auth.session_revoked',
-              entityType: 'session',
-              entityId: row.session_id,
-              changedFields: ['revokedAt'],
-            });
-          }
-        });
-        principals.forgetSession(row.session_id);
-        app.log.warn({ sessionId: row.session_id }, 'refresh token reused: session revoked');
-        throw new UnauthorizedError(
-          'This refresh token was already used; the session has been ended for safety.',
-          'refresh_token_reused',
-        );
-      }
-      if (row.expires_at < new Date()) throw invalid;
-      return db.transaction().execute(async (trx) => {
-        await touchSession(trx, row.session_id);
-        return issueTokens(trx, row.user_id, row.session_id);
+      await db.transaction().execute(async (trx) => {
+        await revokeSession(trx, used.session_id, 'refresh_token_reuse');
+        await clearSuccessors(trx, { sessionId: used.session_id });
+        if (used.account_id) {
+          await recordAudit(trx, ctx, {
+            action: 'auth.session_revoked',
+            entityType: 'session',
+            entityId: used.session_id,
+            changedFields: ['revokedAt'],
+          });
+        }
       });
+      principals.forgetSession(used.session_id);
+      app.log.warn({ sessionId: used.session_id }, 'refresh token reused: session revoked');
+      throw new UnauthorizedError(
+        'This refresh token was already used; the session has been ended for safety.',
+        'refresh_token_reused',
+      );
     },
 
     async logout(ctx: RequestContext) {

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { DB, NewUser, UserRole, UserRow } from '../../db/schema.js';
 import { ConflictError } from '../../errors.js';
 import type { SessionPrincipal } from './principal-cache.js';
@@ -41,33 +41,80 @@ export function findAccount(db: Kysely<DB>, id: string) {
   return db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export async function recordLoginFailure(
-  db: Kysely<DB>,
-  userId: string,
-  threshold: number,
-  lockMinutes: number,
-) {
-  const row = await db
-    .updateTable('users')
-    .set((eb) => ({ failed_login_count: eb('failed_login_count', '+', 1) }))
-    .where('id', '=', userId)
-    .returning('failed_login_count')
-    .executeTakeFirst();
-  if (row && row.failed_login_count >= threshold) {
-    await db
-      .updateTable('users')
-      .set({ locked_until: new Date(Date.now() + lockMinutes * 60_000), failed_login_count: 0 })
-      .where('id', '=', userId)
-      .execute();
-  }
+/** The failed-login counters of one address and of one (address, client network) pair. */
+export function findLoginThrottles(db: Kysely<DB>, keys: readonly string[]) {
+  return db.selectFrom('login_throttles').selectAll().where('key', 'in', keys).execute();
 }
 
-export function resetLoginFailures(db: Kysely<DB>, userId: string) {
-  return db
-    .updateTable('users')
-    .set({ failed_login_count: 0, locked_until: null })
-    .where('id', '=', userId)
+/** How many stale counters one failed login deletes at most, so the table cannot grow unbounded. */
+const STALE_THROTTLES_PER_FAILURE = 20;
+
+/**
+ * Counts one failed login against the pair (`pairKey`, its count restarting once `pairResetsAt`
+ * passed) and against the address (`addressKey`, consecutive, no window), in one statement that
+ * also forgets a few counters idle since `forgetBefore`. Locks the address until `lockUntil`
+ * when it reaches `threshold` consecutive failures. Returns the address's failure count.
+ */
+export async function recordLoginFailure(
+  db: Kysely<DB>,
+  input: {
+    addressKey: string;
+    pairKey: string;
+    now: Date;
+    pairResetsAt: Date;
+    forgetBefore: Date;
+    threshold: number;
+    lockUntil: Date;
+  },
+): Promise<number> {
+  const { addressKey, pairKey, now } = input;
+  const rows = await db
+    .with('forgotten', (qb) =>
+      qb.deleteFrom('login_throttles').where(
+        'key',
+        'in',
+        qb
+          .selectFrom('login_throttles')
+          .select('key')
+          .where('last_failure_at', '<', input.forgetBefore)
+          .where('key', 'not in', [addressKey, pairKey])
+          .where((eb) =>
+            eb.or([eb('locked_until', 'is', null), eb('locked_until', '<', input.forgetBefore)]),
+          )
+          .limit(STALE_THROTTLES_PER_FAILURE),
+      ),
+    )
+    .insertInto('login_throttles')
+    .values([
+      { key: addressKey, failures: 1, resets_at: null, last_failure_at: now },
+      { key: pairKey, failures: 1, resets_at: input.pairResetsAt, last_failure_at: now },
+    ])
+    .onConflict((oc) =>
+      oc.column('key').doUpdateSet({
+        // A window that has passed starts over; the address row has none (null never passes).
+        failures: sql<number>`case when login_throttles.resets_at <= ${now} then 1
+          else login_throttles.failures + 1 end`,
+        resets_at: sql<Date>`case when login_throttles.resets_at <= ${now}
+          then excluded.resets_at else login_throttles.resets_at end`,
+        last_failure_at: (eb) => eb.ref('excluded.last_failure_at'),
+      }),
+    )
+    .returning(['key', 'failures'])
     .execute();
+  const failures = rows.find((row) => row.key === addressKey)?.failures ?? 0;
+  if (failures >= input.threshold) {
+    await db
+      .updateTable('login_throttles')
+      .set({ locked_until: input.lockUntil, failures: 0 })
+      .where('key', '=', addressKey)
+      .execute();
+  }
+  return failures;
+}
+
+/** A successful login: the pair's count and the address's consecutive failures start over. */
+export function resetLoginThrottles(db: Kysely<DB>, keys: readonly string[]) {
+  return db.deleteFrom('login_throttles').where('key', 'in', keys).execute();
 }
 
 export function insertSession(db: Kysely<DB>, userId: string, expiresAt: Date) {
@@ -100,6 +147,7 @@ export function findRefreshToken(db: Kysely<DB>, tokenHash: string) {
       'refresh_tokens.session_id',
       'refresh_tokens.expires_at',
       'refresh_tokens.used_at',
+      'refresh_tokens.successor_ciphertext',
       'sessions.revoked_at',
       'sessions.expires_at as session_expires_at',
       'users.id as user_id',
@@ -119,6 +167,29 @@ export async function markRefreshTokenUsed(db: Kysely<DB>, id: string): Promise<
     .where('used_at', 'is', null)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
+}
+
+/** Keeps a used token's successor (sealed) for the reuse grace window. */
+export function storeSuccessor(db: Kysely<DB>, id: string, ciphertext: string) {
+  return db
+    .updateTable('refresh_tokens')
+    .set({ successor_ciphertext: ciphertext })
+    .where('id', '=', id)
+    .execute();
+}
+
+/**
+ * Clears the sealed successors of tokens used before `usedBefore` (their grace window is over),
+ * and, with `sessionId`, every one of that session's.
+ */
+export function clearSuccessors(db: Kysely<DB>, filter: { usedBefore?: Date; sessionId?: string }) {
+  let query = db
+    .updateTable('refresh_tokens')
+    .set({ successor_ciphertext: null })
+    .where('successor_ciphertext', 'is not', null);
+  if (filter.usedBefore) query = query.where('used_at', '<', filter.usedBefore);
+  if (filter.sessionId) query = query.where('session_id', '=', filter.sessionId);
+  return query.execute();
 }
 
 export function revokeSession(db: Kysely<DB>, sessionId: string, reason: string) {

@@ -4,7 +4,7 @@ import { setBounded } from '../../lib/bounded-map.js';
 /** The signed-in user behind a session, as loaded for every authenticated request. */
 export interface SessionPrincipal {
   sessionId: string;
-  user: Omit<UserRow, 'password_hash' | 'failed_login_count' | 'locked_until'>;
+  user: Omit<UserRow, 'password_hash'>;
   account: AccountRow | null;
   sessionExpiresAt: Date;
   revoked: boolean;

@@ -62,12 +62,16 @@ export const opsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; auth: AuthServic
     async (request, reply) => {
       const ctx = requestContext(request);
       const { account, owner } = await db.transaction().execute(async (trx) => {
-        const created = await auth.createAccountWithOwner(trx, {
-          accountName: request.body.name,
-          timeZone: request.body.timeZone,
-          email: request.body.owner.email,
-          password: request.body.owner.password,
-        });
+        const created = await auth.createAccountWithOwner(
+          trx,
+          {
+            accountName: request.body.name,
+            timeZone: request.body.timeZone,
+            email: request.body.owner.email,
+            password: request.body.owner.password,
+          },
+          'body.owner.password',
+        );
         await recordAudit(trx, ctx, {
           accountId: created.account.id,
           action: 'account.created',
