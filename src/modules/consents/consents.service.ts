@@ -1,14 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
+import { cursors } from '../../db/keyset.js';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
-import {
-  AppError,
-  BadRequestError,
-  ConflictError,
-  NotFoundError,
-  UnprocessableError,
-} from '../../errors.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
+import { AppError, ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { appendAuditEvent } from '../audit/audit.repository.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
@@ -33,13 +27,6 @@ import {
 import type { RecordConsentInput } from './consents.schemas.js';
 
 const HOUR_MS = 3_600_000;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** `recorded_at::text` as Postgres prints it, e.g. `2026-11-25 16:00:00.123456+00`. */
-const RECORDED_KEY = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/;
-
-function invalidCursor() {
-  return new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
-}
 
 /** What a public link knows about its caller: the request, and the evidence it leaves. */
 export interface LinkRequest {
@@ -263,10 +250,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       contactId: string,
       query: { limit: number; cursor?: string | undefined; purposeId?: string | undefined },
     ) {
+      const after = cursors.consentLedger.decode(query.cursor);
       await getContact(accountId, contactId);
-      const after = decodeCursor(query.cursor, 2) as [string, string] | undefined;
-      // The cursor reaches SQL as a timestamp and a uuid: anything else was not issued by us.
-      if (after && (!RECORDED_KEY.test(after[0]) || !UUID.test(after[1]))) throw invalidCursor();
       const current = await currentConsentEvents(db, accountId, contactId);
       const rows = await listConsentEvents(db, accountId, contactId, {
         limit: query.limit + 1,
@@ -279,7 +264,9 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         current: current.map((row) => ({ row, state: deriveState(row.event, row.method) })),
         events: page,
         nextCursor:
-          rows.length > query.limit && last ? encodeCursor([last.recorded_key, last.id]) : null,
+          rows.length > query.limit && last
+            ? cursors.consentLedger.encode([last.recorded_key, last.id])
+            : null,
       };
     },
 
@@ -338,6 +325,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       purposeId: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
+      const afterContactId = cursors.contactId.decode(query.cursor)?.[0];
       const purpose = await db
         .selectFrom('purposes')
         .select('id')
@@ -345,9 +333,6 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         .where('id', '=', purposeId)
         .executeTakeFirst();
       if (!purpose) throw new NotFoundError('The purpose does not exist.');
-      const after = decodeCursor(query.cursor, 1);
-      const afterContactId = after ? String(after[0]) : undefined;
-      if (afterContactId !== undefined && !UUID.test(afterContactId)) throw invalidCursor();
       const rows = await audiencePage(db, accountId, purposeId, {
         limit: query.limit + 1,
         afterContactId,
@@ -356,7 +341,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       const last = page[page.length - 1];
       return {
         rows: page,
-        nextCursor: rows.length > query.limit && last ? encodeCursor([last.contact_id]) : null,
+        nextCursor:
+          rows.length > query.limit && last ? cursors.contactId.encode([last.contact_id]) : null,
       };
     },
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setImmediate } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
-import { pageByCreatedAt } from '../../db/keyset.js';
+import { cursors, pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactImportRow, DB } from '../../db/schema.js';
 import {
   AppError,
@@ -11,7 +11,6 @@ import {
   UnprocessableError,
 } from '../../errors.js';
 import { idempotencyKeyInProgress, idempotencyKeyReused } from '../../http/idempotency.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { issueConsentLinks } from '../consents/consents.repository.js';
@@ -235,19 +234,18 @@ export function createContactImportsService(deps: {
     },
 
     async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
+      const key = cursors.importError.decode(query.cursor);
       await get(accountId, id);
-      const key = decodeCursor(query.cursor, 2);
-      const after =
-        key && typeof key[0] === 'number' && typeof key[1] === 'number'
-          ? { rowNumber: key[0], ordinal: key[1] }
-          : undefined;
+      const after = key ? { rowNumber: key[0], ordinal: key[1] } : undefined;
       const rows = await listRowErrors(db, accountId, id, { limit: query.limit + 1, after });
       const page = rows.slice(0, query.limit);
       const last = page[page.length - 1];
       return {
         rows: page,
         nextCursor:
-          rows.length > query.limit && last ? encodeCursor([last.row_number, last.ordinal]) : null,
+          rows.length > query.limit && last
+            ? cursors.importError.encode([last.row_number, last.ordinal])
+            : null,
       };
     },
 

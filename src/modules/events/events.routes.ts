@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { cursors } from '../../db/keyset.js';
 import type { DB, EventRow } from '../../db/schema.js';
 import { problemResponses } from '../../http/problem.js';
-import { decodeCursor, encodeCursor, Timestamp, toIso } from '../../http/schemas.js';
+import { Timestamp, toIso } from '../../http/schemas.js';
 import { BEARER_OR_API_KEY } from '../../http/security.js';
 import { accountIdOf } from '../identity/auth.plugin.js';
 import { EVENT_TYPES, listEvents } from './events.repository.js';
@@ -104,8 +105,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (ap
     },
     async (request) => {
       const { limit, cursor, type } = request.query;
-      const key = decodeCursor(cursor, 1);
-      const afterSeq = key && typeof key[0] === 'number' ? key[0] : 0;
+      const afterSeq = cursors.eventSeq.decode(cursor)?.[0] ?? 0;
       const rows = await listEvents(db, accountIdOf(request), {
         afterSeq,
         limit,
@@ -114,7 +114,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (ap
       const last = rows[rows.length - 1];
       return {
         data: rows.map(toEvent),
-        nextCursor: encodeCursor([last ? Number(last.seq) : afterSeq]),
+        nextCursor: cursors.eventSeq.encode([last ? Number(last.seq) : afterSeq]),
       };
     },
   );
