@@ -3,10 +3,17 @@ import type { Config } from '../../config.js';
 import { cursors } from '../../db/keyset.js';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { AppError, ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
+import { linkSealer } from '../../lib/link-sealing.js';
 import { appendAuditEvent } from '../audit/audit.repository.js';
 import { recordAudit } from '../audit/audit.service.js';
-import { appendEvents, type NewEvent } from '../events/events.repository.js';
+import {
+  appendEvents,
+  type NewEvent,
+  type StoredLink,
+  storedLink,
+} from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import { buildConsentReceipt } from './consent-receipt.js';
 import {
   type ConsentTokenKind,
@@ -64,6 +71,7 @@ function restrictedError() {
 /** The consent ledger (Art. 7) and what is derived from it: state, receipt, audience. */
 export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) {
   const { db, config } = deps;
+  const sealer = linkSealer(hashSecretOf(config));
 
   async function getContact(accountId: string, contactId: string) {
     const contact = await db
@@ -214,7 +222,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         await appendEvents(trx, accountId, [
           consentEvent(
             event,
-            confirmation && { url: confirmation.url, expiresAt: confirmation.expiresAt },
+            confirmation && storedLink(sealer, accountId, event.id, confirmation),
           ),
         ]);
 
@@ -429,15 +437,15 @@ export type ConsentsService = ReturnType<typeof createConsentsService>;
 
 /**
  * The feed event for a ledger entry: what the customer's mail system must do about it. A
- * double opt-in grant carries its confirmation link, the only place besides the API answer
- * where the link is shown.
+ * double opt-in grant carries its confirmation link (sealed: see {@link storedLink}), the only
+ * place besides the API answer where the link is shown.
  */
 export function consentEvent(
   event: Pick<
     ConsentEventRow,
     'id' | 'contact_id' | 'purpose_id' | 'notice_version' | 'event' | 'method'
   >,
-  confirmation?: { url: string; expiresAt: string },
+  confirmation?: StoredLink,
 ): NewEvent {
   const data = {
     contactId: event.contact_id,

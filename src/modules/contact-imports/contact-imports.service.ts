@@ -12,6 +12,7 @@ import {
 } from '../../errors.js';
 import { idempotencyKeyInProgress, idempotencyKeyReused } from '../../http/idempotency.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
+import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { issueConsentLinks } from '../consents/consents.repository.js';
 import { consentEvent } from '../consents/consents.service.js';
@@ -23,7 +24,7 @@ import {
   type ImportRow,
   parseImport,
 } from '../contacts/contact-import.parser.js';
-import { appendEvents } from '../events/events.repository.js';
+import { appendEvents, storedLink } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   type AppendedConsent,
@@ -212,6 +213,7 @@ export function createContactImportsService(deps: {
   maxBodyBytes?: number;
 }) {
   const { db, hashSecret } = deps;
+  const sealer = linkSealer(hashSecret);
   const maxBodyBytes = deps.maxBodyBytes ?? IMPORT_MAX_BODY_BYTES;
   const leaseMs = deps.leaseSeconds * 1000;
 
@@ -326,6 +328,7 @@ export function createContactImportsService(deps: {
         actor: { type: ctx.actor.type, id: ctx.actor.id },
         pendingPurpose,
         consentTokenTtlHours: deps.consentTokenTtlHours,
+        sealer,
       });
       try {
         const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
@@ -401,6 +404,8 @@ interface WriterDeps {
   actor: { type: string; id: string | null };
   pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null;
   consentTokenTtlHours: number;
+  /** Seals the confirmation links written to the event feed. */
+  sealer: LinkSealer;
 }
 
 /**
@@ -413,6 +418,7 @@ async function requestConfirmations(
   accountId: string,
   pending: AppendedConsent[],
   ttlHours: number,
+  sealer: LinkSealer,
 ) {
   const expiresAt = new Date(Date.now() + ttlHours * 3_600_000);
   const links = await issueConsentLinks(
@@ -425,7 +431,7 @@ async function requestConfirmations(
     trx,
     accountId,
     pending.map((event, i) =>
-      consentEvent(event, { url: links[i]!.url, expiresAt: links[i]!.expiresAt }),
+      consentEvent(event, storedLink(sealer, accountId, event.id, links[i]!)),
     ),
   );
 }
@@ -629,7 +635,13 @@ function batchWriter(deps: WriterDeps) {
             contact_id: ids.get(email)!,
           })),
         );
-        await requestConfirmations(trx, accountId, toConfirm, deps.consentTokenTtlHours);
+        await requestConfirmations(
+          trx,
+          accountId,
+          toConfirm,
+          deps.consentTokenTtlHours,
+          deps.sealer,
+        );
         await insertRowErrors(trx, accountId, importId, errors);
         const progress: BatchProgress = {
           rows: batch.rows.length + batch.rejected.length,

@@ -1,13 +1,16 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import type { Config } from '../../config.js';
 import { cursors } from '../../db/keyset.js';
 import type { DB, EventRow } from '../../db/schema.js';
 import { problemResponses } from '../../http/problem.js';
 import { Timestamp, toIso } from '../../http/schemas.js';
 import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
 import { accountIdOf } from '../identity/auth.plugin.js';
-import { EVENT_TYPES, listEvents } from './events.repository.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
+import { EVENT_TYPES, listEvents, servedEventData } from './events.repository.js';
 
 const EventSchema = z
   .object({
@@ -69,13 +72,13 @@ const EventFeed = z.object({
     ),
 });
 
-function toEvent(row: EventRow): z.input<typeof EventSchema> {
+function toEvent(row: EventRow, sealer: LinkSealer): z.input<typeof EventSchema> {
   return {
     id: row.id,
     seq: Number(row.seq),
     type: row.type as (typeof EVENT_TYPES)[number],
     contactId: row.contact_id,
-    data: row.data,
+    data: servedEventData(sealer, row),
     createdAt: toIso(row.created_at),
   };
 }
@@ -85,7 +88,11 @@ function toEvent(row: EventRow): z.input<typeof EventSchema> {
  * double opt-in messages and to stop sending after a withdrawal; it keeps `nextCursor` and
  * reads on from there, so each event is seen once and in order.
  */
-export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (app, { db }) => {
+export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Config }> = async (
+  app,
+  { db, config },
+) => {
+  const sealer = linkSealer(hashSecretOf(config));
   app.get(
     '/events',
     {
@@ -113,7 +120,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (ap
       });
       const last = rows[rows.length - 1];
       return {
-        data: rows.map(toEvent),
+        data: rows.map((row) => toEvent(row, sealer)),
         nextCursor: cursors.eventSeq.encode([last ? Number(last.seq) : afterSeq]),
       };
     },
