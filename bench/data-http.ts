@@ -2,7 +2,7 @@ import { request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decodeCursor } from '../src/http/schemas.js';
+import { cursors } from '../src/db/keyset.js';
 
 /**
  * The HTTP side of the data benchmark: the calls a customer makes (sign up, log in, create a
@@ -244,7 +244,7 @@ export async function walkAudience(
       ms,
       rows: body.data.length,
       cursor,
-      afterContactId: cursor ? String(decodeCursor(cursor, 1)?.[0] ?? '') || null : null,
+      afterContactId: cursor ? (cursors.contactId.decode(cursor)?.[0] ?? null) : null,
     };
     pages.push(page);
     options.onPage?.(page, pages.length);

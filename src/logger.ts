@@ -70,6 +70,51 @@ export function censorSecrets(object: Record<string, unknown>): Record<string, u
   return result;
 }
 
+/**
+ * A path segment shaped like a link token (256 random bits in base64url are 43 characters; a
+ * UUID is 36 with dashes only at fixed places). Masks tokens in URLs that matched no route (a
+ * link with a stray character or trailing slash), where there is no pattern to go by.
+ */
+const TOKEN_SHAPED_SEGMENT = /(?<=\/)[A-Za-z0-9_-]{40,}(?=[/?#]|$)/g;
+
+function redactTokenShapes(url: string): string {
+  const queryAt = url.indexOf('?');
+  if (queryAt === -1) return url.replace(TOKEN_SHAPED_SEGMENT, CENSORED);
+  return url.slice(0, queryAt).replace(TOKEN_SHAPED_SEGMENT, CENSORED) + url.slice(queryAt);
+}
+
+/** Path parameters that are credentials: a link token acts for whoever holds it. */
+const SECRET_PARAM = /token|secret/i;
+
+/**
+ * The request URL with every path segment that the route declares as a secret parameter
+ * (`:token`, `:resetToken`, …) replaced by `[redacted]`. It goes by the route's pattern and
+ * parameter names, so a public link route added later is covered when its parameter is
+ * named `token`.
+ * Consent links stay valid for up to a year (Art. 7(3)); a log line must not be one.
+ */
+export function redactSecretParams(url: string, routePattern: string | undefined): string {
+  if (!routePattern?.includes(':')) return redactTokenShapes(url);
+  const patternSegments = routePattern.split('/');
+  if (!patternSegments.some((s) => s.startsWith(':') && SECRET_PARAM.test(s))) {
+    return redactTokenShapes(url);
+  }
+  const queryAt = url.indexOf('?');
+  const path = queryAt === -1 ? url : url.slice(0, queryAt);
+  const segments = path.split('/');
+  for (const [i, segment] of patternSegments.entries()) {
+    if (segment.startsWith(':') && SECRET_PARAM.test(segment) && i < segments.length) {
+      segments[i] = CENSORED;
+    }
+  }
+  // A wildcard route can put the secret past the pattern's own segments: mask all of those.
+  if (patternSegments.at(-1) === '*' || segments.length !== patternSegments.length) {
+    const first = patternSegments.findIndex((s) => s.startsWith(':') && SECRET_PARAM.test(s));
+    for (let i = first; i < segments.length; i += 1) segments[i] = CENSORED;
+  }
+  return segments.join('/') + (queryAt === -1 ? '' : url.slice(queryAt));
+}
+
 function hasPrettyPrinter(): boolean {
   try {
     createRequire(import.meta.url).resolve('pino-pretty');
@@ -96,7 +141,7 @@ export function loggerOptions(config: {
       ...Object.fromEntries(SECRET_KEYS.map((key) => [key, () => CENSORED])),
       req: (req: FastifyRequest) => ({
         method: req.method,
-        url: scrubEmails(req.url),
+        url: scrubEmails(redactSecretParams(req.url, req.routeOptions?.url)),
         remoteAddress: req.ip,
       }),
       res: (reply: FastifyReply) => ({ statusCode: reply.statusCode }),

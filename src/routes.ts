@@ -55,6 +55,6 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(contactImportsRoutes, { db, engine, config }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
-  await v1.register(eventsRoutes, { db }); //           /v1/events
+  await v1.register(eventsRoutes, { db, config }); // /v1/events
   await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*
 }

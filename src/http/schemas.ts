@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { BadRequestError } from '../errors.js';
 
 /** Shared wire primitives: ids, emails, timestamps, pagination. One definition each. */
 
@@ -48,29 +47,4 @@ export function pageOf<T extends z.ZodType>(item: T) {
       .nullable()
       .describe('Pass as `cursor` to get the next page; null on the last page.'),
   });
-}
-
-/** Keyset cursors: an opaque, URL-safe encoding of the last row's sort key. */
-export function encodeCursor(key: (string | number)[]): string {
-  return Buffer.from(JSON.stringify(key)).toString('base64url');
-}
-
-export function decodeCursor(
-  cursor: string | undefined,
-  arity: number,
-): (string | number)[] | undefined {
-  if (cursor === undefined) return undefined;
-  try {
-    const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (
-      Array.isArray(key) &&
-      key.length === arity &&
-      key.every((k) => typeof k === 'string' || typeof k === 'number')
-    ) {
-      return key;
-    }
-  } catch {
-    // fall through to the error below
-  }
-  throw new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
 }

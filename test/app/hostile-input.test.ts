@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
+import { cursors } from '../../src/db/keyset.js';
 import { createOperator } from '../../src/modules/identity/operators.js';
 import {
   addUser,
@@ -197,4 +198,145 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     t.same(failures, [], `${route.method} ${route.url}: ${attempts.length} hostile requests`);
   }
   t.ok(requests > 500, `${requests} requests in all`);
+});
+
+const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+const UUID_SAMPLE = '3f0c9a1e-7b2d-4c5e-8f9a-0b1c2d3e4f5a';
+
+/** Cursors no list issues: wrong types, wrong arity, huge numbers, bad calendars, bad bytes. */
+const FORGED_CURSORS: Record<string, string> = {
+  'date and a number': b64('["2026-01-01",1]'),
+  fraction: b64('[1.5]'),
+  'a word': b64('["x"]'),
+  '2^80': b64(JSON.stringify([2 ** 80])),
+  '2^53': b64(JSON.stringify([2 ** 53])),
+  'past int4': b64(JSON.stringify([2 ** 31])),
+  '1e400': b64('[1e400]'),
+  negative: b64('[-1]'),
+  'numeric string': b64('["1"]'),
+  'empty array': b64('[]'),
+  'three elements': b64('[1,2,3]'),
+  'an object': b64('{"seq":1}'),
+  'a string': b64('"x"'),
+  null: b64('null'),
+  'null element': b64('[null]'),
+  'boolean element': b64('[true]'),
+  'nested array': b64('[["x"]]'),
+  'NUL in a string': b64('["a\\u0000b"]'),
+  'month 13': b64(`["2026-13-01T00:00:00.000Z","${UUID_SAMPLE}"]`),
+  'February 30th': b64(`["2026-02-30 10:00:00.123456+00","${UUID_SAMPLE}"]`),
+  'year 0': b64(`["0000-01-01T00:00:00.000Z","${UUID_SAMPLE}"]`),
+  'swapped pair': b64(`["${UUID_SAMPLE}","2026-01-01T00:00:00.000Z"]`),
+  'not base64': '!!!',
+  'standard base64 alphabet': `${b64('[1]')}%2B%2F`,
+  'base64 of text': b64('not json at all'),
+  'base64 of broken UTF-8': Buffer.from([0x5b, 0xff, 0xfe, 0x5d]).toString('base64url'),
+};
+
+/** A valid key of each list's cursor shape (the codecs' own encoding). */
+const CURSOR_SAMPLES: Record<keyof typeof cursors, string> = {
+  createdAt: cursors.createdAt.encode(['2026-11-25T17:00:00.000Z', UUID_SAMPLE]),
+  consentLedger: cursors.consentLedger.encode(['2026-11-25 17:00:00.123456+00', UUID_SAMPLE]),
+  contactId: cursors.contactId.encode([UUID_SAMPLE]),
+  purposeKey: cursors.purposeKey.encode(['newsletter']),
+  noticeVersion: cursors.noticeVersion.encode([1]),
+  auditSeq: cursors.auditSeq.encode([1]),
+  eventSeq: cursors.eventSeq.encode([1]),
+  importError: cursors.importError.encode([1, 0]),
+};
+
+/**
+ * Which cursor each list takes. A list that documents `cursor` and is missing here fails the
+ * test, so a new list must say which shape it accepts.
+ */
+const LIST_CURSORS: Record<string, keyof typeof cursors> = {
+  listUsers: 'createdAt',
+  listApiKeys: 'createdAt',
+  listContacts: 'createdAt',
+  listContactImports: 'createdAt',
+  opsListAccounts: 'createdAt',
+  listAuditEvents: 'auditSeq',
+  listPurposes: 'purposeKey',
+  listNoticeVersions: 'noticeVersion',
+  listContactImportErrors: 'importError',
+  getContactConsents: 'consentLedger',
+  getPurposeAudience: 'contactId',
+  listEvents: 'eventSeq',
+};
+
+/**
+ * Every route that documents a `cursor` query parameter gets forged cursors and the cursors of
+ * the other lists' shapes: each is a 400 `invalid_cursor` problem naming `query.cursor`, never
+ * a 5xx (before, a well-formed cursor of the wrong types reached SQL and failed there).
+ */
+t.test('forged cursors on every list are 400 invalid_cursor, never a 5xx', async (t) => {
+  const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
+  const owner = await signup(app, { accountName: 'Forged cursors' });
+  const operatorEmail = uniqueEmail('ops');
+  await createOperator(app.database.db, testConfig(), {
+    email: operatorEmail,
+    password: GOOD_PASSWORD,
+  });
+  const operator = await login(app, operatorEmail);
+
+  const doc = app.swagger() as {
+    paths: Record<string, Record<string, Operation & { operationId?: string }>>;
+  };
+  const lists = Object.entries(doc.paths).flatMap(([path, operations]) =>
+    Object.entries(operations)
+      .filter(([, op]) => op.parameters?.some((p) => p.in === 'query' && p.name === 'cursor'))
+      .map(([method, op]) => ({ path, method, operationId: op.operationId ?? '' })),
+  );
+  t.same(
+    lists.map((l) => l.operationId).sort(),
+    Object.keys(LIST_CURSORS).sort(),
+    'every list with a cursor declares its shape here',
+  );
+
+  let requests = 0;
+  for (const list of lists) {
+    const own = LIST_CURSORS[list.operationId]!;
+    const path = list.path.replace(/\{\w+\}/g, randomUUID());
+    const headers = bearer(path.startsWith('/v1/ops') ? operator.accessToken : owner.accessToken);
+    const send = (cursor: string) => {
+      requests += 1;
+      return app.inject({ method: 'GET', url: `${path}?cursor=${cursor}`, headers });
+    };
+    // The other lists' shapes, and forged cursors, that this list's sort key cannot hold must
+    // be refused; the rest (`["x"]` is a purpose key, 2^31 an event seq) are positions in it.
+    const attempts = { ...FORGED_CURSORS };
+    for (const [shape, sample] of Object.entries(CURSOR_SAMPLES)) {
+      if (shape !== own) attempts[`a ${shape} cursor`] = sample;
+    }
+    const failures: string[] = [];
+    let refused = 0;
+    for (const [name, cursor] of Object.entries(attempts)) {
+      const res = await send(cursor);
+      const body = res.json() as { code?: string; errors?: { field: string }[] };
+      if (cursors[own].tryDecode(cursor) !== undefined) {
+        if (res.statusCode >= 500 || body.code === 'invalid_cursor') {
+          failures.push(`${name} (a valid position): ${res.statusCode} ${res.body.slice(0, 200)}`);
+        }
+        continue;
+      }
+      refused += 1;
+      if (
+        res.statusCode !== 400 ||
+        !/^application\/problem\+json/.test(String(res.headers['content-type'])) ||
+        body.code !== 'invalid_cursor' ||
+        body.errors?.[0]?.field !== 'query.cursor'
+      ) {
+        failures.push(`${name}: ${res.statusCode} ${res.body.slice(0, 200)}`);
+      }
+    }
+    t.same(failures, [], `${list.operationId}: ${refused} forged cursors refused`);
+    t.ok(refused >= Object.keys(attempts).length - 3, 'nearly all are refused');
+    // Its own shape passes the codec (a 404 for the made-up parent id is fine).
+    const ownRes = await send(CURSOR_SAMPLES[own]);
+    t.ok(
+      ownRes.statusCode < 500 && ownRes.json().code !== 'invalid_cursor',
+      `${list.operationId}: its own cursor shape is accepted (${ownRes.statusCode})`,
+    );
+  }
+  t.ok(requests > 300, `${requests} requests`);
 });

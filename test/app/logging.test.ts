@@ -3,8 +3,9 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { pino } from 'pino';
 import t from 'tap';
 import { z } from 'zod';
-import { loggerOptions } from '../../src/logger.js';
+import { loggerOptions, redactSecretParams } from '../../src/logger.js';
 import { build, testConfig } from '../helper.js';
+import { consentWorld, insertContact } from '../modules/consents-fixtures.js';
 
 const TOKEN = 'secret-token-123';
 const COOKIE_VALUE = 'session-cookie-value-9f8e7d';
@@ -165,4 +166,90 @@ t.test('no token, cookie, email or password reaches a log line', async (t) => {
   const health = completed().find((l) => l.requestId === 'log-test-4');
   t.equal(health?.level, 20, 'probes log at debug, not info');
   t.equal(v1?.level, 30, 'API requests log at info');
+});
+
+t.test('secret path parameters are masked by the route pattern', async (t) => {
+  t.equal(
+    redactSecretParams(
+      '/v1/public/consent-withdrawals/abc?x=1',
+      '/v1/public/consent-withdrawals/:token',
+    ),
+    '/v1/public/consent-withdrawals/[redacted]?x=1',
+  );
+  t.equal(
+    redactSecretParams('/a/short/b/42', '/a/:resetToken/b/:id'),
+    '/a/[redacted]/b/42',
+    'any parameter named like a token, however short its value',
+  );
+  t.equal(
+    redactSecretParams('/v1/contacts/3f0c9a1e-7b2d-4c5e-8f9a-0b1c2d3e4f5a', '/v1/contacts/:id'),
+    '/v1/contacts/3f0c9a1e-7b2d-4c5e-8f9a-0b1c2d3e4f5a',
+    'ids stay readable',
+  );
+  const token = 'q3J0d2xYk1R8nH6pV9sT4wZ2cB7mF5aE0gL1iO3uK8y';
+  t.equal(
+    redactSecretParams(`/v1/public/consent-confirmations/${token}/extra`, undefined),
+    '/v1/public/consent-confirmations/[redacted]/extra',
+    'a token-shaped segment of a URL that matched no route',
+  );
+});
+
+/**
+ * The public consent links (a confirmation is valid for days, a withdrawal for a year) act for
+ * the contact: the access log must not hold them. Real links, through the real routes.
+ */
+t.test('consent-link tokens never reach a log line', async (t) => {
+  const capture = captureLogger();
+  const app = await build(t, {
+    logger: capture.logger,
+    configure: (app) => {
+      app.get('/test/reset/:resetToken/things/:id', async () => ({ ok: true }));
+    },
+  });
+  const world = await consentWorld(app);
+  const contactId = await insertContact(app, world.owner.accountId);
+  const granted = await app.inject({
+    method: 'POST',
+    url: `/v1/contacts/${contactId}/consents`,
+    headers: world.headers,
+    payload: {
+      purposeId: world.purposeId,
+      noticeVersion: 1,
+      event: 'granted',
+      method: 'double_opt_in',
+    },
+  });
+  t.equal(granted.statusCode, 201, granted.body);
+  const confirmUrl: string = granted.json().confirmation.url;
+  const withdrawUrl: string = granted.json().withdrawal.url;
+  const tokens = [confirmUrl, withdrawUrl].map((url) => url.split('/').pop()!);
+
+  const requests = [
+    { url: confirmUrl, expected: 200 },
+    { url: confirmUrl, expected: 409 },
+    { url: `${confirmUrl}x`, expected: 404 },
+    { url: `${withdrawUrl}/extra`, expected: 404 },
+    { url: withdrawUrl, expected: 200 },
+  ];
+  for (const { url, expected } of requests) {
+    const res = await app.inject({ method: 'POST', url });
+    t.equal(res.statusCode, expected, `POST ${url.slice(0, 40)}…: ${expected}`);
+  }
+  const generic = await app.inject({ method: 'GET', url: '/test/reset/abc123/things/42' });
+  t.equal(generic.statusCode, 200);
+
+  const completed = () => capture.lines().filter((l) => l.msg === 'request completed');
+  await waitFor(() => completed().length >= requests.length + 3);
+  const all = capture.raw.join('');
+  for (const token of tokens) t.notOk(all.includes(token), 'no line holds a link token');
+  t.notOk(all.includes('abc123'), 'nor a parameter named resetToken');
+
+  const urls = completed().map((l) => (l.req as { url: string }).url);
+  t.ok(urls.includes('/v1/public/consent-confirmations/[redacted]'), 'confirmations: masked');
+  t.ok(urls.includes('/v1/public/consent-withdrawals/[redacted]'), 'withdrawals: masked');
+  t.ok(urls.includes('/test/reset/[redacted]/things/42'), 'any route with a token parameter');
+  t.ok(
+    urls.includes(`/v1/contacts/${contactId}/consents`),
+    'other parameters (ids) stay in the line',
+  );
 });

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import t from 'tap';
 import type { Database } from '../../src/db/database.js';
 import { createApiKey } from '../fixtures/identity.js';
+import { whereIs } from '../fixtures/where-is.js';
 import { build } from '../helper.js';
 import { type ConsentWorld, consentWorld, insertContact, mustRecord } from './consents-fixtures.js';
 
@@ -175,6 +176,10 @@ t.test('an import pending double opt-in requests one confirmation per new contac
     .executeTakeFirstOrThrow();
   t.equal(Number(tokens.n), 3, 'no confirmation link for the granted row');
   t.equal(new Set(events.map((event) => event.data.confirmation?.url)).size, 3, 'one link each');
+  for (const event of events) {
+    const token = event.data.confirmation!.url.split('/').pop()!;
+    t.same(await whereIs(app.database.db, token), [], 'the feed stores no imported link in clear');
+  }
   const confirmed = await app.inject({
     method: 'POST',
     url: events[1]!.data.confirmation!.url,
@@ -244,3 +249,71 @@ t.test('the feed is per account and needs events:read', async (t) => {
   const anonymous = await app.inject({ method: 'GET', url: '/v1/events' });
   t.equal(anonymous.statusCode, 401);
 });
+
+/**
+ * The confirmation link acts for the contact (it turns a pending grant into consent), so it is
+ * stored sealed: a database reader finds it nowhere, while the feed still hands it out.
+ */
+t.test('the feed serves the confirmation link, the database holds it only sealed', async (t) => {
+  const app = await build(t);
+  const db = app.database.db;
+  const world = await consentWorld(app);
+  const contactId = await insertContact(app, world.owner.accountId);
+  const granted = await doubleOptIn(app, world, contactId);
+  const token: string = granted.confirmation.url.split('/').pop();
+  const withdrawToken: string = granted.withdrawal.url.split('/').pop();
+  t.match(token, /^[A-Za-z0-9_-]{43}$/);
+
+  // The search works: it finds the event's ids where they are stored.
+  t.ok((await whereIs(db, granted.id)).includes('events.data'), 'the search finds ids');
+  for (const [name, needle] of [
+    ['the confirmation token', token],
+    ['its first half', token.slice(0, 22)],
+    ['the withdrawal token', withdrawToken],
+  ] as const) {
+    t.same(await whereIs(db, needle), [], `${name}: in no column of any table`);
+  }
+  const stored = await db
+    .selectFrom('events')
+    .select('data')
+    .where('account_id', '=', world.owner.accountId)
+    .executeTakeFirstOrThrow();
+  t.match(stored.data, {
+    confirmation: { sealedUrl: /^v1\.[A-Za-z0-9_-]+$/, expiresAt: granted.confirmation.expiresAt },
+  });
+  t.notOk('url' in (stored.data.confirmation as object), 'no url column in clear');
+
+  // Read twice (a customer re-reading from an older cursor): the same working link each time.
+  const first = (await feed(app, world.headers)).data[0]!;
+  const again = (await feed(app, world.headers)).data[0]!;
+  t.same(first.data.confirmation, {
+    url: granted.confirmation.url,
+    expiresAt: granted.confirmation.expiresAt,
+  });
+  t.same(again.data.confirmation, first.data.confirmation, 'every read opens the same link');
+  const confirmed = await app.inject({ method: 'POST', url: first.data.confirmation!.url });
+  t.equal(confirmed.statusCode, 200, confirmed.body);
+
+  // A sealed link moved to another event (or account) does not open there.
+  const other = await signupWorldEvent(app);
+  await db
+    .updateTable('events')
+    .set({ data: JSON.stringify({ ...other.data, confirmation: stored.data.confirmation }) })
+    .where('account_id', '=', other.accountId)
+    .execute();
+  const moved = (await feed(app, other.headers)).data[0]!;
+  t.equal(moved.data.confirmation?.url, null, 'bound to its account and consent event');
+});
+
+/** A second account with one double opt-in request on its feed. */
+async function signupWorldEvent(app: App) {
+  const world = await consentWorld(app);
+  const contactId = await insertContact(app, world.owner.accountId);
+  await doubleOptIn(app, world, contactId);
+  const row = await app.database.db
+    .selectFrom('events')
+    .select('data')
+    .where('account_id', '=', world.owner.accountId)
+    .executeTakeFirstOrThrow();
+  return { accountId: world.owner.accountId, headers: world.headers, data: row.data };
+}

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
+import { cursors } from '../../db/keyset.js';
 import type { AuditEventRow, DB } from '../../db/schema.js';
-import { decodeCursor, encodeCursor, toIso } from '../../http/schemas.js';
+import { toIso } from '../../http/schemas.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   type AuditFilter,
@@ -62,17 +63,17 @@ export async function listAudit(
   accountId: string,
   query: Omit<AuditFilter, 'beforeSeq'> & { cursor?: string | undefined },
 ) {
-  const cursor = decodeCursor(query.cursor, 1);
+  const cursor = cursors.auditSeq.decode(query.cursor);
   const rows = await listAuditEvents(db, accountId, {
     ...query,
-    beforeSeq: cursor ? Number(cursor[0]) : undefined,
+    beforeSeq: cursor?.[0],
     limit: query.limit + 1,
   });
   const page = rows.slice(0, query.limit);
   const last = page[page.length - 1];
   return {
     data: page.map(toAuditEvent),
-    nextCursor: rows.length > query.limit && last ? encodeCursor([last.seq]) : null,
+    nextCursor: rows.length > query.limit && last ? cursors.auditSeq.encode([last.seq]) : null,
   };
 }
 

@@ -1,18 +1,18 @@
 import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
+import { cursors } from '../../db/keyset.js';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
-import {
-  AppError,
-  BadRequestError,
-  ConflictError,
-  NotFoundError,
-  UnprocessableError,
-} from '../../errors.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
+import { AppError, ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
+import { linkSealer } from '../../lib/link-sealing.js';
 import { appendAuditEvent } from '../audit/audit.repository.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { clearSuppressedUntilConfirmed } from '../contacts/contacts.repository.js';
-import { appendEvents, type NewEvent } from '../events/events.repository.js';
+import {
+  appendEvents,
+  type NewEvent,
+  type StoredLink,
+  storedLink,
+} from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   addressMustConfirmFirst,
@@ -40,13 +40,6 @@ import {
 import type { RecordConsentInput } from './consents.schemas.js';
 
 const HOUR_MS = 3_600_000;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** `recorded_at::text` as Postgres prints it, e.g. `2026-11-25 16:00:00.123456+00`. */
-const RECORDED_KEY = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/;
-
-function invalidCursor() {
-  return new BadRequestError('invalid_cursor', 'query.cursor is not a cursor this API issued.');
-}
 
 /** What a public link knows about its caller: the request, and the evidence it leaves. */
 export interface LinkRequest {
@@ -85,6 +78,7 @@ function restrictedError() {
 export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) {
   const { db, config } = deps;
   const hashSecret = hashSecretOf(config);
+  const sealer = linkSealer(hashSecret);
 
   async function getContact(accountId: string, contactId: string) {
     const contact = await db
@@ -244,7 +238,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         await appendEvents(trx, accountId, [
           consentEvent(
             event,
-            confirmation && { url: confirmation.url, expiresAt: confirmation.expiresAt },
+            confirmation && storedLink(sealer, accountId, event.id, confirmation),
           ),
         ]);
 
@@ -280,10 +274,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       contactId: string,
       query: { limit: number; cursor?: string | undefined; purposeId?: string | undefined },
     ) {
+      const after = cursors.consentLedger.decode(query.cursor);
       await getContact(accountId, contactId);
-      const after = decodeCursor(query.cursor, 2) as [string, string] | undefined;
-      // The cursor reaches SQL as a timestamp and a uuid: anything else was not issued by us.
-      if (after && (!RECORDED_KEY.test(after[0]) || !UUID.test(after[1]))) throw invalidCursor();
       const current = await currentConsentEvents(db, accountId, contactId);
       const rows = await listConsentEvents(db, accountId, contactId, {
         limit: query.limit + 1,
@@ -296,7 +288,9 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         current: current.map((row) => ({ row, state: deriveState(row.event, row.method) })),
         events: page,
         nextCursor:
-          rows.length > query.limit && last ? encodeCursor([last.recorded_key, last.id]) : null,
+          rows.length > query.limit && last
+            ? cursors.consentLedger.encode([last.recorded_key, last.id])
+            : null,
       };
     },
 
@@ -355,6 +349,7 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       purposeId: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
+      const afterContactId = cursors.contactId.decode(query.cursor)?.[0];
       const purpose = await db
         .selectFrom('purposes')
         .select('id')
@@ -362,9 +357,6 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
         .where('id', '=', purposeId)
         .executeTakeFirst();
       if (!purpose) throw new NotFoundError('The purpose does not exist.');
-      const after = decodeCursor(query.cursor, 1);
-      const afterContactId = after ? String(after[0]) : undefined;
-      if (afterContactId !== undefined && !UUID.test(afterContactId)) throw invalidCursor();
       const rows = await audiencePage(db, accountId, purposeId, {
         limit: query.limit + 1,
         afterContactId,
@@ -373,7 +365,8 @@ export function createConsentsService(deps: { db: Kysely<DB>; config: Config }) 
       const last = page[page.length - 1];
       return {
         rows: page,
-        nextCursor: rows.length > query.limit && last ? encodeCursor([last.contact_id]) : null,
+        nextCursor:
+          rows.length > query.limit && last ? cursors.contactId.encode([last.contact_id]) : null,
       };
     },
 
@@ -462,15 +455,15 @@ export type ConsentsService = ReturnType<typeof createConsentsService>;
 
 /**
  * The feed event for a ledger entry: what the customer's mail system must do about it. A
- * double opt-in grant carries its confirmation link, the only place besides the API answer
- * where the link is shown.
+ * double opt-in grant carries its confirmation link (sealed: see {@link storedLink}), the only
+ * place besides the API answer where the link is shown.
  */
 export function consentEvent(
   event: Pick<
     ConsentEventRow,
     'id' | 'contact_id' | 'purpose_id' | 'notice_version' | 'event' | 'method'
   >,
-  confirmation?: { url: string; expiresAt: string },
+  confirmation?: StoredLink,
 ): NewEvent {
   const data = {
     contactId: event.contact_id,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setImmediate } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
-import { pageByCreatedAt } from '../../db/keyset.js';
+import { cursors, pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactImportRow, DB } from '../../db/schema.js';
 import {
   AppError,
@@ -11,8 +11,8 @@ import {
   UnprocessableError,
 } from '../../errors.js';
 import { idempotencyKeyInProgress, idempotencyKeyReused } from '../../http/idempotency.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
+import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { issueConsentLinks } from '../consents/consents.repository.js';
 import { consentEvent } from '../consents/consents.service.js';
@@ -24,7 +24,7 @@ import {
   type ImportRow,
   parseImport,
 } from '../contacts/contact-import.parser.js';
-import { appendEvents } from '../events/events.repository.js';
+import { appendEvents, storedLink } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   grantAllowed,
@@ -218,6 +218,7 @@ export function createContactImportsService(deps: {
   maxBodyBytes?: number;
 }) {
   const { db, hashSecret } = deps;
+  const sealer = linkSealer(hashSecret);
   const maxBodyBytes = deps.maxBodyBytes ?? IMPORT_MAX_BODY_BYTES;
   const leaseMs = deps.leaseSeconds * 1000;
 
@@ -240,19 +241,18 @@ export function createContactImportsService(deps: {
     },
 
     async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
+      const key = cursors.importError.decode(query.cursor);
       await get(accountId, id);
-      const key = decodeCursor(query.cursor, 2);
-      const after =
-        key && typeof key[0] === 'number' && typeof key[1] === 'number'
-          ? { rowNumber: key[0], ordinal: key[1] }
-          : undefined;
+      const after = key ? { rowNumber: key[0], ordinal: key[1] } : undefined;
       const rows = await listRowErrors(db, accountId, id, { limit: query.limit + 1, after });
       const page = rows.slice(0, query.limit);
       const last = page[page.length - 1];
       return {
         rows: page,
         nextCursor:
-          rows.length > query.limit && last ? encodeCursor([last.row_number, last.ordinal]) : null,
+          rows.length > query.limit && last
+            ? cursors.importError.encode([last.row_number, last.ordinal])
+            : null,
       };
     },
 
@@ -333,6 +333,7 @@ export function createContactImportsService(deps: {
         actor: { type: ctx.actor.type, id: ctx.actor.id },
         pendingPurpose,
         consentTokenTtlHours: deps.consentTokenTtlHours,
+        sealer,
       });
       try {
         const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
@@ -408,6 +409,8 @@ interface WriterDeps {
   actor: { type: string; id: string | null };
   pendingPurpose: (PurposeRef & { noticeVersion: number | null }) | null;
   consentTokenTtlHours: number;
+  /** Seals the confirmation links written to the event feed. */
+  sealer: LinkSealer;
 }
 
 /**
@@ -420,6 +423,7 @@ async function requestConfirmations(
   accountId: string,
   pending: AppendedConsent[],
   ttlHours: number,
+  sealer: LinkSealer,
 ) {
   const expiresAt = new Date(Date.now() + ttlHours * 3_600_000);
   const links = await issueConsentLinks(
@@ -432,7 +436,7 @@ async function requestConfirmations(
     trx,
     accountId,
     pending.map((event, i) =>
-      consentEvent(event, { url: links[i]!.url, expiresAt: links[i]!.expiresAt }),
+      consentEvent(event, storedLink(sealer, accountId, event.id, links[i]!)),
     ),
   );
 }
@@ -642,7 +646,13 @@ function batchWriter(deps: WriterDeps) {
             contact_id: ids.get(email)!,
           })),
         );
-        await requestConfirmations(trx, accountId, toConfirm, deps.consentTokenTtlHours);
+        await requestConfirmations(
+          trx,
+          accountId,
+          toConfirm,
+          deps.consentTokenTtlHours,
+          deps.sealer,
+        );
         await insertRowErrors(trx, accountId, importId, errors);
         const progress: BatchProgress = {
           rows: batch.rows.length + batch.rejected.length,

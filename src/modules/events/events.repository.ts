@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { DB, EventRow } from '../../db/schema.js';
+import type { LinkSealer } from '../../lib/link-sealing.js';
 import { lockAccountJournal } from '../audit/audit.repository.js';
 
 /** What the customer's systems are told about (the outbox feed at `GET /v1/events`). */
@@ -17,6 +18,46 @@ export interface NewEvent {
   contactId: string | null;
   /** Ids, codes and links only: never an address or a name. */
   data: Record<string, unknown>;
+}
+
+/** A link as `events.data` stores it: encrypted, opened only when the feed is served. */
+export interface StoredLink {
+  sealedUrl: string;
+  expiresAt: string;
+}
+
+function linkContext(accountId: string, consentEventId: string): string {
+  return `events/${accountId}/${consentEventId}`;
+}
+
+/**
+ * A consent event's link (a double opt-in confirmation) for `events.data`. The link acts for
+ * the contact, so it is stored sealed (see `lib/link-sealing.ts`), never in clear.
+ */
+export function storedLink(
+  sealer: LinkSealer,
+  accountId: string,
+  consentEventId: string,
+  link: { url: string; expiresAt: string },
+): StoredLink {
+  return {
+    sealedUrl: sealer.seal(link.url, linkContext(accountId, consentEventId)),
+    expiresAt: link.expiresAt,
+  };
+}
+
+/**
+ * An event's data as the feed serves it: a sealed `confirmation` opened back into its `url`
+ * (null when it cannot be opened, e.g. after HASH_SECRET was changed). Events written before
+ * links were sealed hold `url` in clear and are served as they are; those links expire within
+ * CONSENT_TOKEN_TTL_HOURS of being written.
+ */
+export function servedEventData(sealer: LinkSealer, row: EventRow): Record<string, unknown> {
+  const confirmation = row.data.confirmation as Partial<StoredLink> | undefined;
+  if (typeof confirmation?.sealedUrl !== 'string') return row.data;
+  const { sealedUrl, ...rest } = confirmation;
+  const url = sealer.open(sealedUrl, linkContext(row.account_id, String(row.data.consentEventId)));
+  return { ...row.data, confirmation: { url, ...rest } };
 }
 
 /**

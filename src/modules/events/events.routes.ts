@@ -1,12 +1,16 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import type { Config } from '../../config.js';
+import { cursors } from '../../db/keyset.js';
 import type { DB, EventRow } from '../../db/schema.js';
 import { problemResponses } from '../../http/problem.js';
-import { decodeCursor, encodeCursor, Timestamp, toIso } from '../../http/schemas.js';
+import { Timestamp, toIso } from '../../http/schemas.js';
 import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
 import { accountIdOf } from '../identity/auth.plugin.js';
-import { EVENT_TYPES, listEvents } from './events.repository.js';
+import { hashSecretOf } from '../suppressions/suppressions.service.js';
+import { EVENT_TYPES, listEvents, servedEventData } from './events.repository.js';
 
 const EventSchema = z
   .object({
@@ -68,13 +72,13 @@ const EventFeed = z.object({
     ),
 });
 
-function toEvent(row: EventRow): z.input<typeof EventSchema> {
+function toEvent(row: EventRow, sealer: LinkSealer): z.input<typeof EventSchema> {
   return {
     id: row.id,
     seq: Number(row.seq),
     type: row.type as (typeof EVENT_TYPES)[number],
     contactId: row.contact_id,
-    data: row.data,
+    data: servedEventData(sealer, row),
     createdAt: toIso(row.created_at),
   };
 }
@@ -84,7 +88,11 @@ function toEvent(row: EventRow): z.input<typeof EventSchema> {
  * double opt-in messages and to stop sending after a withdrawal; it keeps `nextCursor` and
  * reads on from there, so each event is seen once and in order.
  */
-export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (app, { db }) => {
+export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Config }> = async (
+  app,
+  { db, config },
+) => {
+  const sealer = linkSealer(hashSecretOf(config));
   app.get(
     '/events',
     {
@@ -104,8 +112,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (ap
     },
     async (request) => {
       const { limit, cursor, type } = request.query;
-      const key = decodeCursor(cursor, 1);
-      const afterSeq = key && typeof key[0] === 'number' ? key[0] : 0;
+      const afterSeq = cursors.eventSeq.decode(cursor)?.[0] ?? 0;
       const rows = await listEvents(db, accountIdOf(request), {
         afterSeq,
         limit,
@@ -113,8 +120,8 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB> }> = async (ap
       });
       const last = rows[rows.length - 1];
       return {
-        data: rows.map(toEvent),
-        nextCursor: encodeCursor([last ? Number(last.seq) : afterSeq]),
+        data: rows.map((row) => toEvent(row, sealer)),
+        nextCursor: cursors.eventSeq.encode([last ? Number(last.seq) : afterSeq]),
       };
     },
   );

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
+import { cursors } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { ConflictError, NotFoundError } from '../../errors.js';
-import { decodeCursor, encodeCursor } from '../../http/schemas.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
 
@@ -76,9 +76,9 @@ export function createPurposesService(db: Kysely<DB>) {
     get,
 
     async list(accountId: string, query: { limit: number; cursor?: string | undefined }) {
-      const after = decodeCursor(query.cursor, 1);
+      const after = cursors.purposeKey.decode(query.cursor);
       let q = purposes(db, accountId);
-      if (after) q = q.where('purposes.key', '>', String(after[0]));
+      if (after) q = q.where('purposes.key', '>', after[0]);
       const rows = await q
         .orderBy('purposes.key')
         .limit(query.limit + 1)
@@ -87,7 +87,8 @@ export function createPurposesService(db: Kysely<DB>) {
       const last = page[page.length - 1];
       return {
         rows: page,
-        nextCursor: rows.length > query.limit && last ? encodeCursor([last.key]) : null,
+        nextCursor:
+          rows.length > query.limit && last ? cursors.purposeKey.encode([last.key]) : null,
       };
     },
 
@@ -171,8 +172,8 @@ export function createPurposesService(db: Kysely<DB>) {
       purposeId: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
+      const after = cursors.noticeVersion.decode(query.cursor);
       await get(accountId, purposeId);
-      const after = decodeCursor(query.cursor, 1);
       let q = db
         .selectFrom('notice_versions')
         .select([
@@ -186,7 +187,7 @@ export function createPurposesService(db: Kysely<DB>) {
         ])
         .where('account_id', '=', accountId)
         .where('purpose_id', '=', purposeId);
-      if (after) q = q.where('version', '>', Number(after[0]));
+      if (after) q = q.where('version', '>', after[0]);
       const rows = await q
         .orderBy('version')
         .limit(query.limit + 1)
@@ -195,7 +196,8 @@ export function createPurposesService(db: Kysely<DB>) {
       const last = page[page.length - 1];
       return {
         rows: page,
-        nextCursor: rows.length > query.limit && last ? encodeCursor([last.version]) : null,
+        nextCursor:
+          rows.length > query.limit && last ? cursors.noticeVersion.encode([last.version]) : null,
       };
     },
 
