@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import t from 'tap';
@@ -217,4 +217,69 @@ t.test('a job read to its end resumes only with exactly that body', async (t) =>
   t.equal(again.statusCode, 201, again.body);
   t.equal(again.json().status, 'completed');
   t.equal(again.json().counts.processed, 1200);
+});
+
+t.test('the check does not depend on how the body is cut into chunks', async (t) => {
+  const w = await world(t);
+  const original = ndjson(rowsOf('a', 2500));
+  const id = await interruptedImport(w, original);
+  const imports = createContactImportsService({
+    db: w.app.database.db,
+    asyncCommit: w.app.database.engine === 'postgres',
+    hashSecret: testConfig().HASH_SECRET!,
+    leaseSeconds: 60,
+    consentTokenTtlHours: 72,
+  });
+  // Odd-sized chunks, unlike the first upload's.
+  const chunks: string[] = [];
+  for (let at = 0; at < original.length; at += 7777) chunks.push(original.slice(at, at + 7777));
+  const { job } = await imports.run(
+    ownerContext(w),
+    w.owner.accountId,
+    { format: 'ndjson', missingConsent: 'reject', idempotencyKey: KEY['idempotency-key'] },
+    Readable.from(chunks),
+  );
+  t.equal(job.id, id);
+  t.equal(job.status, 'completed');
+  t.equal(job.processed_rows, 2500);
+  t.equal(job.content_sha256, sha256(original));
+});
+
+t.test('a resume whose other file breaks the parser is a content mismatch', async (t) => {
+  const w = await world(t);
+  const header = 'email,consent_purpose,consent_notice_version,consent_method,consent_granted_at';
+  const line = (i: number) => `c-${i}@example.com,newsletter,1,form,2025-03-01T10:15:00Z`;
+  const csv = `${header}\n${Array.from({ length: 1500 }, (_, i) => line(i + 1)).join('\n')}\n`;
+  const imports = createContactImportsService({
+    db: w.app.database.db,
+    asyncCommit: w.app.database.engine === 'postgres',
+    hashSecret: testConfig().HASH_SECRET!,
+    leaseSeconds: 60,
+    consentTokenTtlHours: 72,
+  });
+  const input = {
+    format: 'csv' as const,
+    missingConsent: 'reject' as const,
+    idempotencyKey: KEY['idempotency-key'],
+  };
+  // The first upload fails after its first batch (a broken quote), leaving the job failed.
+  const broken = `${csv}"unclosed,newsletter,1,form,2025-03-01T10:15:00Z\n`;
+  await t.rejects(imports.run(ownerContext(w), w.owner.accountId, input, Readable.from([broken])), {
+    code: 'csv_malformed',
+  });
+  const [job] = await w.app.database.db
+    .selectFrom('contact_imports')
+    .selectAll()
+    .where('account_id', '=', w.owner.accountId)
+    .execute();
+  t.equal(job!.status, 'failed');
+  t.equal(job!.last_row, 1001);
+  const before = await getJob(w, job!.id);
+  // The retry sends a file whose header the parser refuses: it is not the file being resumed.
+  const other = `name,email\n${line(1)}\n`;
+  await t.rejects(imports.run(ownerContext(w), w.owner.accountId, input, Readable.from([other])), {
+    status: 422,
+    code: 'import_content_mismatch',
+  });
+  t.same(await getJob(w, job!.id), before, 'the job is left as it was');
 });

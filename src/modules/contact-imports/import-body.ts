@@ -209,12 +209,14 @@ export class ImportBody {
     const expected = this.expected!;
     // A whole-body checkpoint also needs to see that nothing follows.
     const needed = expected.bytes + (expected.whole ? 1 : 0);
+    let readAhead = 0;
     while (this.consumed + this.aheadBytes < needed) {
-      if (this.aheadBytes > MAX_READ_AHEAD_BYTES) throw this.mismatch();
+      if (readAhead > MAX_READ_AHEAD_BYTES) throw this.mismatch();
       const chunk = await this.read();
       if (chunk === undefined) break;
       this.ahead.push(chunk);
       this.aheadBytes += chunk.length;
+      readAhead += chunk.length;
     }
     if (!this.prefixMatched) {
       const probe = this.hash.copy();
