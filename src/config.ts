@@ -138,6 +138,16 @@ const envSchema = z
     // After an erasure, the tables it touched are vacuumed (their dead row versions, which
     // still hold the erased data, reclaimed) at most once per this interval; 0 turns it off.
     ERASURE_VACUUM_INTERVAL_MS: int(60_000, 0, 86_400_000),
+    // Largest import body in bytes (413 when the Content-Length says more, or once more arrived).
+    IMPORT_MAX_BYTES: int(2 * 1024 ** 3, 1),
+    // How long one upload of an import may run; past it the import stops, failed `too_slow`.
+    IMPORT_MAX_DURATION_MS: int(3_600_000, 1),
+    // Row errors kept per import for the error report; past it only their number is counted.
+    IMPORT_MAX_STORED_ERRORS: int(10_000, 0),
+    // An import stops, failed `too_many_errors`, once at least IMPORT_ERROR_RATE_MIN_ROWS rows
+    // were read and more than this fraction of them was rejected (1 never stops).
+    IMPORT_MAX_ERROR_RATE: z.coerce.number().min(0).max(1).default(0.5),
+    IMPORT_ERROR_RATE_MIN_ROWS: int(1000, 1),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {

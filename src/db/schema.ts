@@ -240,6 +240,13 @@ export interface ContactImportsTable {
   lease_expires_at: Date | null;
   attempts: Generated<number>;
   idempotency_key: string | null;
+  /** Bytes of the body the last committed batch had read (bigint: a string from `pg`). */
+  consumed_bytes: ColumnType<string | number, string | number | undefined, string | number>;
+  /** SHA-256 (hex) of those `consumed_bytes` bytes. */
+  consumed_sha256: string | null;
+  /** Row errors found (bigint: a string from `pg`); only `stored_error_count` are kept. */
+  error_count: ColumnType<string | number, string | number | undefined, string | number>;
+  stored_error_count: Generated<number>;
 }
 
 export interface ContactImportErrorsTable {

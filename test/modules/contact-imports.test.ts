@@ -398,7 +398,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
     consentTokenTtlHours: 72,
-    maxBodyBytes: 64,
+    limits: { maxBytes: 64 },
   });
   const ctx = ownerContext(w);
   const body = Readable.from([Buffer.from(ndjson([{ email: 'a@example.com', consent: CONSENT }]))]);

@@ -115,6 +115,36 @@ export async function takeOverImportJob(
     .executeTakeFirst();
 }
 
+/**
+ * Gives a job back as it was before an attempt that wrote nothing took it over (a resumed
+ * upload whose body turned out to be another file). Fenced like a batch: only while this
+ * attempt still holds it.
+ */
+export async function releaseImportJob(
+  db: Kysely<DB>,
+  accountId: string,
+  before: ContactImportRow,
+  attempt: number,
+) {
+  await db
+    .updateTable('contact_imports')
+    .set({
+      // A job taken over straight from an expired lease had been `interrupted` all along.
+      status: before.status === 'running' ? 'interrupted' : before.status,
+      attempts: before.attempts,
+      lease_expires_at: null,
+      error_code: before.error_code,
+      error_line: before.error_line,
+      finished_at: before.finished_at,
+      updated_at: before.updated_at,
+    })
+    .where('account_id', '=', accountId)
+    .where('id', '=', before.id)
+    .where('status', '=', 'running')
+    .where('attempts', '=', attempt)
+    .execute();
+}
+
 /** Extends a running job's lease; false when the job is no longer running (taken over). */
 export async function renewImportLease(
   db: Kysely<DB>,
@@ -161,6 +191,11 @@ export interface BatchProgress {
   updated: number;
   rejected: number;
   lastRow: number;
+  /** Row errors found in the batch, and how many of them were stored (the report is capped). */
+  errors: number;
+  storedErrors: number;
+  /** What had been read of the body when the batch closed (see ImportBody). */
+  checkpoint: { bytes: number; sha256: string; whole: boolean };
 }
 
 /** Thrown when a job was taken over by another attempt: this attempt must stop writing. */
@@ -189,7 +224,13 @@ export async function advanceImportJob(
       created_count: eb('created_count', '+', progress.created),
       updated_count: eb('updated_count', '+', progress.updated),
       rejected_count: eb('rejected_count', '+', progress.rejected),
+      error_count: sql<string>`error_count + ${progress.errors}`,
+      stored_error_count: eb('stored_error_count', '+', progress.storedErrors),
       last_row: progress.lastRow,
+      consumed_bytes: progress.checkpoint.bytes,
+      consumed_sha256: progress.checkpoint.sha256,
+      // The body was read to its end: this is its hash (a retry must then be exactly it).
+      ...(progress.checkpoint.whole ? { content_sha256: progress.checkpoint.sha256 } : {}),
       updated_at: sql<Date>`now()`,
     }))
     .where('account_id', '=', accountId)

@@ -11,8 +11,9 @@ import { BEARER_OR_API_KEY } from '../../http/security.js';
 import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import {
-  ContactImportErrorSchema,
+  ContactImportErrorsPage,
   ContactImportSchema,
+  errorCountsOf,
   ListImportErrorsQuery,
   ListImportsQuery,
   StartImportHeaders,
@@ -20,7 +21,7 @@ import {
   toContactImport,
   toContactImportError,
 } from './contact-imports.schemas.js';
-import { createContactImportsService, IMPORT_MAX_BODY_BYTES } from './contact-imports.service.js';
+import { createContactImportsService } from './contact-imports.service.js';
 
 const CONTENT_TYPES = ['application/x-ndjson', 'text/csv'];
 
@@ -49,6 +50,13 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
     asyncCommit: engine === 'postgres',
     leaseSeconds: config.IMPORT_LEASE_SECONDS,
     consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
+    limits: {
+      maxBytes: config.IMPORT_MAX_BYTES,
+      maxDurationMs: config.IMPORT_MAX_DURATION_MS,
+      maxStoredErrors: config.IMPORT_MAX_STORED_ERRORS,
+      maxErrorRate: config.IMPORT_MAX_ERROR_RATE,
+      errorRateMinRows: config.IMPORT_ERROR_RATE_MIN_ROWS,
+    },
   });
   const security = BEARER_OR_API_KEY;
   const tags = ['contact-imports'];
@@ -60,7 +68,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
   app.post(
     '/contact-imports',
     {
-      bodyLimit: IMPORT_MAX_BODY_BYTES,
+      bodyLimit: config.IMPORT_MAX_BYTES,
       config: { auth: { permission: 'contacts:write' } },
       schema: {
         operationId: 'startContactImport',
@@ -86,13 +94,21 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
           '`GET /v1/contact-imports/{id}` (the `Location` of the job is also in the list). If ' +
           'the connection or the server dies, the job becomes `interrupted`: upload the same ' +
           'file again with the same `Idempotency-Key` and it resumes after the last committed ' +
-          'row.',
+          'row, once its first bytes prove to be the ones already imported (else 422 ' +
+          '`import_content_mismatch`, nothing written, the job left as it was). Limits: a body ' +
+          'over `IMPORT_MAX_BYTES` is refused with 413 `payload_too_large` (up front from ' +
+          '`Content-Length`, else the job fails when it gets there); an upload running longer ' +
+          'than `IMPORT_MAX_DURATION_MS` stops with 408 `too_slow`; once more than ' +
+          '`IMPORT_MAX_ERROR_RATE` of the rows read (after `IMPORT_ERROR_RATE_MIN_ROWS`) were ' +
+          'rejected it stops with 422 `too_many_errors`; in each case the job is `failed` with ' +
+          'that code and keeps its whole batches. Only the first `IMPORT_MAX_STORED_ERRORS` row ' +
+          'errors are stored (the job counts them all).',
         security,
         querystring: StartImportQuery,
         headers: StartImportHeaders,
         response: {
           201: ContactImportSchema,
-          ...problemResponses(400, 401, 403, 409, 413, 415, 422),
+          ...problemResponses(400, 401, 403, 408, 409, 413, 415, 422),
         },
       },
     },
@@ -102,6 +118,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
       const contentType = (request.headers['content-type'] ?? '').toLowerCase();
       const format =
         request.query.format ?? (contentType.startsWith('text/csv') ? 'csv' : 'ndjson');
+      const length = request.headers['content-length'];
       const { job, replayed } = await imports.run(
         requestContext(request),
         accountIdOf(request),
@@ -111,6 +128,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
           purpose: request.query.purpose,
           noticeVersion: request.query.noticeVersion,
           idempotencyKey: request.headers['idempotency-key'],
+          declaredBytes: length === undefined ? undefined : Number(length),
         },
         body,
       );
@@ -179,14 +197,18 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
         params: IdParams,
         querystring: ListImportErrorsQuery,
         response: {
-          200: pageOf(ContactImportErrorSchema),
+          200: ContactImportErrorsPage,
           ...problemResponses(400, 401, 403, 404),
         },
       },
     },
     async (request) => {
       const page = await imports.listErrors(accountIdOf(request), request.params.id, request.query);
-      return { data: page.rows.map(toContactImportError), nextCursor: page.nextCursor };
+      return {
+        data: page.rows.map(toContactImportError),
+        nextCursor: page.nextCursor,
+        ...errorCountsOf(page.job),
+      };
     },
   );
 };

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ContactImportErrorRow, ContactImportRow } from '../../db/schema.js';
-import { PageQuery, Timestamp, toIso } from '../../http/schemas.js';
+import { PageQuery, pageOf, Timestamp, toIso } from '../../http/schemas.js';
 
 export const StartImportQuery = z.object({
   format: z
@@ -59,6 +59,19 @@ export const ListImportsQuery = PageQuery.extend({
   status: ImportStatus.optional().describe('Only imports in this status.'),
 });
 
+const ErrorCounts = z.object({
+  errorCount: z.number().int().describe('Row errors found so far (a row can have several).'),
+  storedErrorCount: z
+    .number()
+    .int()
+    .describe(
+      'Row errors stored for the errors endpoint: the first IMPORT_MAX_STORED_ERRORS of them.',
+    ),
+  errorsTruncated: z
+    .boolean()
+    .describe('True when more errors were found than stored (only the first ones are listed).'),
+});
+
 export const ContactImportSchema = z
   .object({
     id: z.uuid(),
@@ -84,11 +97,20 @@ export const ContactImportSchema = z
     contentSha256: z
       .string()
       .nullable()
-      .describe('SHA-256 of the body as received (hex), once read to the end.'),
+      .describe(
+        'SHA-256 of the body as received (hex), once read to the end. For a resumed import, ' +
+          'of the whole body of the upload that finished it: that upload had to begin with ' +
+          'the very bytes the earlier attempts committed (checked by SHA-256 before it wrote ' +
+          'anything), so this is the file the job imported.',
+      ),
+    ...ErrorCounts.shape,
     error: z
       .object({ code: z.string(), line: z.number().int().nullable() })
       .nullable()
-      .describe('Why a failed import stopped.'),
+      .describe(
+        'Why a failed import stopped: a file-format code (with its line), `too_many_errors`, ' +
+          '`payload_too_large`, `too_slow` or `internal_error`.',
+      ),
     createdAt: Timestamp,
     finishedAt: Timestamp.nullable(),
   })
@@ -104,6 +126,9 @@ export const ContactImportSchema = z
       lastRow: 3,
       attempts: 1,
       contentSha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      errorCount: 1,
+      storedErrorCount: 1,
+      errorsTruncated: false,
       error: null,
       createdAt: '2026-11-25T17:00:00.000Z',
       finishedAt: '2026-11-25T17:00:02.000Z',
@@ -131,6 +156,17 @@ export const ContactImportErrorSchema = z
 
 export const ListImportErrorsQuery = PageQuery;
 
+export const ContactImportErrorsPage = pageOf(ContactImportErrorSchema).extend(ErrorCounts.shape);
+
+export function errorCountsOf(row: ContactImportRow): z.input<typeof ErrorCounts> {
+  const errorCount = Number(row.error_count);
+  return {
+    errorCount,
+    storedErrorCount: row.stored_error_count,
+    errorsTruncated: errorCount > row.stored_error_count,
+  };
+}
+
 export function toContactImport(row: ContactImportRow): z.input<typeof ContactImportSchema> {
   return {
     id: row.id,
@@ -147,6 +183,7 @@ export function toContactImport(row: ContactImportRow): z.input<typeof ContactIm
     lastRow: row.last_row,
     attempts: row.attempts,
     contentSha256: row.content_sha256,
+    ...errorCountsOf(row),
     error: row.error_code ? { code: row.error_code, line: row.error_line } : null,
     createdAt: toIso(row.created_at),
     finishedAt: toIso(row.finished_at),

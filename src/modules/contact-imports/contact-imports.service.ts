@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { setImmediate } from 'node:timers/promises';
 import { type Kysely, sql } from 'kysely';
 import { cursors, pageByCreatedAt } from '../../db/keyset.js';
@@ -51,12 +50,19 @@ import {
   listRowErrors,
   type NewRowError,
   noticeVersionExists,
+  releaseImportJob,
   renewImportLease,
   restrictedEmails,
   suppressedFingerprints,
   takeOverImportJob,
   upsertContacts,
 } from './contact-imports.repository.js';
+import {
+  type BodyCheckpoint,
+  ImportBody,
+  ImportContentMismatchError,
+  importTooLarge,
+} from './import-body.js';
 
 /** Rows per transaction: 1,000-row statements are where Postgres bulk writes level off. */
 export const IMPORT_BATCH_SIZE = 1000;
@@ -73,6 +79,8 @@ export interface StartImportInput {
    * taken over and resumed after its last committed row.
    */
   idempotencyKey?: string | undefined;
+  /** The body's declared length (Content-Length), when known: refused up front if too large. */
+  declaredBytes?: number | undefined;
 }
 
 export interface ImportOutcome {
@@ -85,34 +93,27 @@ function notFound() {
   return new NotFoundError('The import does not exist.');
 }
 
-/** Largest import body; the body is streamed, so this bounds time, not memory. */
+/** Largest import body by default (IMPORT_MAX_BYTES); the body is streamed, so this bounds time. */
 export const IMPORT_MAX_BODY_BYTES = 2 * 1024 * 1024 * 1024;
 
-/**
- * Hashes the body as it streams past, without holding on to it, and enforces the size limit
- * (Fastify's `bodyLimit` is not applied to a body handed on as a stream).
- */
-async function* hashing(
-  source: AsyncIterable<Buffer | string>,
-  hash: ReturnType<typeof createHash>,
-  limit: number,
-): AsyncGenerator<Buffer> {
-  let total = 0;
-  for await (const chunk of source) {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    total += bytes.length;
-    if (total > limit) {
-      throw new AppError(
-        413,
-        'payload_too_large',
-        'Payload too large',
-        `The import body is larger than ${limit} bytes; split the file.`,
-      );
-    }
-    hash.update(bytes);
-    yield bytes;
-  }
+/** Bounds on one import (IMPORT_MAX_BYTES and friends in the configuration). */
+export interface ImportLimits {
+  maxBytes: number;
+  maxDurationMs: number;
+  /** Row errors stored per job; past it they are only counted. */
+  maxStoredErrors: number;
+  /** Fraction of rejected rows past which the import stops, once `errorRateMinRows` were read. */
+  maxErrorRate: number;
+  errorRateMinRows: number;
 }
+
+export const DEFAULT_IMPORT_LIMITS: ImportLimits = {
+  maxBytes: IMPORT_MAX_BODY_BYTES,
+  maxDurationMs: 3_600_000,
+  maxStoredErrors: 10_000,
+  maxErrorRate: 0.5,
+  errorRateMinRows: 1000,
+};
 
 /** A consent event of the batch before its contact has an id. */
 type ConsentDraft = Omit<ConsentAppend, 'contact_id'> & { email: string };
@@ -120,13 +121,6 @@ type ConsentDraft = Omit<ConsentAppend, 'contact_id'> & { email: string };
 interface PurposeRef {
   id: string;
   key: string;
-}
-
-/** Reads a body to its end (within the size limit) and returns its SHA-256, hex. */
-async function digestOf(body: AsyncIterable<Buffer | string>, limit: number): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const _ of hashing(body, hash, limit));
-  return hash.digest('hex');
 }
 
 /** Parse results between two turns of the event loop (see {@link afterInTurns}). */
@@ -146,6 +140,7 @@ export async function* afterInTurns<T extends { rowNumber: number }>(
   results: AsyncIterable<T>,
   lastRow: number,
   turnRows = PARSE_TURN_ROWS,
+  body?: ImportBody,
 ): AsyncGenerator<T> {
   let sinceTurn = 0;
   for await (const result of results) {
@@ -153,12 +148,26 @@ export async function* afterInTurns<T extends { rowNumber: number }>(
       sinceTurn = 0;
       await setImmediate();
     }
-    if (result.rowNumber > lastRow) yield result;
+    if (result.rowNumber <= lastRow) continue;
+    // A resumed upload writes nothing of its own before it proved it is the same file.
+    if (body && !body.verified) await body.verifyPrefix();
+    yield result;
   }
 }
 
+/** Attaches to each batch what had been read of the body when the batch closed. */
+async function* withCheckpoints<B>(
+  source: AsyncIterable<B>,
+  body: ImportBody,
+): AsyncGenerator<B & { checkpoint: BodyCheckpoint }> {
+  for await (const batch of source) yield { ...batch, checkpoint: body.checkpoint() };
+}
+
 /** A batch with each distinct address's keyed hash (for the suppression check). */
-type PreparedBatch = ImportBatch & { fingerprints: Map<string, string> };
+type PreparedBatch = ImportBatch & {
+  fingerprints: Map<string, string>;
+  checkpoint: BodyCheckpoint;
+};
 
 /**
  * Hashes the batch's addresses as it comes out of the parser. It runs in the parse-ahead, so
@@ -166,7 +175,7 @@ type PreparedBatch = ImportBatch & { fingerprints: Map<string, string> };
  * inside the next batch's transaction.
  */
 async function* withFingerprints(
-  batches: AsyncIterable<ImportBatch>,
+  batches: AsyncIterable<ImportBatch & { checkpoint: BodyCheckpoint }>,
   hashSecret: string,
 ): AsyncGenerator<PreparedBatch> {
   for await (const batch of batches) {
@@ -215,11 +224,11 @@ export function createContactImportsService(deps: {
   asyncCommit: boolean;
   leaseSeconds: number;
   consentTokenTtlHours: number;
-  maxBodyBytes?: number;
+  limits?: Partial<ImportLimits>;
 }) {
   const { db, hashSecret } = deps;
   const sealer = linkSealer(hashSecret);
-  const maxBodyBytes = deps.maxBodyBytes ?? IMPORT_MAX_BODY_BYTES;
+  const limits: ImportLimits = { ...DEFAULT_IMPORT_LIMITS, ...deps.limits };
   const leaseMs = deps.leaseSeconds * 1000;
 
   async function get(accountId: string, id: string): Promise<ContactImportRow> {
@@ -242,12 +251,13 @@ export function createContactImportsService(deps: {
 
     async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
       const key = cursors.importError.decode(query.cursor);
-      await get(accountId, id);
+      const job = await get(accountId, id);
       const after = key ? { rowNumber: key[0], ordinal: key[1] } : undefined;
       const rows = await listRowErrors(db, accountId, id, { limit: query.limit + 1, after });
       const page = rows.slice(0, query.limit);
       const last = page[page.length - 1];
       return {
+        job,
         rows: page,
         nextCursor:
           rows.length > query.limit && last
@@ -290,6 +300,10 @@ export function createContactImportsService(deps: {
         pendingPurpose = { id, key: input.purpose, noticeVersion: input.noticeVersion ?? null };
       }
 
+      if (input.declaredBytes !== undefined && input.declaredBytes > limits.maxBytes) {
+        throw importTooLarge(limits.maxBytes);
+      }
+      let earlier: ContactImportRow | undefined;
       let job = await insertImportJob(db, {
         accountId,
         format: input.format,
@@ -302,14 +316,25 @@ export function createContactImportsService(deps: {
       if (!job) {
         // The key belongs to an earlier import: answer it, or resume it.
         const key = input.idempotencyKey!;
-        const earlier = await findImportJobByKey(db, accountId, key);
+        earlier = await findImportJobByKey(db, accountId, key);
         if (!earlier) throw keyInProgress();
         if (earlier.format !== input.format || earlier.missing_consent !== input.missingConsent) {
           throw keyReused();
         }
         if (earlier.status === 'completed') {
-          if ((await digestOf(body, maxBodyBytes)) !== earlier.content_sha256) throw keyReused();
+          const whole = new ImportBody(body, limits.maxBytes);
+          try {
+            if ((await whole.drain()) !== earlier.content_sha256) throw keyReused();
+          } finally {
+            whole.close();
+          }
           return { job: earlier, replayed: true };
+        }
+        if (earlier.last_row > 0 && earlier.consumed_sha256 === null) {
+          // Committed before checkpoints carried a hash: there is nothing to compare with.
+          throw new ImportContentMismatchError(
+            'This import cannot prove which bytes it already committed.',
+          );
         }
         job = await takeOverImportJob(db, accountId, earlier.id, leaseMs);
         if (!job) throw keyInProgress();
@@ -317,12 +342,41 @@ export function createContactImportsService(deps: {
       const resumeAfter = job.last_row;
       const attempt = job.attempts;
       const jobId = job.id;
+      // A resumed upload must begin with the bytes the committed batches were read from.
+      const expected: BodyCheckpoint | null =
+        job.last_row > 0 && job.consumed_sha256 !== null
+          ? {
+              bytes: Number(job.consumed_bytes),
+              sha256: job.consumed_sha256,
+              whole: job.content_sha256 !== null,
+            }
+          : null;
+      const source = new ImportBody(body, limits.maxBytes, expected);
+      const totals = {
+        rows: job.processed_rows,
+        rejected: job.rejected_count,
+        storedErrors: job.stored_error_count,
+      };
 
       const heartbeat = setInterval(() => {
         renewImportLease(db, accountId, jobId, leaseMs).catch(() => undefined);
       }, leaseMs / 3);
       heartbeat.unref();
-      const hash = createHash('sha256');
+      // One upload may take so long and no longer: the pending read fails, the batch being
+      // written is finished (whole batches only), and the job says why it stopped.
+      const deadline = setTimeout(() => {
+        source.interrupt(
+          new AppError(
+            408,
+            'too_slow',
+            'Import too slow',
+            `The import ran longer than IMPORT_MAX_DURATION_MS (${limits.maxDurationMs} ms) ` +
+              `and stopped. Import ${jobId} failed after its last committed row (see its ` +
+              'counts); retry with the same Idempotency-Key to resume it, or split the file.',
+          ),
+        );
+      }, limits.maxDurationMs);
+      deadline.unref();
       const writer = batchWriter({
         db,
         asyncCommit: deps.asyncCommit,
@@ -334,21 +388,42 @@ export function createContactImportsService(deps: {
         pendingPurpose,
         consentTokenTtlHours: deps.consentTokenTtlHours,
         sealer,
+        maxStoredErrors: limits.maxStoredErrors,
       });
       try {
-        const results = parseImport(hashing(body, hash, maxBodyBytes), input.format, {
+        const results = parseImport(source.pieces(), input.format, {
           missingConsent: input.missingConsent,
         });
         // Parse the next batch while this one is written: on Postgres the two overlap.
         const pending = withFingerprints(
-          batches(afterInTurns(results, resumeAfter), IMPORT_BATCH_SIZE),
+          withCheckpoints(
+            batches(afterInTurns(results, resumeAfter, PARSE_TURN_ROWS, source), IMPORT_BATCH_SIZE),
+            source,
+          ),
           hashSecret,
         );
         let next = pending.next();
         try {
           for (let current = await next; !current.done; current = await next) {
             next = pending.next();
-            await writer.write(current.value);
+            if (source.interrupted) throw source.interrupted;
+            const progress = await writer.write(current.value, totals.storedErrors);
+            totals.rows += progress.rows;
+            totals.rejected += progress.rejected;
+            totals.storedErrors += progress.storedErrors;
+            // A file mostly made of bad rows is not worth reading on: it is the wrong file,
+            // or the wrong format, and its error report would only grow.
+            if (
+              totals.rows >= limits.errorRateMinRows &&
+              totals.rejected > totals.rows * limits.maxErrorRate
+            ) {
+              throw new UnprocessableError(
+                'too_many_errors',
+                `${totals.rejected} of the first ${totals.rows} rows were rejected (more than ` +
+                  `IMPORT_MAX_ERROR_RATE, ${limits.maxErrorRate}); import ${jobId} stopped. ` +
+                  'See its errors, fix the file and import it again.',
+              );
+            }
           }
         } finally {
           // A write failed while the next batch was being read: settle that read quietly.
@@ -361,6 +436,22 @@ export function createContactImportsService(deps: {
             `Import ${jobId} was taken over by a retry with the same Idempotency-Key; this ` +
               'upload stopped.',
           );
+        }
+        if (!source.verified) {
+          // Nothing of this upload was written: give the job back as it was. Say whether the
+          // body is another file when that is what went wrong.
+          const verdict =
+            error instanceof ImportContentMismatchError ? 'mismatch' : await source.settlePrefix();
+          if (verdict !== 'match') {
+            await releaseImportJob(db, accountId, earlier!, attempt).catch(() => undefined);
+            if (verdict === 'mismatch' && !(error instanceof ImportContentMismatchError)) {
+              throw new ImportContentMismatchError(
+                `The first ${expected!.bytes} bytes of this body are not the ones this import ` +
+                  'already committed (compared by SHA-256).',
+              );
+            }
+            throw error;
+          }
         }
         const format = error instanceof ImportFormatError;
         await finishImportJob(db, accountId, jobId, {
@@ -375,15 +466,27 @@ export function createContactImportsService(deps: {
               'kept (see its counts); fix the file and import it again.',
           );
         }
+        if (error instanceof AppError && error.code === 'payload_too_large') {
+          throw new AppError(
+            413,
+            error.code,
+            'Payload too large',
+            `${error.message} Import ${jobId} failed; the batches before this point were kept.`,
+          );
+        }
         throw error;
       } finally {
         clearInterval(heartbeat);
+        clearTimeout(deadline);
+        source.close();
       }
 
       const done = await db.transaction().execute(async (trx) => {
         const finished = await finishImportJob(trx, accountId, jobId, {
           status: 'completed',
-          contentSha256: hash.digest('hex'),
+          // The body this upload read, all of it: on a resume, its start was proven to be the
+          // bytes committed before (so this is the file the job imported).
+          contentSha256: source.digest(),
         });
         await recordAudit(trx, ctx, {
           accountId,
@@ -411,6 +514,7 @@ interface WriterDeps {
   consentTokenTtlHours: number;
   /** Seals the confirmation links written to the event feed. */
   sealer: LinkSealer;
+  maxStoredErrors: number;
 }
 
 /**
@@ -495,8 +599,9 @@ function batchWriter(deps: WriterDeps) {
   }
 
   return {
-    async write(batch: PreparedBatch): Promise<void> {
-      await db.transaction().execute(async (trx) => {
+    /** Writes one batch; `storedErrors`: the job's row errors stored so far (for the cap). */
+    async write(batch: PreparedBatch, storedErrors: number): Promise<BatchProgress> {
+      return db.transaction().execute(async (trx) => {
         await tuneBatchTransaction(trx, deps.asyncCommit);
         const errors: NewRowError[] = [];
         const rejectedRows = new Set<number>();
@@ -653,15 +758,22 @@ function batchWriter(deps: WriterDeps) {
           deps.consentTokenTtlHours,
           deps.sealer,
         );
-        await insertRowErrors(trx, accountId, importId, errors);
+        // The report keeps the first errors only: past the cap a file of garbage would store
+        // many times its own size. The job still counts them all.
+        const stored = errors.slice(0, Math.max(0, deps.maxStoredErrors - storedErrors));
+        await insertRowErrors(trx, accountId, importId, stored);
         const progress: BatchProgress = {
           rows: batch.rows.length + batch.rejected.length,
           created: inserted,
           updated: accepted.length - inserted,
           rejected: rejectedRows.size,
           lastRow: batch.lastRowNumber,
+          errors: errors.length,
+          storedErrors: stored.length,
+          checkpoint: batch.checkpoint,
         };
         await advanceImportJob(trx, accountId, importId, deps.attempt, progress);
+        return progress;
       });
     },
   };
