@@ -13,7 +13,7 @@ import {
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
-import { type Config, trustProxySetting } from './config.js';
+import { type Config, trustProxyOption } from './config.js';
 import type { Database } from './db/database.js';
 import { AppError, ValidationError } from './errors.js';
 import { fieldName, frameworkErrorHandler, registerErrorHandler } from './http/error-handler.js';
@@ -66,7 +66,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     connectionTimeout: config.CONNECTION_TIMEOUT_MS,
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
-    trustProxy: trustProxySetting(config.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,
     frameworkErrors: frameworkErrorHandler(headers),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },

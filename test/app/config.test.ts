@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ConfigError, loadConfig, trustProxySetting } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
 
 /** Runs loadConfig and returns the ConfigError it throws (fails the test otherwise). */
 function configError(env: NodeJS.ProcessEnv): ConfigError {
@@ -142,12 +142,39 @@ t.test('loadConfig reads only the environment it is given', async (t) => {
   t.throws(() => loadConfig(), ConfigError, 'and process.env by default');
 });
 
-t.test('TRUST_PROXY maps onto Fastify’s trustProxy', async (t) => {
-  t.equal(trustProxySetting(undefined), false);
-  t.equal(trustProxySetting('false'), false);
-  t.equal(trustProxySetting('true'), true);
-  t.equal(trustProxySetting('2'), 2, 'a hop count');
-  t.equal(trustProxySetting('10.0.0.0/8'), '10.0.0.0/8', 'addresses pass through');
+t.test('TRUST_PROXY is parsed into what it means', async (t) => {
+  const parsed = (value?: string) => loadConfig({ TRUST_PROXY: value }).TRUST_PROXY;
+  t.equal(parsed(undefined), false);
+  t.equal(parsed(''), false, 'blank means unset');
+  t.equal(parsed('false'), false);
+  t.equal(parsed('0'), false, 'zero hops: no proxy');
+  t.equal(parsed('true'), true);
+  t.equal(parsed('1'), 1, 'a hop count is a number, not the address "1"');
+  t.equal(parsed(' 2 '), 2);
+  t.same(parsed('10.0.0.0/8'), ['10.0.0.0/8'], 'a CIDR');
+  t.same(
+    parsed('10.0.0.1, 192.168.0.0/16,fd00::/8 , loopback'),
+    ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback'],
+    'a comma-separated list of addresses, CIDRs and range names',
+  );
+  for (const bad of [
+    'yes',
+    'banana',
+    '10.0.0.0/33',
+    '10.0.0.1/',
+    '-1',
+    '1.5',
+    '101',
+    '10.0.0.1,,',
+  ]) {
+    const err = configError({ TRUST_PROXY: bad });
+    t.same(
+      err.problems.map((p) => p.split(':')[0]),
+      ['TRUST_PROXY'],
+      `${JSON.stringify(bad)} stops the start`,
+    );
+    t.match(err.message, /hop count/);
+  }
 });
 
 t.test('DATABASE_SCHEMA must be a plain SQL identifier (it goes into search_path)', async (t) => {
