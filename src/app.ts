@@ -10,7 +10,6 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
 import { type Config, trustProxyOption } from './config.js';
@@ -20,8 +19,10 @@ import { fieldName, frameworkErrorHandler, registerErrorHandler } from './http/e
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
+import { failOpenRedisStore } from './http/rate-limit-store.js';
 import { securityHeaders } from './http/security-headers.js';
 import { serializerCompiler } from './http/serializer.js';
+import type { RedisLink } from './lib/redis.js';
 import { findInputProblem } from './lib/storable-input.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
@@ -34,8 +35,8 @@ export interface AppDeps {
   database: Database;
   /** A ready pino logger, or `false` to log nothing (defaults to one built from config). */
   logger?: Logger | false;
-  /** Shared rate-limit store; without it each process counts on its own. */
-  redis?: Redis;
+  /** Shared rate-limit store (see lib/redis.ts); without it each process counts on its own. */
+  redis?: RedisLink;
   /** Separates rate-limit counters of apps sharing one Redis (tests). */
   rateLimitNamespace?: string;
 }
@@ -113,13 +114,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerErrorHandler(app);
 
+  const metrics = createMetrics(() => database.poolStats());
   await app.register(rateLimit, {
     global: true,
     max: config.RATE_LIMIT_MAX,
     timeWindow: config.RATE_LIMIT_WINDOW,
-    ...(deps.redis ? { redis: deps.redis } : {}),
-    nameSpace: `custodian-rl:${deps.rateLimitNamespace ?? 'default'}:`,
-    // Counting must not take the API down: if Redis is unreachable, let requests through.
+    // Counting must not take the API down: if Redis cannot count, requests go through (the
+    // store fails open, counts it in /metrics, and the outage is logged once).
+    ...(deps.redis
+      ? {
+          store: failOpenRedisStore(
+            deps.redis,
+            `custodian-rl:${deps.rateLimitNamespace ?? 'default'}:`,
+            metrics.rateLimitFailedOpen,
+          ),
+        }
+      : {}),
     skipOnError: true,
     errorResponseBuilder: (_request, context) =>
       new AppError(
@@ -133,7 +143,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerNotFound(app);
   const principals = new PrincipalCache(config.AUTH_CACHE_TTL_MS);
   await registerAuth(app, config, database, principals);
-  const metrics = createMetrics(() => database.poolStats());
   // One hook per response for both the metrics and the access log line.
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url;
@@ -218,6 +227,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(operationsRoutes, {
     database,
+    redis: deps.redis,
     metrics: metrics.registry,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });

@@ -125,6 +125,9 @@ const envSchema = z
     RATE_LIMIT_MAX: int(600, 1),
     RATE_LIMIT_WINDOW: z.string().min(1).default('1 minute'),
     REDIS_URL: optionalString,
+    // A Redis command slower than this fails, and the request goes through without counting
+    // (rate limits fail open), so a stalled Redis cannot stall the API.
+    REDIS_COMMAND_TIMEOUT_MS: int(250, 10, 10_000),
 
     // Identity and access
     // Secret for signing access tokens (HS256), at least 32 characters; required in production.
