@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { ServerOptions as HttpServerOptions } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -15,7 +16,13 @@ import type { ZodType } from 'zod';
 import { type Config, trustProxyOption } from './config.js';
 import type { Database } from './db/database.js';
 import { AppError, ValidationError } from './errors.js';
-import { fieldName, frameworkErrorHandler, registerErrorHandler } from './http/error-handler.js';
+import { registerBodyTimeout } from './http/body-timeout.js';
+import {
+  clientErrorHandler,
+  fieldName,
+  frameworkErrorHandler,
+  registerErrorHandler,
+} from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
@@ -53,7 +60,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, database } = deps;
 
   const headers = securityHeaders({ hstsMaxAgeSeconds: config.HSTS_MAX_AGE_SECONDS });
-  const options: FastifyServerOptions & { https?: { key: Buffer; cert: Buffer } | null } = {
+  const http: HttpServerOptions = {
+    // Slow headers get no more time than a slow body (Node's default is 60 s). Node also
+    // ignores a requestTimeout shorter than headersTimeout, which this rules out.
+    headersTimeout: Math.min(60_000, config.BODY_TIMEOUT_MS),
+    // Node checks both on an interval (30 s by default): a tenth of the request timeout keeps
+    // a short one from overshooting by far, and changes nothing for the hour.
+    connectionsCheckingInterval: Math.min(
+      30_000,
+      Math.max(100, Math.floor(config.IMPORT_BODY_TIMEOUT_MS / 10)),
+    ),
+  };
+  const options: FastifyServerOptions & {
+    http?: HttpServerOptions;
+    https?: (HttpServerOptions & { key: Buffer; cert: Buffer }) | null;
+  } = {
     // One log line per request, written by our onResponse hook (with scrubbed URL).
     logController: new LogController({
       disableRequestLogging: true,
@@ -64,12 +85,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
     bodyLimit: config.BODY_LIMIT_BYTES,
-    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http,
+    // Every body but an import's is bounded sooner, per route (registerBodyTimeout).
+    requestTimeout: config.IMPORT_BODY_TIMEOUT_MS,
     connectionTimeout: config.CONNECTION_TIMEOUT_MS,
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,
     frameworkErrors: frameworkErrorHandler(headers),
+    clientErrorHandler: clientErrorHandler(headers),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   };
   if (deps.logger === false) options.logger = false;
@@ -77,12 +101,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   else options.logger = loggerOptions(config);
   if (config.TLS_CERT_FILE && config.TLS_KEY_FILE) {
     options.https = {
+      ...http,
       cert: readFileSync(config.TLS_CERT_FILE),
       key: readFileSync(config.TLS_KEY_FILE),
     };
   }
 
   const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
+  // Past the cap Node closes new connections at once, before they cost a parser and buffers.
+  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   // Every request part with a schema (body, query, path) is first searched for input the
   // service cannot store or process (NUL, lone surrogates, absurd nesting, Infinity; see
   // storable-input.ts): such input passed the schemas and came back as a 500. One check here
@@ -140,7 +167,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       ),
   });
 
-  registerNotFound(app);
+  const bodyDeadline = registerBodyTimeout(app, config.BODY_TIMEOUT_MS);
+  registerNotFound(app, bodyDeadline);
   const principals = new PrincipalCache(config.AUTH_CACHE_TTL_MS);
   await registerAuth(app, config, database, principals);
   // One hook per response for both the metrics and the access log line.

@@ -92,10 +92,15 @@ const envSchema = z
     TLS_KEY_FILE: optionalString,
     HSTS_MAX_AGE_SECONDS: int(31_536_000),
     BODY_LIMIT_BYTES: int(1_048_576, 1024),
-    // Node applies it to receiving the whole request, and a bulk import is written while its
-    // body arrives, so it bounds how long an import may take. A connection that stops sending
-    // is still dropped after CONNECTION_TIMEOUT_MS.
-    REQUEST_TIMEOUT_MS: int(3_600_000),
+    // Time to receive a whole request body, on every route but bulk imports: a client that
+    // trickles its body holds a connection (and memory) meanwhile.
+    BODY_TIMEOUT_MS: int(30_000, 1),
+    // The same for bulk import uploads, which are written while their body arrives, so it
+    // bounds how long an import may take (0 = no limit). Node's requestTimeout, the outer bound
+    // of every request. A connection that stops sending is dropped after CONNECTION_TIMEOUT_MS.
+    IMPORT_BODY_TIMEOUT_MS: int(3_600_000),
+    // Open connections beyond this are refused (0 = no limit).
+    MAX_CONNECTIONS: int(1_024),
     CONNECTION_TIMEOUT_MS: int(10_000),
     KEEP_ALIVE_TIMEOUT_MS: int(72_000),
     SHUTDOWN_GRACE_MS: int(10_000, 0),
@@ -176,6 +181,13 @@ const envSchema = z
       if (env.NODE_ENV === 'production' && !env[key]) {
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
       }
+    }
+    if (env.IMPORT_BODY_TIMEOUT_MS > 0 && env.BODY_TIMEOUT_MS > env.IMPORT_BODY_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BODY_TIMEOUT_MS'],
+        message: 'must not exceed IMPORT_BODY_TIMEOUT_MS (the outer bound of every request)',
+      });
     }
     if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
       ctx.addIssue({

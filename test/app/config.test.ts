@@ -97,10 +97,12 @@ t.test('defaults are sensible', async (t) => {
   // Receiving a request is bounded too, but long enough for a streamed bulk import (which is
   // written while its body arrives); a stalled connection is dropped by the idle timeout.
   t.ok(
-    config.REQUEST_TIMEOUT_MS >= 600_000 && config.REQUEST_TIMEOUT_MS <= 3_600_000,
-    `REQUEST_TIMEOUT_MS is finite and fits a long import (${config.REQUEST_TIMEOUT_MS} ms)`,
+    config.IMPORT_BODY_TIMEOUT_MS >= 600_000 && config.IMPORT_BODY_TIMEOUT_MS <= 3_600_000,
+    `IMPORT_BODY_TIMEOUT_MS is finite and fits a long import (${config.IMPORT_BODY_TIMEOUT_MS} ms)`,
   );
+  t.ok(config.MAX_CONNECTIONS > 0, `connections are capped (${config.MAX_CONNECTIONS})`);
   for (const key of [
+    'BODY_TIMEOUT_MS',
     'CONNECTION_TIMEOUT_MS',
     'KEEP_ALIVE_TIMEOUT_MS',
     'SHUTDOWN_GRACE_MS',
@@ -175,6 +177,19 @@ t.test('TRUST_PROXY is parsed into what it means', async (t) => {
     );
     t.match(err.message, /hop count/);
   }
+});
+
+t.test('an ordinary body may not take longer than an import', async (t) => {
+  const err = configError({ BODY_TIMEOUT_MS: '60000', IMPORT_BODY_TIMEOUT_MS: '30000' });
+  t.same(
+    err.problems.map((p) => p.split(':')[0]),
+    ['BODY_TIMEOUT_MS'],
+  );
+  t.equal(
+    loadConfig({ BODY_TIMEOUT_MS: '60000', IMPORT_BODY_TIMEOUT_MS: '0' }).BODY_TIMEOUT_MS,
+    60_000,
+  );
+  t.equal(loadConfig({ MAX_CONNECTIONS: '0' }).MAX_CONNECTIONS, 0, '0: no cap');
 });
 
 t.test('DATABASE_SCHEMA must be a plain SQL identifier (it goes into search_path)', async (t) => {
