@@ -66,10 +66,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     headersTimeout: Math.min(60_000, config.BODY_TIMEOUT_MS),
     // Node checks both on an interval (30 s by default): a tenth of the request timeout keeps
     // a short one from overshooting by far, and changes nothing for the hour.
-    connectionsCheckingInterval: Math.min(
-      30_000,
-      Math.max(100, Math.floor(config.IMPORT_BODY_TIMEOUT_MS / 10)),
-    ),
+    connectionsCheckingInterval:
+      config.IMPORT_BODY_TIMEOUT_MS > 0
+        ? Math.min(30_000, Math.max(100, Math.floor(config.IMPORT_BODY_TIMEOUT_MS / 10)))
+        : 30_000,
   };
   const options: FastifyServerOptions & {
     http?: HttpServerOptions;
