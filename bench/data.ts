@@ -74,7 +74,7 @@ there, runs the service on it, and drops it at the end (also on Ctrl-C or failur
   --rows N               contacts to import (BENCH_DATA_ROWS, default 1000000)
   --page-size N          audience page size (default 1000, the API's maximum)
   --audience-pages N     walk at most N audience pages (default: all of them)
-  --request-timeout-ms N REQUEST_TIMEOUT_MS for the service (default: the service's own, 1 hour;
+  --request-timeout-ms N IMPORT_BODY_TIMEOUT_MS for the service (default: the service's own, 1 hour;
                          it bounds how long an import upload may take)
   --no-build             do not run \`npm run build\` first (use dist/ as it is)
   --tsx                  run the service from src/ through tsx instead of dist/
@@ -355,7 +355,7 @@ async function main(): Promise<number> {
     env: {
       ...(options.requestTimeoutMs === undefined
         ? {}
-        : { REQUEST_TIMEOUT_MS: String(options.requestTimeoutMs) }),
+        : { IMPORT_BODY_TIMEOUT_MS: String(options.requestTimeoutMs) }),
       DATABASE_SCHEMA: 'public',
       ...(options.serviceNodeOptions ? { NODE_OPTIONS: options.serviceNodeOptions } : {}),
     },
@@ -637,7 +637,7 @@ async function main(): Promise<number> {
     '',
     `${int(rows)} contacts; Postgres ${serverVersion} (throw-away database ${database}); ` +
       `${process.version}, ${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(' ')}.`,
-    `- service: \`${service.command}\`, REQUEST_TIMEOUT_MS=${options.requestTimeoutMs ?? 'default'}` +
+    `- service: \`${service.command}\`, IMPORT_BODY_TIMEOUT_MS=${options.requestTimeoutMs ?? 'default'}` +
       (options.serviceNodeOptions ? `, NODE_OPTIONS=${options.serviceNodeOptions}` : ''),
     `- COPY baseline: \`COPY ... FROM STDIN\` (text, pg-copy-streams) of the same rows into empty ` +
       'copies of `contacts` and `consent_events` (`LIKE ... INCLUDING ALL` plus their foreign ' +

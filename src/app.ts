@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { ServerOptions as HttpServerOptions } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -10,18 +11,25 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
-import { type Config, trustProxySetting } from './config.js';
+import { type Config, trustProxyOption } from './config.js';
 import type { Database } from './db/database.js';
 import { AppError, ValidationError } from './errors.js';
-import { fieldName, frameworkErrorHandler, registerErrorHandler } from './http/error-handler.js';
+import { registerBodyTimeout } from './http/body-timeout.js';
+import {
+  clientErrorHandler,
+  fieldName,
+  frameworkErrorHandler,
+  registerErrorHandler,
+} from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
 import { ProblemSchema } from './http/problem.js';
+import { failOpenRedisStore } from './http/rate-limit-store.js';
 import { securityHeaders } from './http/security-headers.js';
 import { serializerCompiler } from './http/serializer.js';
+import type { RedisLink } from './lib/redis.js';
 import { findInputProblem } from './lib/storable-input.js';
 import { loggerOptions } from './logger.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
@@ -34,8 +42,8 @@ export interface AppDeps {
   database: Database;
   /** A ready pino logger, or `false` to log nothing (defaults to one built from config). */
   logger?: Logger | false;
-  /** Shared rate-limit store; without it each process counts on its own. */
-  redis?: Redis;
+  /** Shared rate-limit store (see lib/redis.ts); without it each process counts on its own. */
+  redis?: RedisLink;
   /** Separates rate-limit counters of apps sharing one Redis (tests). */
   rateLimitNamespace?: string;
 }
@@ -52,7 +60,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, database } = deps;
 
   const headers = securityHeaders({ hstsMaxAgeSeconds: config.HSTS_MAX_AGE_SECONDS });
-  const options: FastifyServerOptions & { https?: { key: Buffer; cert: Buffer } | null } = {
+  const http: HttpServerOptions = {
+    // Slow headers get no more time than a slow body (Node's default is 60 s). Node also
+    // ignores a requestTimeout shorter than headersTimeout, which this rules out.
+    headersTimeout: Math.min(60_000, config.BODY_TIMEOUT_MS),
+    // Node checks both on an interval (30 s by default): a tenth of the request timeout keeps
+    // a short one from overshooting by far, and changes nothing for the hour.
+    connectionsCheckingInterval:
+      config.IMPORT_BODY_TIMEOUT_MS > 0
+        ? Math.min(30_000, Math.max(100, Math.floor(config.IMPORT_BODY_TIMEOUT_MS / 10)))
+        : 30_000,
+  };
+  const options: FastifyServerOptions & {
+    http?: HttpServerOptions;
+    https?: (HttpServerOptions & { key: Buffer; cert: Buffer }) | null;
+  } = {
     // One log line per request, written by our onResponse hook (with scrubbed URL).
     logController: new LogController({
       disableRequestLogging: true,
@@ -63,12 +85,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
     bodyLimit: config.BODY_LIMIT_BYTES,
-    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http,
+    // Every body but an import's is bounded sooner, per route (registerBodyTimeout).
+    requestTimeout: config.IMPORT_BODY_TIMEOUT_MS,
     connectionTimeout: config.CONNECTION_TIMEOUT_MS,
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
-    trustProxy: trustProxySetting(config.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,
     frameworkErrors: frameworkErrorHandler(headers),
+    clientErrorHandler: clientErrorHandler(headers),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   };
   if (deps.logger === false) options.logger = false;
@@ -76,12 +101,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   else options.logger = loggerOptions(config);
   if (config.TLS_CERT_FILE && config.TLS_KEY_FILE) {
     options.https = {
+      ...http,
       cert: readFileSync(config.TLS_CERT_FILE),
       key: readFileSync(config.TLS_KEY_FILE),
     };
   }
 
   const app = Fastify(options).withTypeProvider<ZodTypeProvider>();
+  // Past the cap Node closes new connections at once, before they cost a parser and buffers.
+  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   // Every request part with a schema (body, query, path) is first searched for input the
   // service cannot store or process (NUL, lone surrogates, absurd nesting, Infinity; see
   // storable-input.ts): such input passed the schemas and came back as a 500. One check here
@@ -113,13 +141,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerErrorHandler(app);
 
+  const metrics = createMetrics(() => database.poolStats());
   await app.register(rateLimit, {
     global: true,
     max: config.RATE_LIMIT_MAX,
     timeWindow: config.RATE_LIMIT_WINDOW,
-    ...(deps.redis ? { redis: deps.redis } : {}),
-    nameSpace: `custodian-rl:${deps.rateLimitNamespace ?? 'default'}:`,
-    // Counting must not take the API down: if Redis is unreachable, let requests through.
+    // Counting must not take the API down: if Redis cannot count, requests go through (the
+    // store fails open, counts it in /metrics, and the outage is logged once).
+    ...(deps.redis
+      ? {
+          store: failOpenRedisStore(
+            deps.redis,
+            `custodian-rl:${deps.rateLimitNamespace ?? 'default'}:`,
+            metrics.rateLimitFailedOpen,
+          ),
+        }
+      : {}),
     skipOnError: true,
     errorResponseBuilder: (_request, context) =>
       new AppError(
@@ -130,10 +167,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       ),
   });
 
-  registerNotFound(app);
+  const bodyDeadline = registerBodyTimeout(app, config.BODY_TIMEOUT_MS);
+  registerNotFound(app, bodyDeadline);
   const principals = new PrincipalCache(config.AUTH_CACHE_TTL_MS);
   await registerAuth(app, config, database, principals);
-  const metrics = createMetrics(() => database.poolStats());
   // One hook per response for both the metrics and the access log line.
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url;
@@ -218,6 +255,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   await app.register(operationsRoutes, {
     database,
+    redis: deps.redis,
     metrics: metrics.registry,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -26,6 +27,47 @@ const optionalBool = z
 const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
+/** proxy-addr's names for the reserved ranges (127/8 and ::1, 169.254/16, 10/8 + 172.16/12 + ...). */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address, an address/prefix-length CIDR, or one of proxy-addr's range names. */
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry)) return true;
+  const [address = '', bits, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+}
+
+/**
+ * TRUST_PROXY, parsed here into what it means, so a typo stops the start instead of silently
+ * trusting nothing: unset/false: no proxy; true: every hop; a whole number: that many hops in
+ * front of the service; otherwise a comma-separated list of proxy addresses/CIDRs.
+ */
+const trustProxy = z
+  .string()
+  .optional()
+  .transform((raw, ctx): false | true | number | string[] => {
+    const value = raw?.trim().toLowerCase() ?? '';
+    if (value === '' || value === 'false') return false;
+    if (value === 'true') return true;
+    if (/^\d+$/.test(value)) {
+      const hops = Number(value);
+      if (hops <= 100) return hops === 0 ? false : hops;
+    }
+    const entries = value.split(',').map((entry) => entry.trim());
+    const bad = entries.filter((entry) => !isProxyAddress(entry));
+    if (bad.length === 0) return entries;
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        'must be true, false, a hop count (0..100) or a comma-separated list of proxy ' +
+        `addresses/CIDRs; not valid: ${bad.map((entry) => JSON.stringify(entry)).join(', ')}`,
+    });
+    return z.NEVER;
+  });
+
 const optionalString = z
   .string()
   .optional()
@@ -45,15 +87,20 @@ const envSchema = z
     HOST: z.string().min(1).default('127.0.0.1'),
     PORT: int(3000, 0, 65535),
     PUBLIC_BASE_URL: optionalString.pipe(z.url().optional()),
-    TRUST_PROXY: optionalString,
+    TRUST_PROXY: trustProxy,
     TLS_CERT_FILE: optionalString,
     TLS_KEY_FILE: optionalString,
     HSTS_MAX_AGE_SECONDS: int(31_536_000),
     BODY_LIMIT_BYTES: int(1_048_576, 1024),
-    // Node applies it to receiving the whole request, and a bulk import is written while its
-    // body arrives, so it bounds how long an import may take. A connection that stops sending
-    // is still dropped after CONNECTION_TIMEOUT_MS.
-    REQUEST_TIMEOUT_MS: int(3_600_000),
+    // Time to receive a whole request body, on every route but bulk imports: a client that
+    // trickles its body holds a connection (and memory) meanwhile.
+    BODY_TIMEOUT_MS: int(30_000, 1),
+    // The same for bulk import uploads, which are written while their body arrives, so it
+    // bounds how long an import may take (0 = no limit). Node's requestTimeout, the outer bound
+    // of every request. A connection that stops sending is dropped after CONNECTION_TIMEOUT_MS.
+    IMPORT_BODY_TIMEOUT_MS: int(3_600_000),
+    // Open connections beyond this are refused (0 = no limit).
+    MAX_CONNECTIONS: int(1_024),
     CONNECTION_TIMEOUT_MS: int(10_000),
     KEEP_ALIVE_TIMEOUT_MS: int(72_000),
     SHUTDOWN_GRACE_MS: int(10_000, 0),
@@ -89,6 +136,9 @@ const envSchema = z
     RATE_LIMIT_MAX: int(600, 1),
     RATE_LIMIT_WINDOW: z.string().min(1).default('1 minute'),
     REDIS_URL: optionalString,
+    // A Redis command slower than this fails, and the request goes through without counting
+    // (rate limits fail open), so a stalled Redis cannot stall the API.
+    REDIS_COMMAND_TIMEOUT_MS: int(250, 10, 10_000),
 
     // Identity and access
     // Secret for signing access tokens (HS256), at least 32 characters; required in production.
@@ -162,6 +212,13 @@ const envSchema = z
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
       }
     }
+    if (env.IMPORT_BODY_TIMEOUT_MS > 0 && env.BODY_TIMEOUT_MS > env.IMPORT_BODY_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BODY_TIMEOUT_MS'],
+        message: 'must not exceed IMPORT_BODY_TIMEOUT_MS (the outer bound of every request)',
+      });
+    }
     if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
       ctx.addIssue({
         code: 'custom',
@@ -192,10 +249,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze(parsed.data);
 }
 
-/** Interprets TRUST_PROXY the way Fastify's `trustProxy` option expects it. */
-export function trustProxySetting(value: string | undefined): boolean | number | string {
-  if (value === undefined || value === 'false') return false;
-  if (value === 'true') return true;
-  if (/^\d+$/.test(value)) return Number(value);
-  return value;
+/**
+ * TRUST_PROXY as Fastify's `trustProxy` option. A hop count becomes a function: Fastify 5.12
+ * ignores a plain number (it trusts nothing), since hop counting cannot tell a proxy from a
+ * client that reaches the service directly. A count is therefore only right when no client
+ * can; the operator chose it, so it means what it says: the `hops` nearest addresses of the
+ * chain are proxies.
+ */
+export function trustProxyOption(
+  setting: Config['TRUST_PROXY'],
+): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof setting !== 'number') return setting;
+  return (_address, hop) => hop < setting;
 }

@@ -1,11 +1,11 @@
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
+import { createRedis } from './lib/redis.js';
 import { loggerOptions } from './logger.js';
 import { checkPasswordPolicy, DUMMY_HASH } from './modules/identity/password.js';
 
@@ -25,9 +25,12 @@ export async function startServer(options: StartOptions = {}): Promise<FastifyIn
   const logger = pino(loggerOptions(config));
   const database = await openDatabase(config, logger);
   const redis = config.REDIS_URL
-    ? new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1, connectTimeout: 2_000 })
+    ? createRedis({
+        url: config.REDIS_URL,
+        commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+        logger,
+      })
     : undefined;
-  redis?.on('error', (err) => logger.warn({ err }, 'redis error'));
 
   let app: FastifyInstance | undefined;
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS, logger }, async ({ signal, err }) => {
@@ -35,7 +38,7 @@ export async function startServer(options: StartOptions = {}): Promise<FastifyIn
     else logger.info({ signal }, 'shutting down');
     await app?.close();
     await database.close();
-    await redis?.quit().catch(() => undefined);
+    await redis?.close();
   });
 
   const migrate = config.MIGRATE_ON_START ?? database.engine === 'embedded';
@@ -43,6 +46,8 @@ export async function startServer(options: StartOptions = {}): Promise<FastifyIn
     const applied = await migrateToLatest(database.db, database.schema);
     logger.info({ applied: applied.map((m) => m.migrationName) }, 'migrations up to date');
   }
+  // Start with the counters shared if Redis is there; if not, serve anyway (limits fail open).
+  await redis?.connected(2_000);
   app = await buildApp({ config, database, logger, redis });
   // Pay one-off costs now rather than on the first login: the dummy hash that keeps unknown
   // emails as slow as known ones, and the password dictionaries.

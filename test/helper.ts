@@ -10,6 +10,7 @@ import {
   type Database,
 } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
+import type { RedisLink } from '../src/lib/redis.js';
 
 type Test = Pick<typeof tap, 'teardown'>;
 
@@ -83,6 +84,8 @@ export interface BuildOptions {
   configure?: (app: FastifyInstance) => void | Promise<void>;
   /** A pino logger to capture log lines (defaults to none). */
   logger?: import('pino').Logger;
+  /** A shared rate-limit store (from createRedis, as the server builds it); none by default. */
+  redis?: RedisLink;
 }
 
 /** The app as production builds it, on this file's database; closed at the test's end. */
@@ -95,6 +98,7 @@ export async function build(
     config: testConfig(options.env),
     database,
     logger: options.logger ?? false,
+    ...(options.redis ? { redis: options.redis } : {}),
     rateLimitNamespace: randomBytes(6).toString('hex'),
   });
   t.teardown(() => app.close());

@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { isDatabaseUnavailable } from '../db/database.js';
@@ -100,6 +103,70 @@ export function frameworkErrorHandler(headers: Record<string, string>) {
   };
 }
 
+type ProblemFields = { status: number; code: string; title: string; detail: string };
+
+/** Node's own refusals, raised while it reads a request, before Fastify sees one. */
+const CLIENT_ERRORS: Record<string, ProblemFields> = {
+  // Node's requestTimeout (IMPORT_BODY_TIMEOUT_MS): only import uploads get this far, every
+  // other body is bounded sooner by BODY_TIMEOUT_MS (see body-timeout.ts).
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    status: 408,
+    code: 'request_timeout',
+    title: 'Request timeout',
+    detail: 'The request did not arrive in time.',
+  },
+  HPE_HEADER_OVERFLOW: {
+    status: 431,
+    code: 'header_fields_too_large',
+    title: 'Request header fields too large',
+    detail: 'The request line and headers exceed 16 KiB.',
+  },
+};
+
+const MALFORMED_REQUEST: ProblemFields = {
+  status: 400,
+  code: 'malformed_request',
+  title: 'Bad request',
+  detail: 'The request is not valid HTTP/1.1.',
+};
+
+/**
+ * Fastify's `clientErrorHandler`: what Node refuses while reading a request (headers over
+ * 16 KiB, a request that takes longer than Node's requestTimeout, bytes that are not HTTP)
+ * never becomes a Fastify request, and was answered in a shape of Fastify's own without the
+ * security headers. This writes the same problem+json as every other error, with the headers
+ * and a request id for the log line, and closes the connection (its state is unknown).
+ */
+export function clientErrorHandler(headers: Record<string, string>) {
+  const fixed = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  return function onClientError(
+    this: FastifyInstance,
+    err: Error & { code?: string },
+    socket: Socket,
+  ) {
+    // A reset connection has nobody to answer; a response already under way cannot be replaced.
+    const response = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    if (!socket.writable || response?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const problem = (err.code ? CLIENT_ERRORS[err.code] : undefined) ?? MALFORMED_REQUEST;
+    const requestId = randomUUID();
+    const body = JSON.stringify({ type: problemType(problem.code), ...problem, requestId });
+    this.log.info({ requestId, code: err.code, status: problem.status }, 'client error');
+    socket.write(
+      `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}\r\n` +
+        `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n` +
+        `x-request-id: ${requestId}\r\n${fixed}connection: close\r\n\r\n${body}`,
+    );
+    socket.destroySoon();
+  };
+}
+
 export function sendProblem(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -107,6 +174,10 @@ export function sendProblem(
 ) {
   const { headers, ...rest } = p;
   if (headers) reply.headers(headers);
+  // Answered before the body has fully arrived (a refusal, or the body timeout): close the
+  // connection after the answer, or Node keeps reading and discarding the rest of the body
+  // for as long as the client cares to trickle it.
+  if (request.raw.complete === false) reply.header('connection', 'close');
   const body: Problem = {
     type: problemType(p.code),
     ...rest,

@@ -36,9 +36,17 @@ export function createMetrics(poolStats: () => PoolStats) {
     },
   });
   void pool;
+  const failOpen = new Counter({
+    name: 'rate_limit_fail_open_total',
+    help: 'Requests let through without rate limiting because Redis could not count them.',
+    registers: [registry],
+  });
 
   return {
     registry,
+    rateLimitFailedOpen() {
+      failOpen.inc();
+    },
     observe(method: string, route: string | undefined, statusCode: number, elapsedMs: number) {
       const labels = { method, route: route ?? 'unmatched', status_code: String(statusCode) };
       requests.inc(labels);

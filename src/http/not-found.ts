@@ -1,4 +1,4 @@
-import type { FastifyInstance, HTTPMethods } from 'fastify';
+import type { FastifyInstance, HTTPMethods, preParsingHookHandler } from 'fastify';
 import FindMyWay from 'find-my-way';
 import { sendProblem } from './error-handler.js';
 
@@ -13,8 +13,9 @@ declare module 'fastify' {
  * Unknown paths answer 404 and known paths with the wrong method answer 405 with `Allow`, both
  * as problem+json. Fastify itself answers 404 for both, so we keep a method-agnostic index of
  * the registered paths to tell them apart. Must be registered before any route.
+ * Fastify reads the body of an unknown route too: `bodyDeadline` bounds it like any route's.
  */
-export function registerNotFound(app: FastifyInstance) {
+export function registerNotFound(app: FastifyInstance, bodyDeadline?: preParsingHookHandler) {
   const methodsByPath = new Map<string, Set<string>>();
   const paths = FindMyWay({ ignoreTrailingSlash: false });
   const table: { url: string; method: string; auth: unknown }[] = [];
@@ -35,7 +36,10 @@ export function registerNotFound(app: FastifyInstance) {
   });
 
   app.setNotFoundHandler(
-    { preHandler: app.rateLimit ? app.rateLimit() : undefined },
+    {
+      preHandler: app.rateLimit ? app.rateLimit() : undefined,
+      ...(bodyDeadline ? { preParsing: bodyDeadline } : {}),
+    },
     (request, reply) => {
       const pathOnly = request.url.split('?')[0] ?? '/';
       const match = paths.find('GET', pathOnly);

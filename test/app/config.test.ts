@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ConfigError, loadConfig, trustProxySetting } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
 
 /** Runs loadConfig and returns the ConfigError it throws (fails the test otherwise). */
 function configError(env: NodeJS.ProcessEnv): ConfigError {
@@ -98,10 +98,12 @@ t.test('defaults are sensible', async (t) => {
   // Receiving a request is bounded too, but long enough for a streamed bulk import (which is
   // written while its body arrives); a stalled connection is dropped by the idle timeout.
   t.ok(
-    config.REQUEST_TIMEOUT_MS >= 600_000 && config.REQUEST_TIMEOUT_MS <= 3_600_000,
-    `REQUEST_TIMEOUT_MS is finite and fits a long import (${config.REQUEST_TIMEOUT_MS} ms)`,
+    config.IMPORT_BODY_TIMEOUT_MS >= 600_000 && config.IMPORT_BODY_TIMEOUT_MS <= 3_600_000,
+    `IMPORT_BODY_TIMEOUT_MS is finite and fits a long import (${config.IMPORT_BODY_TIMEOUT_MS} ms)`,
   );
+  t.ok(config.MAX_CONNECTIONS > 0, `connections are capped (${config.MAX_CONNECTIONS})`);
   for (const key of [
+    'BODY_TIMEOUT_MS',
     'CONNECTION_TIMEOUT_MS',
     'KEEP_ALIVE_TIMEOUT_MS',
     'SHUTDOWN_GRACE_MS',
@@ -143,12 +145,52 @@ t.test('loadConfig reads only the environment it is given', async (t) => {
   t.throws(() => loadConfig(), ConfigError, 'and process.env by default');
 });
 
-t.test('TRUST_PROXY maps onto Fastify’s trustProxy', async (t) => {
-  t.equal(trustProxySetting(undefined), false);
-  t.equal(trustProxySetting('false'), false);
-  t.equal(trustProxySetting('true'), true);
-  t.equal(trustProxySetting('2'), 2, 'a hop count');
-  t.equal(trustProxySetting('10.0.0.0/8'), '10.0.0.0/8', 'addresses pass through');
+t.test('TRUST_PROXY is parsed into what it means', async (t) => {
+  const parsed = (value?: string) => loadConfig({ TRUST_PROXY: value }).TRUST_PROXY;
+  t.equal(parsed(undefined), false);
+  t.equal(parsed(''), false, 'blank means unset');
+  t.equal(parsed('false'), false);
+  t.equal(parsed('0'), false, 'zero hops: no proxy');
+  t.equal(parsed('true'), true);
+  t.equal(parsed('1'), 1, 'a hop count is a number, not the address "1"');
+  t.equal(parsed(' 2 '), 2);
+  t.same(parsed('10.0.0.0/8'), ['10.0.0.0/8'], 'a CIDR');
+  t.same(
+    parsed('10.0.0.1, 192.168.0.0/16,fd00::/8 , loopback'),
+    ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback'],
+    'a comma-separated list of addresses, CIDRs and range names',
+  );
+  for (const bad of [
+    'yes',
+    'banana',
+    '10.0.0.0/33',
+    '10.0.0.1/',
+    '-1',
+    '1.5',
+    '101',
+    '10.0.0.1,,',
+  ]) {
+    const err = configError({ TRUST_PROXY: bad });
+    t.same(
+      err.problems.map((p) => p.split(':')[0]),
+      ['TRUST_PROXY'],
+      `${JSON.stringify(bad)} stops the start`,
+    );
+    t.match(err.message, /hop count/);
+  }
+});
+
+t.test('an ordinary body may not take longer than an import', async (t) => {
+  const err = configError({ BODY_TIMEOUT_MS: '60000', IMPORT_BODY_TIMEOUT_MS: '30000' });
+  t.same(
+    err.problems.map((p) => p.split(':')[0]),
+    ['BODY_TIMEOUT_MS'],
+  );
+  t.equal(
+    loadConfig({ BODY_TIMEOUT_MS: '60000', IMPORT_BODY_TIMEOUT_MS: '0' }).BODY_TIMEOUT_MS,
+    60_000,
+  );
+  t.equal(loadConfig({ MAX_CONNECTIONS: '0' }).MAX_CONNECTIONS, 0, '0: no cap');
 });
 
 t.test('DATABASE_SCHEMA must be a plain SQL identifier (it goes into search_path)', async (t) => {

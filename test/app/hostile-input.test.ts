@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { cursors } from '../../src/db/keyset.js';
 import { createOperator } from '../../src/modules/identity/operators.js';
@@ -11,6 +12,7 @@ import {
   signup,
   uniqueEmail,
 } from '../fixtures/identity.js';
+import { exchange, type RawResponse } from '../fixtures/raw-http.js';
 import { build, testConfig } from '../helper.js';
 import { createPurposeWithNotice } from '../modules/consents-fixtures.js';
 
@@ -339,4 +341,60 @@ t.test('forged cursors on every list are 400 invalid_cursor, never a 5xx', async
     );
   }
   t.ok(requests > 300, `${requests} requests`);
+});
+
+/**
+ * A body trickled slower than the body timeout, on every /v1 route that reads one (over a real
+ * socket: inject() has no timeouts), signed in or not: each ends with a 4xx problem and a
+ * closed connection, never a 5xx or a hang. The import upload has the longer import timeout.
+ */
+t.test('a slow body on every /v1 route is a 4xx problem, never a 5xx or a hang', async (t) => {
+  const app = await build(t, {
+    env: {
+      RATE_LIMIT_MAX: '1000000',
+      BODY_TIMEOUT_MS: '200',
+      IMPORT_BODY_TIMEOUT_MS: '1000',
+    },
+  });
+  const owner = await signup(app, { accountName: 'Slow bodies' });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  const routes = app
+    .routeTable()
+    .filter(
+      (r) => r.url.startsWith('/v1') && ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method),
+    );
+  t.ok(routes.length >= 10, `${routes.length} routes that read a body`);
+
+  const failures: string[] = [];
+  await Promise.all(
+    routes.flatMap((route) =>
+      [bearer(owner.accessToken), {}].map(async (auth) => {
+        const path = route.url.replace(/:\w+/g, randomUUID());
+        const head =
+          `${route.method} ${path} HTTP/1.1\r\nhost: localhost\r\n` +
+          Object.entries(auth)
+            .map(([name, value]) => `${name}: ${value}\r\n`)
+            .join('') +
+          'content-type: application/json\r\ncontent-length: 50\r\n\r\n';
+        // One byte every 150 ms: the 50 announced bytes would take 7.5 s.
+        const res = await exchange(port, head, Array(50).fill(' '), 150, 5_000).catch(
+          (err: Error): RawResponse => ({
+            status: 0,
+            headers: {},
+            body: err.message,
+            closedAfterMs: 0,
+          }),
+        );
+        const problem = /^application\/problem\+json/.test(res.headers['content-type'] ?? '');
+        // The whole body would take 7.5 s: an answer after it means the trickle was waited out.
+        if (res.status < 400 || res.status >= 500 || !problem || res.closedAfterMs > 3_000) {
+          failures.push(
+            `${res.status} after ${res.closedAfterMs} ms for ${route.method} ${route.url}: ${res.body.slice(0, 200)}`,
+          );
+        }
+      }),
+    ),
+  );
+  t.same(failures, [], 'every slow body got a 4xx problem and a close within 3 s');
 });

@@ -69,7 +69,8 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
     '/contact-imports',
     {
       bodyLimit: config.IMPORT_MAX_BYTES,
-      config: { auth: { permission: 'contacts:write' } },
+      // The file streams in while it is imported: IMPORT_BODY_TIMEOUT_MS, not BODY_TIMEOUT_MS.
+      config: { auth: { permission: 'contacts:write' }, longBody: true },
       schema: {
         operationId: 'startContactImport',
         tags,
