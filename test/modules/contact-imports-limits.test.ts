@@ -1,5 +1,6 @@
 import { PassThrough, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'kysely';
 import t from 'tap';
 import {
   createContactImportsService,
@@ -219,4 +220,33 @@ t.test('the limits are configuration with documented defaults', async (t) => {
   t.equal(config.IMPORT_MAX_ERROR_RATE, 0.5);
   t.equal(config.IMPORT_ERROR_RATE_MIN_ROWS, 1000);
   t.throws(() => testConfig({ IMPORT_MAX_ERROR_RATE: '1.5' }));
+});
+
+t.test('a limit reached while a batch is being written fails the import cleanly', async (t) => {
+  const w = await world(t);
+  const db = w.app.database.db;
+  // Slow batch writes: the read ahead meets the size limit while batch 1 is still writing.
+  await sql`create function slow_import_batch() returns trigger language plpgsql as $$
+    begin perform pg_sleep(0.5); return null; end $$`.execute(db);
+  await sql`create trigger slow_import_batch after insert on contacts
+    for each statement execute function slow_import_batch()`.execute(db);
+  t.teardown(async () => {
+    await sql`drop trigger if exists slow_import_batch on contacts`.execute(db);
+  });
+  const first = ndjson(good(IMPORT_BATCH_SIZE + 5));
+  const imports = service(w, { maxBytes: first.length + 100 });
+  const body = Readable.from([first, ndjson(good(50, 5000))]);
+  await t.rejects(
+    imports.run(
+      ownerContext(w),
+      w.owner.accountId,
+      { format: 'ndjson', missingConsent: 'reject' },
+      body,
+    ),
+    { status: 413, code: 'payload_too_large' },
+  );
+  const [job] = await onlyJob(w);
+  t.equal(job!.status, 'failed');
+  t.equal(job!.error_code, 'payload_too_large');
+  t.equal(job!.processed_rows, IMPORT_BATCH_SIZE, 'batch 1 was written whole');
 });

@@ -402,32 +402,35 @@ export function createContactImportsService(deps: {
           ),
           hashSecret,
         );
-        let next = pending.next();
-        try {
-          for (let current = await next; !current.done; current = await next) {
-            next = pending.next();
-            if (source.interrupted) throw source.interrupted;
-            const progress = await writer.write(current.value, totals.storedErrors);
-            totals.rows += progress.rows;
-            totals.rejected += progress.rejected;
-            totals.storedErrors += progress.storedErrors;
-            // A file mostly made of bad rows is not worth reading on: it is the wrong file,
-            // or the wrong format, and its error report would only grow.
-            if (
-              totals.rows >= limits.errorRateMinRows &&
-              totals.rejected > totals.rows * limits.maxErrorRate
-            ) {
-              throw new UnprocessableError(
-                'too_many_errors',
-                `${totals.rejected} of the first ${totals.rows} rows were rejected (more than ` +
-                  `IMPORT_MAX_ERROR_RATE, ${limits.maxErrorRate}); import ${jobId} stopped. ` +
-                  'See its errors, fix the file and import it again.',
-              );
-            }
+        // The read ahead may fail (a broken file, the size or time limit) while a batch is
+        // being written: marked handled at once, so that is not an unhandled rejection (which
+        // ends the process); the loop still meets the error when it awaits the read.
+        const readAhead = () => {
+          const read = pending.next();
+          read.catch(() => undefined);
+          return read;
+        };
+        let next = readAhead();
+        for (let current = await next; !current.done; current = await next) {
+          next = readAhead();
+          if (source.interrupted) throw source.interrupted;
+          const progress = await writer.write(current.value, totals.storedErrors);
+          totals.rows += progress.rows;
+          totals.rejected += progress.rejected;
+          totals.storedErrors += progress.storedErrors;
+          // A file mostly made of bad rows is not worth reading on: it is the wrong file,
+          // or the wrong format, and its error report would only grow.
+          if (
+            totals.rows >= limits.errorRateMinRows &&
+            totals.rejected > totals.rows * limits.maxErrorRate
+          ) {
+            throw new UnprocessableError(
+              'too_many_errors',
+              `${totals.rejected} of the first ${totals.rows} rows were rejected (more than ` +
+                `IMPORT_MAX_ERROR_RATE, ${limits.maxErrorRate}); import ${jobId} stopped. ` +
+                'See its errors, fix the file and import it again.',
+            );
           }
-        } finally {
-          // A write failed while the next batch was being read: settle that read quietly.
-          next.catch(() => undefined);
         }
       } catch (error) {
         if (error instanceof ImportLeaseLostError) {
