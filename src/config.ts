@@ -240,14 +240,27 @@ export class ConfigError extends Error {
 /** Parses the environment once; throws a ConfigError listing every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = envSchema.safeParse(env);
+  const problems = Object.entries(RENAMED)
+    .filter(([old]) => env[old] !== undefined && env[old]?.trim() !== '')
+    .map(([old, now]) => `${old}: was renamed ${now}; set that instead`);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map(
-      (issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`,
+    problems.push(
+      ...parsed.error.issues.map(
+        (issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`,
+      ),
     );
-    throw new ConfigError(problems);
   }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return Object.freeze(parsed.data);
 }
+
+/**
+ * Variables that changed name. A value set under the old name would otherwise be ignored
+ * without a word (a long import timeout silently back to its default), so it stops the start.
+ */
+const RENAMED: Readonly<Record<string, string>> = {
+  REQUEST_TIMEOUT_MS: 'IMPORT_BODY_TIMEOUT_MS',
+};
 
 /**
  * TRUST_PROXY as Fastify's `trustProxy` option. A hop count becomes a function: Fastify 5.12

@@ -205,3 +205,15 @@ t.test('DATABASE_SCHEMA must be a plain SQL identifier (it goes into search_path
     );
   }
 });
+
+t.test('a variable set under its old name stops the start, naming the new one', async (t) => {
+  const err = configError({ REQUEST_TIMEOUT_MS: '7200000' });
+  t.match(err.problems, [
+    'REQUEST_TIMEOUT_MS: was renamed IMPORT_BODY_TIMEOUT_MS; set that instead',
+  ]);
+  t.equal(
+    loadConfig({ REQUEST_TIMEOUT_MS: '' }).IMPORT_BODY_TIMEOUT_MS,
+    3_600_000,
+    'empty is unset',
+  );
+});
