@@ -109,6 +109,8 @@ export async function startService(options: StartOptions): Promise<Target> {
       // The login scenario hammers one account from one address: lift the login throttles.
       LOGIN_MAX_PER_IP_PER_MINUTE: '100000000',
       LOGIN_MAX_FAILURES_PER_CLIENT: '100000000',
+      // What older builds read instead (an A/B run's `before` target may be one).
+      LOGIN_MAX_PER_EMAIL_PER_15_MINUTES: '100000000',
       // Embedded engine (unless asked for Postgres) and in-process rate limits, whatever the
       // caller's shell has set.
       DATABASE_URL: options.databaseUrl ?? '',
