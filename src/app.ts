@@ -14,9 +14,10 @@ import { schemaCompilers } from './http/schema-compilers.js';
 import { responseHeaders, securityHeaders } from './http/security-headers.js';
 import { serverOptions } from './http/server-options.js';
 import type { RedisLink } from './lib/redis.js';
+import { healthRoutes } from './modules/health/health.routes.js';
+import { createHealthService } from './modules/health/health.service.js';
 import { registerAuth } from './modules/identity/auth.plugin.js';
 import { PrincipalCache } from './modules/identity/principal-cache.js';
-import { operationsRoutes } from './modules/operations/operations.routes.js';
 import { v1Routes } from './routes.js';
 
 export interface AppDeps {
@@ -66,12 +67,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(accessLog, { observe: metrics.observe });
   await app.register(openApi, { publicBaseUrl: config.PUBLIC_BASE_URL });
 
-  await app.register(operationsRoutes, {
+  const health = createHealthService({
     database,
     redis: deps.redis,
-    metrics: metrics.registry,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });
+  await app.register(healthRoutes, { health, metrics: metrics.registry });
   await app.register(v1Routes, {
     prefix: '/v1',
     db: database.db,
