@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { PUBLIC } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
-import { PUBLIC } from '../../http/security.js';
 import { HealthSchema, ReadinessSchema } from './health.schemas.js';
 import type { HealthService } from './health.service.js';
 
