@@ -47,8 +47,9 @@ export const scenarios: Scenario[] = [
   },
   // For information: a zod-serialised, rate-limited route that logs at info.
   { name: 'service /v1', target: 'service', method: 'GET', path: '/v1', baseline: 'bare /healthz' },
-  // Issue 3: an authenticated read (JWT verify + session check + user/account read) against the
-  // unauthenticated probe, and login, whose cost is one argon2id verification.
+  // What authentication costs: an authenticated read (JWT verify + session check +
+  // user/account read) against the unauthenticated probe, and login, whose cost is one
+  // argon2id verification.
   {
     name: 'service GET /v1/me',
     target: 'service',

@@ -5,7 +5,7 @@ import type { DB } from '../db/schema.js';
 import { ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
 import { keyedHash } from '../lib/keyed-hash.js';
-import { accountIdOf } from '../modules/identity/auth.plugin.js';
+import { accountIdOf } from './request-context.js';
 
 /** How long a key is remembered: retries come within minutes, not days (Stripe keeps 24 h). */
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;

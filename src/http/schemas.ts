@@ -1,14 +1,21 @@
 import { z } from 'zod';
+import { canonicalizeEmail, EMAIL_MAX_LENGTH } from '../lib/email.js';
 
 /** Shared wire primitives: ids, emails, timestamps, pagination. One definition each. */
 
 export const Id = z.uuid().describe('A UUID.');
 export const IdParams = z.object({ id: Id });
 
+/**
+ * A person's sign-in address (users, operators, DPO contact): zod's plain email check, then the
+ * one spelling rule every address in the system follows (`canonicalizeEmail` in lib/email.ts),
+ * so a user is found whatever case they type. Contacts use the stricter `ContactEmail`, which
+ * normalises through the same function.
+ */
 export const Email = z
   .email()
-  .max(254)
-  .transform((v) => v.trim().toLowerCase())
+  .max(EMAIL_MAX_LENGTH)
+  .transform(canonicalizeEmail)
   .describe('An email address (stored lower-cased).');
 
 /** ISO-8601 in UTC with an offset, as every timestamp on the wire. */

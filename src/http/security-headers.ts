@@ -1,3 +1,4 @@
+import fp from 'fastify-plugin';
 import helmet from 'helmet';
 
 /**
@@ -49,3 +50,19 @@ export function securityHeaders(options: { hstsMaxAgeSeconds: number }): Record<
   headers['cache-control'] = 'no-store';
   return headers;
 }
+
+/**
+ * Sets the security headers and echoes the request id (`x-request-id`, see server-options.ts)
+ * on every response, errors included. An `onRequest` hook that runs first, so even a request
+ * the rate limiter or the authentication turns away carries them. Not encapsulated.
+ */
+export const responseHeaders = fp<{ headers: Record<string, string> }>(
+  async (app, { headers }) => {
+    app.addHook('onRequest', (request, reply, done) => {
+      reply.headers(headers);
+      reply.header('x-request-id', request.id);
+      done();
+    });
+  },
+  { name: 'custodian-response-headers' },
+);

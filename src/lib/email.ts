@@ -1,10 +1,10 @@
 /**
  * Email addresses as contact identity.
  *
- * A contact's address is unique per account, case-insensitively (the product rule in
- * PRODUCT.md, issue 4). That uniqueness, the suppression list (Art. 17 erasure) and the
- * keyed hashes in `keyed-hash.ts` all depend on one address having exactly one spelling, so
- * every address that enters the system goes through {@link normalizeEmail} first.
+ * A contact's address is unique per account, case-insensitively (a product rule: one person,
+ * one consent history, one erasure). That uniqueness, the suppression list (Art. 17 erasure)
+ * and the keyed hashes in `keyed-hash.ts` all depend on one address having exactly one
+ * spelling, so every address that enters the system goes through {@link normalizeEmail} first.
  *
  * What we deliberately do NOT do is provider-specific folding: no removing dots in Gmail
  * local parts, no cutting `+tag` suffixes. `jane.doe+news@example.com` and `janedoe@example.com`

@@ -26,8 +26,9 @@ function invalidFields(t: Test, res: LightMyRequestResponse, instance: string): 
   return (problem.errors ?? []).map((e) => [e.field, e.code]);
 }
 
-// Input the service cannot store or process came back as 500s. The check sits in front of
-// every route's validation, so one representative route per request part stands for all.
+// Input the service cannot store or process must be a 400, never a 500 from the database or
+// the serializer. The check sits in front of every route's validation, so one representative
+// route per request part stands for all.
 const NUL = 'a\u0000b';
 const LONE_SURROGATE = 'a\ud800b';
 

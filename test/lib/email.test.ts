@@ -109,3 +109,15 @@ t.test('addressesWithin finds the addresses inside a free text', async (t) => {
   t.same(addressesWithin('batch-2026-12-03'), []);
   t.same(addressesWithin('@@@'), []);
 });
+
+t.test('sign-in and contact addresses share one spelling rule', async (t) => {
+  const { Email } = await import('../../src/http/schemas.js');
+  const { ContactEmail } = await import('../../src/modules/contacts/contacts.schemas.js');
+  for (const input of ['Jane.Doe@Example.COM', 'DPO+gdpr@Sub.Example.org', "o'neil@example.ie"]) {
+    const signIn = Email.parse(input);
+    t.equal(signIn, canonicalizeEmail(input), `${input}: Email applies canonicalizeEmail`);
+    t.equal(ContactEmail.parse(input), signIn, `${input}: ContactEmail spells it the same`);
+  }
+  t.notOk(Email.safeParse(' jane@example.com').success, 'Email still refuses surrounding space');
+  t.notOk(Email.safeParse('ana@žabe.si').success, 'and Unicode domains (contacts only)');
+});

@@ -384,7 +384,7 @@ t.test('sign-ups and new users racing for one address: one user, the rest 409', 
   const email = uniqueEmail('race');
   const accountName = `Race ${email}`;
   // Each request passes any check of its own before the others insert (on Postgres these
-  // run concurrently; a unique violation surfaced as a 500 before the insert decided).
+  // run concurrently; the unique index decides, and its violation must not surface as a 500).
   const signups = await Promise.all(
     Array.from({ length: 6 }, () =>
       app.inject({

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
+import { BEARER, BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { Email } from '../../http/schemas.js';
-import { BEARER, BEARER_OR_API_KEY } from '../../http/security.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import { AccountSchema, TimeZone, toAccount } from '../identity/identity.schemas.js';
 import type { AccountsService } from './accounts.service.js';
 

@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ApiKeyRow } from '../../db/schema.js';
+import { BEARER } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { Id, IdParams, PageQuery, pageOf, Timestamp, toIso } from '../../http/schemas.js';
-import { BEARER } from '../../http/security.js';
 import { API_KEY_SCOPES } from '../identity/actor.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import type { ApiKeysService } from './api-keys.service.js';
 
 const ApiKeySchema = z

@@ -2,10 +2,10 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { DB } from '../../db/schema.js';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf } from '../../http/request-context.js';
 import { Id, PageQuery, pageOf, Timestamp } from '../../http/schemas.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
-import { accountIdOf } from '../identity/auth.plugin.js';
 import { listAudit, verifyAuditChain } from './audit.service.js';
 
 const AuditEventSchema = z

@@ -5,10 +5,10 @@ import type { Config } from '../../config.js';
 import type { Engine } from '../../db/database.js';
 import type { DB } from '../../db/schema.js';
 import { AppError } from '../../errors.js';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, pageOf } from '../../http/schemas.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import {
   ContactImportErrorsPage,

@@ -7,16 +7,16 @@ import { debouncedVacuum } from '../../db/vacuum.js';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
 import { idempotency } from '../../http/idempotency.js';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, pageOf, Timestamp } from '../../http/schemas.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
 import {
   EXPORT_PASSPHRASE_MAX_LENGTH,
   type ExportProtection,
   encryptExport,
 } from '../../lib/export-encryption.js';
 import { ConsentEventSchema, CurrentConsentSchema } from '../consents/consents.schemas.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import { suppressionsRoutes } from '../suppressions/suppressions.routes.js';
 import { createSuppressionsService, hashSecretOf } from '../suppressions/suppressions.service.js';
 import {

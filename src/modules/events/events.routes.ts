@@ -4,11 +4,11 @@ import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { cursors } from '../../db/keyset.js';
 import type { DB, EventRow } from '../../db/schema.js';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf } from '../../http/request-context.js';
 import { Timestamp, toIso } from '../../http/schemas.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
 import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
-import { accountIdOf } from '../identity/auth.plugin.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import { EVENT_TYPES, listEvents, servedEventData } from './events.repository.js';
 

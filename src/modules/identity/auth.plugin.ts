@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
 import type { Database } from '../../db/database.js';
 import { ForbiddenError, UnauthorizedError } from '../../errors.js';
-import type { Actor, Permission, RequestContext } from './actor.js';
+import type { Actor, Permission } from './actor.js';
 import { roleAllows } from './actor.js';
 import { findApiKeyByPrefix, findSessionPrincipal, touchApiKey } from './identity.repository.js';
 import type { PrincipalCache, SessionPrincipal } from './principal-cache.js';
@@ -211,21 +211,5 @@ function authorize(actor: Actor, auth: Exclude<AuthRequirement, 'public'>): void
   }
 }
 
-/** The request's actor and trace data, for services and the audit trail. */
-export function requestContext(request: FastifyRequest): RequestContext {
-  if (!request.actor) throw new UnauthorizedError();
-  return { actor: request.actor, requestId: String(request.id), ip: request.ip };
-}
-
-/** The caller's account id; operators have none and must use /v1/ops routes. */
-export function accountIdOf(request: FastifyRequest): string {
-  const actor = request.actor;
-  if (!actor) throw new UnauthorizedError();
-  if (actor.accountId === null) {
-    throw new ForbiddenError(
-      'Operators act on accounts through /v1/ops endpoints.',
-      'operator_not_in_account',
-    );
-  }
-  return actor.accountId;
-}
+// Moved to src/http/request-context.ts; re-exported while importers move.
+export { accountIdOf, requestContext } from '../../http/request-context.js';

@@ -3,10 +3,10 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { AppError, UnauthorizedError } from '../../errors.js';
+import { BEARER, PUBLIC } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { requestContext } from '../../http/request-context.js';
 import { Email, Instant } from '../../http/schemas.js';
-import { BEARER, PUBLIC } from '../../http/security.js';
-import { requestContext } from './auth.plugin.js';
 import type { AuthService } from './auth.service.js';
 import {
   AccountSchema,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { PUBLIC } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
-import { PUBLIC } from '../../http/security.js';
 
 export const ApiIndexSchema = z
   .object({

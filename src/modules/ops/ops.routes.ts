@@ -4,11 +4,11 @@ import { z } from 'zod';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { NotFoundError } from '../../errors.js';
+import { BEARER } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { requestContext } from '../../http/request-context.js';
 import { Email, IdParams, PageQuery, pageOf } from '../../http/schemas.js';
-import { BEARER } from '../../http/security.js';
 import { recordAudit } from '../audit/audit.service.js';
-import { requestContext } from '../identity/auth.plugin.js';
 import type { AuthService } from '../identity/auth.service.js';
 import {
   AccountSchema,

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import {
   CreateNoticeBody,
   CreatePurposeBody,

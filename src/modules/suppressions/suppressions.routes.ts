@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
-import { BEARER_OR_API_KEY } from '../../http/security.js';
+import { accountIdOf } from '../../http/request-context.js';
 import { SuppressionCheckBody, SuppressionCheckSchema } from '../contacts/contacts.schemas.js';
-import { accountIdOf } from '../identity/auth.plugin.js';
 import type { SuppressionsService } from './suppressions.service.js';
 
 /** `POST /v1/suppressions/check`: is an address suppressed? Stores nothing. */

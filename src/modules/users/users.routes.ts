@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { BEARER } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { Email, IdParams, PageQuery, pageOf } from '../../http/schemas.js';
-import { BEARER } from '../../http/security.js';
-import { accountIdOf, requestContext } from '../identity/auth.plugin.js';
 import { AccountRoleSchema, Password, toUser, UserSchema } from '../identity/identity.schemas.js';
 import type { UsersService } from './users.service.js';
 

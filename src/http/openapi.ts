@@ -1,0 +1,128 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import fp from 'fastify-plugin';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { ProblemSchema } from './problem.js';
+
+export const API_VERSION = '1.0.0';
+
+export interface OpenApiOptions {
+  /** The API's public URL, when configured: the document's one server. */
+  publicBaseUrl: string | undefined;
+}
+
+/**
+ * The OpenAPI 3.1 document, built from the route schemas: served at /openapi.json and rendered
+ * at /docs. Not encapsulated, so the generator sees every route registered after it.
+ */
+export const openApi = fp<OpenApiOptions>(
+  async (app, { publicBaseUrl }) => {
+    await app.register(swagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'Custodian API',
+          version: API_VERSION,
+          description:
+            'GDPR back end of an EU email-marketing provider: consent, data-subject requests, ' +
+            'breach incidents and a tamper-evident audit trail. Errors are RFC 9457 ' +
+            '`application/problem+json` documents with a stable `code`.',
+          license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
+          contact: { name: 'Custodian operations', email: 'ops@example.com' },
+        },
+        // Without a public URL, a relative server: /docs then calls whatever host served it
+        // (also behind a proxy), and the committed openapi.yaml does not depend on a local PORT.
+        servers: [{ url: publicBaseUrl ?? '/' }],
+        tags: [
+          { name: 'meta', description: 'The API itself.' },
+          { name: 'operations', description: 'Health, readiness and metrics for operators.' },
+          { name: 'auth', description: 'Sign-up, login, token refresh, password change.' },
+          { name: 'account', description: 'Your account: time zone, DPO contact.' },
+          { name: 'users', description: 'The people of your account and their roles.' },
+          { name: 'api-keys', description: 'Scoped keys for your systems.' },
+          { name: 'audit', description: 'The tamper-evident audit trail (Art. 5(2), 24).' },
+          {
+            name: 'contacts',
+            description: 'Subscribers: retrieve, rectify, restrict, erase, export.',
+          },
+          { name: 'suppressions', description: 'Keyed hashes of erased addresses (Art. 17).' },
+          { name: 'purposes', description: 'Processing purposes and their versioned notices.' },
+          { name: 'consents', description: 'The append-only consent ledger (Art. 7).' },
+          {
+            name: 'contact-imports',
+            description: 'Bulk imports of contacts with consent evidence.',
+          },
+          {
+            name: 'events',
+            description:
+              'The outbox feed your systems act on: double opt-in requests, withdrawals.',
+          },
+          { name: 'public', description: 'Links followed by data subjects, without an account.' },
+          { name: 'ops', description: 'The provider’s operations staff.' },
+        ],
+        components: {
+          securitySchemes: {
+            bearerAuth: {
+              type: 'http',
+              scheme: 'bearer',
+              bearerFormat: 'JWT',
+              description: 'A user access token from `POST /v1/auth/login`.',
+            },
+            apiKeyAuth: {
+              type: 'apiKey',
+              in: 'header',
+              name: 'X-API-Key',
+              description: 'A scoped API key for integrations, from `POST /v1/api-keys`.',
+            },
+          },
+        },
+      },
+      transform: jsonSchemaTransform,
+      // The zod provider emits every registered schema twice (`X` for responses, `XInput` for
+      // requests), used or not: keep only what the paths reference, so clients get no dead
+      // types.
+      transformObject: (document) => withoutUnusedSchemas(jsonSchemaTransformObject(document)),
+    });
+    await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+
+    // Referenced so the component is always present, even before any route uses it.
+    void ProblemSchema;
+
+    app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () =>
+      app.swagger(),
+    );
+  },
+  { name: 'custodian-openapi' },
+);
+
+const SCHEMA_REF = '#/components/schemas/';
+type OpenApiDocument = ReturnType<typeof jsonSchemaTransformObject>;
+
+/**
+ * Drops the component schemas that nothing outside `components.schemas` reaches through `$ref`
+ * (directly, or through another schema that is reached).
+ */
+function withoutUnusedSchemas(document: OpenApiDocument): OpenApiDocument {
+  const { components } = document as { components?: { schemas?: Record<string, unknown> } };
+  const schemas = components?.schemas;
+  if (!schemas) return document;
+  const used = new Set<string>();
+  const pending: unknown[] = [{ ...document, components: { ...components, schemas: {} } }];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (node === null || typeof node !== 'object') continue;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === '$ref' && typeof value === 'string' && value.startsWith(SCHEMA_REF)) {
+        const name = value.slice(SCHEMA_REF.length);
+        if (!used.has(name)) {
+          used.add(name);
+          pending.push(schemas[name]);
+        }
+      } else {
+        pending.push(value);
+      }
+    }
+  }
+  const kept = Object.fromEntries(Object.entries(schemas).filter(([name]) => used.has(name)));
+  return { ...document, components: { ...components, schemas: kept } } as OpenApiDocument;
+}
