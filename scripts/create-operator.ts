@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { AppError } from '../src/errors.js';
-import { createOperator } from '../src/modules/identity/operators.js';
+import { createOperator } from '../src/modules/ops/operators.js';
 
 /**
  * npm run create-operator -- --email ops@example.com

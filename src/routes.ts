@@ -19,6 +19,7 @@ import { createAuthService } from './modules/identity/auth.service.js';
 import type { PrincipalCache } from './modules/identity/principal-cache.js';
 import { metaRoutes } from './modules/meta/meta.routes.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
+import { createOpsService } from './modules/ops/ops.service.js';
 import { purposesRoutes } from './modules/purposes/purposes.routes.js';
 import { createPurposesService } from './modules/purposes/purposes.service.js';
 import { usersRoutes } from './modules/users/users.routes.js';
@@ -38,9 +39,10 @@ export interface V1Options {
  */
 export async function v1Routes(v1: FastifyInstance, { db, engine, config, principals }: V1Options) {
   const auth = createAuthService({ db, config, app: v1, principals });
-  const accounts = createAccountsService(db, principals);
+  const accounts = createAccountsService({ db, principals });
   const users = createUsersService({ db, config, principals });
-  const apiKeys = createApiKeysService(db);
+  const apiKeys = createApiKeysService({ db });
+  const ops = createOpsService({ db, auth, accounts });
   const purposes = createPurposesService(db);
   const consents = createConsentsService({ db, config });
 
@@ -56,5 +58,5 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
   await v1.register(eventsRoutes, { db, config }); // /v1/events
-  await v1.register(opsRoutes, { db, auth }); //        /v1/ops/*
+  await v1.register(opsRoutes, { ops }); //              /v1/ops/*
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { cursors } from '../../src/db/keyset.js';
-import { createOperator } from '../../src/modules/identity/operators.js';
+import { createOperator } from '../../src/modules/ops/operators.js';
 import {
   addUser,
   bearer,

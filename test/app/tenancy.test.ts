@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createOperator } from '../../src/modules/identity/operators.js';
+import { createOperator } from '../../src/modules/ops/operators.js';
 import {
   addUser,
   bearer,

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createOperator } from '../../src/modules/identity/operators.js';
+import { createOperator } from '../../src/modules/ops/operators.js';
 import { bearer, GOOD_PASSWORD, login, signup, uniqueEmail } from '../fixtures/identity.js';
 import { build, testConfig } from '../helper.js';
 

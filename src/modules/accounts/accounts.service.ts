@@ -1,10 +1,19 @@
-import type { Kysely } from 'kysely';
-import type { DB } from '../../db/schema.js';
+import type { Kysely, Transaction } from 'kysely';
+import type { AccountRow, DB } from '../../db/schema.js';
 import { NotFoundError, PreconditionFailedError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
-import { findAccount } from '../identity/identity.repository.js';
 import type { PrincipalCache } from '../identity/principal-cache.js';
+import {
+  findAccount,
+  findAccountForUpdate,
+  insertAccount,
+  pageAccounts,
+  updateAccount,
+} from './accounts.repository.js';
+
+// Other modules read and create accounts through these, never through the repository.
+export { findAccount, insertAccount };
 
 export interface AccountPatch {
   name?: string | undefined;
@@ -26,13 +35,66 @@ const COLUMN_OF = {
   'dpo.phone': 'dpo_phone',
 } as const;
 
+type AccountValues = Partial<
+  Pick<AccountRow, 'name' | 'time_zone' | 'dpo_name' | 'dpo_email' | 'dpo_phone'>
+>;
+
+/**
+ * Applies a partial update inside the caller's transaction and audits it; with
+ * `expectedVersion`, refuses (412) if someone changed the account since. The caller forgets
+ * the account's cached principals after commit.
+ */
+export async function updateAccountIn(
+  trx: Transaction<DB>,
+  ctx: RequestContext,
+  accountId: string,
+  patch: AccountPatch,
+  expectedVersion?: number,
+): Promise<AccountRow> {
+  const values: AccountValues = {};
+  if (patch.name !== undefined) values[COLUMN_OF.name] = patch.name;
+  if (patch.timeZone !== undefined) values[COLUMN_OF.timeZone] = patch.timeZone;
+  for (const key of ['name', 'email', 'phone'] as const) {
+    const value = patch.dpo?.[key];
+    if (value !== undefined) values[COLUMN_OF[`dpo.${key}`]] = value;
+  }
+  const current = await findAccountForUpdate(trx, accountId);
+  if (!current) throw new NotFoundError('The account does not exist.');
+  if (expectedVersion !== undefined && current.version !== expectedVersion) {
+    throw new PreconditionFailedError();
+  }
+  const changed = Object.entries(values)
+    .filter(([column, value]) => current[column as keyof typeof current] !== value)
+    .map(([column]) => column);
+  if (changed.length === 0) return current;
+  const updated = await updateAccount(trx, accountId, values, current.version + 1);
+  const fieldName = Object.fromEntries(Object.entries(COLUMN_OF).map(([k, v]) => [v, k]));
+  await recordAudit(trx, ctx, {
+    accountId,
+    action: 'account.updated',
+    entityType: 'account',
+    entityId: accountId,
+    changedFields: changed.map((column) => fieldName[column] ?? column),
+  });
+  return updated;
+}
+
 /** The customer's own settings: name, time zone, DPO contact. */
-export function createAccountsService(db: Kysely<DB>, principals: PrincipalCache) {
+export function createAccountsService(deps: {
+  db: Kysely<DB>;
+  principals: Pick<PrincipalCache, 'forgetAccount'>;
+}) {
+  const { db, principals } = deps;
   return {
     async get(accountId: string) {
       const account = await findAccount(db, accountId);
       if (!account) throw new NotFoundError('The account does not exist.');
       return account;
+    },
+
+    /** Every customer account, for the provider's staff. */
+    list(page: { limit: number; cursor?: string | undefined }) {
+      return pageAccounts(db, page);
     },
 
     /** Applies a partial update; with `expectedVersion`, refuses (412) if someone changed it since. */
@@ -42,44 +104,9 @@ export function createAccountsService(db: Kysely<DB>, principals: PrincipalCache
       patch: AccountPatch,
       expectedVersion?: number,
     ) {
-      const values: Record<string, string | null> = {};
-      if (patch.name !== undefined) values[COLUMN_OF.name] = patch.name;
-      if (patch.timeZone !== undefined) values[COLUMN_OF.timeZone] = patch.timeZone;
-      for (const key of ['name', 'email', 'phone'] as const) {
-        const value = patch.dpo?.[key];
-        if (value !== undefined) values[COLUMN_OF[`dpo.${key}`]] = value;
-      }
-      const result = await db.transaction().execute(async (trx) => {
-        const current = await trx
-          .selectFrom('accounts')
-          .selectAll()
-          .where('id', '=', accountId)
-          .forUpdate()
-          .executeTakeFirst();
-        if (!current) throw new NotFoundError('The account does not exist.');
-        if (expectedVersion !== undefined && current.version !== expectedVersion) {
-          throw new PreconditionFailedError();
-        }
-        const changed = Object.entries(values)
-          .filter(([column, value]) => current[column as keyof typeof current] !== value)
-          .map(([column]) => column);
-        if (changed.length === 0) return current;
-        const updated = await trx
-          .updateTable('accounts')
-          .set({ ...values, updated_at: new Date(), version: current.version + 1 })
-          .where('id', '=', accountId)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        const fieldName = Object.fromEntries(Object.entries(COLUMN_OF).map(([k, v]) => [v, k]));
-        await recordAudit(trx, ctx, {
-          accountId,
-          action: 'account.updated',
-          entityType: 'account',
-          entityId: accountId,
-          changedFields: changed.map((column) => fieldName[column] ?? column),
-        });
-        return updated;
-      });
+      const result = await db
+        .transaction()
+        .execute((trx) => updateAccountIn(trx, ctx, accountId, patch, expectedVersion));
       principals.forgetAccount(accountId);
       return result;
     },

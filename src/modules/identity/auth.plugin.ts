@@ -4,12 +4,13 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
 import type { Database } from '../../db/database.js';
 import { ForbiddenError, UnauthorizedError } from '../../errors.js';
+import { authenticateApiKey } from '../api-keys/api-keys.service.js';
 import type { Actor, Permission } from './actor.js';
 import { roleAllows } from './actor.js';
-import { findApiKeyByPrefix, findSessionPrincipal, touchApiKey } from './identity.repository.js';
+import { findSessionPrincipal } from './identity.repository.js';
 import type { PrincipalCache, SessionPrincipal } from './principal-cache.js';
 import { type AccessClaims, VerifiedTokenCache } from './token-cache.js';
-import { constantTimeEqualHex, looksLikeApiKey, parseApiKey, sha256Hex } from './tokens.js';
+import { looksLikeApiKey } from './tokens.js';
 
 /**
  * What a route requires of its caller, declared in its `config.auth`:
@@ -102,14 +103,14 @@ async function authenticate(
   request: FastifyRequest,
 ): Promise<Actor> {
   const apiKeyHeader = request.headers['x-api-key'];
-  if (typeof apiKeyHeader === 'string') return authenticateApiKey(database, apiKeyHeader);
+  if (typeof apiKeyHeader === 'string') return authenticateApiKey(database.db, apiKeyHeader);
   const authorization = request.headers.authorization;
   if (!authorization) throw new UnauthorizedError('Send a bearer token or an X-API-Key header.');
   const [scheme, token] = authorization.split(' ');
   if (scheme?.toLowerCase() !== 'bearer' || !token) {
     throw new UnauthorizedError('Use the Bearer scheme.', 'invalid_token');
   }
-  if (looksLikeApiKey(token)) return authenticateApiKey(database, token);
+  if (looksLikeApiKey(token)) return authenticateApiKey(database.db, token);
 
   const claims = verified.get(token) ?? verifyAccessToken(app, verified, token);
   // Revocation takes effect at once in this process (the services drop the cached session),
@@ -160,23 +161,6 @@ function sessionActor(
     return { type: 'operator', id: user.id, accountId: null, sessionId };
   }
   return { type: 'user', id: user.id, accountId: user.account_id!, role: user.role, sessionId };
-}
-
-async function authenticateApiKey(database: Database, key: string): Promise<Actor> {
-  const parsed = parseApiKey(key);
-  const invalid = new UnauthorizedError('The API key is not valid.', 'invalid_api_key');
-  if (!parsed) throw invalid;
-  const row = await findApiKeyByPrefix(database.db, parsed.prefix);
-  if (!row || !constantTimeEqualHex(row.secret_hash, sha256Hex(parsed.secret))) throw invalid;
-  if (row.revoked_at) throw new UnauthorizedError('The API key was revoked.', 'api_key_revoked');
-  if (row.expires_at && row.expires_at < new Date()) {
-    throw new UnauthorizedError('The API key has expired.', 'api_key_expired');
-  }
-  // Last use is informational: refresh it at most once a minute rather than on every call.
-  if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
-    await touchApiKey(database.db, row.account_id, row.id);
-  }
-  return { type: 'api_key', id: row.id, accountId: row.account_id, scopes: row.scopes };
 }
 
 function authorize(actor: Actor, auth: Exclude<AuthRequirement, 'public'>): void {

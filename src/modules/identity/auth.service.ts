@@ -1,24 +1,26 @@
 import type { FastifyInstance } from 'fastify';
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
 import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { keyedHash } from '../../lib/keyed-hash.js';
+import { findAccount, insertAccount } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
+import {
+  addUser,
+  findUserByEmail,
+  findUserById,
+  replacePasswordHash,
+  setPassword,
+} from '../users/users.service.js';
 import type { Actor, RequestContext } from './actor.js';
 import {
   clearSuccessors,
-  emailTaken,
-  findAccount,
   findLoginThrottles,
   findRefreshToken,
-  findUserByEmail,
-  findUserById,
-  insertAccount,
   insertRefreshToken,
   insertSession,
-  insertUser,
   markRefreshTokenUsed,
   recordLoginFailure,
   resetLoginThrottles,
@@ -106,7 +108,7 @@ const invalidCredentials = () =>
 
 /** Rejects a password that breaks the policy, naming the reason (400 with a specific code). */
 export function enforcePasswordPolicy(
-  config: Config,
+  config: Pick<Config, 'PASSWORD_MIN_LENGTH'>,
   password: string,
   context: { email: string; accountName?: string | undefined },
   field = 'body.password',
@@ -121,6 +123,20 @@ export function enforcePasswordPolicy(
       { field, code: verdict.code, message: verdict.reason },
     ]);
   }
+}
+
+/**
+ * Ends a user's sessions (all, or all but `exceptSessionId`) inside the caller's transaction:
+ * their refresh tokens stop working at once, their access tokens at the next check. The caller
+ * forgets the user's cached principals after commit.
+ */
+export function endUserSessions(
+  trx: Transaction<DB>,
+  userId: string,
+  reason: string,
+  exceptSessionId?: string,
+) {
+  return revokeUserSessions(trx, userId, reason, exceptSessionId);
 }
 
 function ttlSeconds(ttl: string): number {
@@ -148,7 +164,7 @@ export function createAuthService(deps: {
   const graceMs = config.REFRESH_REUSE_GRACE_SECONDS * 1000;
 
   async function issueTokens(
-    trx: Kysely<DB>,
+    trx: Transaction<DB>,
     userId: string,
     sessionId: string,
   ): Promise<TokenPair> {
@@ -164,7 +180,7 @@ export function createAuthService(deps: {
     };
   }
 
-  async function startSession(trx: Kysely<DB>, userId: string) {
+  async function startSession(trx: Transaction<DB>, userId: string) {
     const expiresAt = new Date(Date.now() + config.REFRESH_TOKEN_TTL_DAYS * 86_400_000);
     const session = await insertSession(trx, userId, expiresAt);
     return { session, tokens: await issueTokens(trx, userId, session.id) };
@@ -178,7 +194,7 @@ export function createAuthService(deps: {
 
   /** Creates an account with its first owner (self-service sign-up or by an operator). */
   async function createAccountWithOwner(
-    trx: Kysely<DB>,
+    trx: Transaction<DB>,
     input: { accountName: string; timeZone?: string | undefined; email: string; password: string },
     passwordField = 'body.password',
   ): Promise<{ account: AccountRow; owner: UserRow }> {
@@ -192,14 +208,14 @@ export function createAuthService(deps: {
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
     });
-    const owner = await insertUser(trx, {
+    // A taken address throws, and the account inserted above goes with the rolled-back
+    // transaction.
+    const owner = await addUser(trx, {
       account_id: account.id,
       email: input.email,
       password_hash: await hashPassword(input.password),
       role: 'owner',
     });
-    // The account inserted above goes with the rolled-back transaction.
-    if (!owner) throw emailTaken();
     return { account, owner };
   }
 
@@ -309,11 +325,7 @@ export function createAuthService(deps: {
         await resetLoginThrottles(trx, [addressKey, pairKey]);
         if (needsRehash(user.password_hash)) {
           // Parameters were raised since this hash was made: upgrade it while we hold the password.
-          await trx
-            .updateTable('users')
-            .set({ password_hash: await hashPassword(input.password) })
-            .where('id', '=', user.id)
-            .execute();
+          await replacePasswordHash(trx, user.id, await hashPassword(input.password));
         }
         const { session, tokens } = await startSession(trx, user.id);
         if (user.account_id) {
@@ -488,11 +500,7 @@ export function createAuthService(deps: {
       );
       const hash = await hashPassword(input.newPassword);
       await db.transaction().execute(async (trx) => {
-        await trx
-          .updateTable('users')
-          .set({ password_hash: hash, password_changed_at: new Date(), updated_at: new Date() })
-          .where('id', '=', user.id)
-          .execute();
+        await setPassword(trx, user.id, hash);
         await revokeUserSessions(trx, user.id, 'password_changed', actor.sessionId);
         if (user.account_id) {
           await recordAudit(trx, ctx, {

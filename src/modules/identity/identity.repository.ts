@@ -1,48 +1,15 @@
-import { type Kysely, sql } from 'kysely';
-import type { DB, NewUser, UserRole, UserRow } from '../../db/schema.js';
-import { ConflictError } from '../../errors.js';
+import { type Kysely, sql, type Transaction } from 'kysely';
+import type { DB } from '../../db/schema.js';
 import type { SessionPrincipal } from './principal-cache.js';
 
-/** All SQL about accounts, users, sessions, refresh tokens and API keys. */
-
-export function findUserByEmail(db: Kysely<DB>, email: string) {
-  return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
-}
-
-export function findUserById(db: Kysely<DB>, id: string) {
-  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
-}
-
 /**
- * Inserts a user, or nothing when another user has the address: the unique index decides, so
- * two sign-ups racing for one address (each past any check of its own) end as one user and one
- * `undefined`, never as a unique-violation error. Callers answer `undefined` with
- * {@link emailTaken}.
+ * All SQL on sessions, refresh tokens and login throttles. Two reads join the user (and the
+ * account) in: they answer every authenticated request and every refresh, where one round trip
+ * instead of three matters; nothing here writes another module's table.
  */
-export function insertUser(db: Kysely<DB>, user: NewUser): Promise<UserRow | undefined> {
-  return db
-    .insertInto('users')
-    .values(user)
-    .onConflict((oc) => oc.column('email').doNothing())
-    .returningAll()
-    .executeTakeFirst();
-}
-
-/** The answer when {@link insertUser} found the address taken. */
-export function emailTaken(): ConflictError {
-  return new ConflictError('email_taken', 'A user with this email already exists.');
-}
-
-export function insertAccount(db: Kysely<DB>, account: { name: string; time_zone?: string }) {
-  return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();
-}
-
-export function findAccount(db: Kysely<DB>, id: string) {
-  return db.selectFrom('accounts').selectAll().where('id', '=', id).executeTakeFirst();
-}
 
 /** The failed-login counters of one address and of one (address, client network) pair. */
-export function findLoginThrottles(db: Kysely<DB>, keys: readonly string[]) {
+export function findLoginThrottles(db: Kysely<DB> | Transaction<DB>, keys: readonly string[]) {
   return db.selectFrom('login_throttles').selectAll().where('key', 'in', keys).execute();
 }
 
@@ -56,7 +23,7 @@ const STALE_THROTTLES_PER_FAILURE = 20;
  * when it reaches `threshold` consecutive failures. Returns the address's failure count.
  */
 export async function recordLoginFailure(
-  db: Kysely<DB>,
+  db: Kysely<DB> | Transaction<DB>,
   input: {
     addressKey: string;
     pairKey: string;
@@ -113,12 +80,12 @@ export async function recordLoginFailure(
 }
 
 /** A successful login: the pair's count and the address's consecutive failures start over. */
-export function resetLoginThrottles(db: Kysely<DB>, keys: readonly string[]) {
+export function resetLoginThrottles(db: Kysely<DB> | Transaction<DB>, keys: readonly string[]) {
   return db.deleteFrom('login_throttles').where('key', 'in', keys).execute();
 }
 
-export function insertSession(db: Kysely<DB>, userId: string, expiresAt: Date) {
-  return db
+export function insertSession(trx: Transaction<DB>, userId: string, expiresAt: Date) {
+  return trx
     .insertInto('sessions')
     .values({ user_id: userId, expires_at: expiresAt })
     .returningAll()
@@ -126,18 +93,18 @@ export function insertSession(db: Kysely<DB>, userId: string, expiresAt: Date) {
 }
 
 export function insertRefreshToken(
-  db: Kysely<DB>,
+  trx: Transaction<DB>,
   sessionId: string,
   tokenHash: string,
   expiresAt: Date,
 ) {
-  return db
+  return trx
     .insertInto('refresh_tokens')
     .values({ session_id: sessionId, token_hash: tokenHash, expires_at: expiresAt })
     .execute();
 }
 
-export function findRefreshToken(db: Kysely<DB>, tokenHash: string) {
+export function findRefreshToken(db: Kysely<DB> | Transaction<DB>, tokenHash: string) {
   return db
     .selectFrom('refresh_tokens')
     .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
@@ -159,8 +126,8 @@ export function findRefreshToken(db: Kysely<DB>, tokenHash: string) {
 }
 
 /** Marks a refresh token used; false when another request used it first. */
-export async function markRefreshTokenUsed(db: Kysely<DB>, id: string): Promise<boolean> {
-  const result = await db
+export async function markRefreshTokenUsed(trx: Transaction<DB>, id: string): Promise<boolean> {
+  const result = await trx
     .updateTable('refresh_tokens')
     .set({ used_at: new Date() })
     .where('id', '=', id)
@@ -170,8 +137,8 @@ export async function markRefreshTokenUsed(db: Kysely<DB>, id: string): Promise<
 }
 
 /** Keeps a used token's successor (sealed) for the reuse grace window. */
-export function storeSuccessor(db: Kysely<DB>, id: string, ciphertext: string) {
-  return db
+export function storeSuccessor(trx: Transaction<DB>, id: string, ciphertext: string) {
+  return trx
     .updateTable('refresh_tokens')
     .set({ successor_ciphertext: ciphertext })
     .where('id', '=', id)
@@ -182,7 +149,10 @@ export function storeSuccessor(db: Kysely<DB>, id: string, ciphertext: string) {
  * Clears the sealed successors of tokens used before `usedBefore` (their grace window is over),
  * and, with `sessionId`, every one of that session's.
  */
-export function clearSuccessors(db: Kysely<DB>, filter: { usedBefore?: Date; sessionId?: string }) {
+export function clearSuccessors(
+  db: Kysely<DB> | Transaction<DB>,
+  filter: { usedBefore?: Date; sessionId?: string },
+) {
   let query = db
     .updateTable('refresh_tokens')
     .set({ successor_ciphertext: null })
@@ -192,8 +162,8 @@ export function clearSuccessors(db: Kysely<DB>, filter: { usedBefore?: Date; ses
   return query.execute();
 }
 
-export function revokeSession(db: Kysely<DB>, sessionId: string, reason: string) {
-  return db
+export function revokeSession(trx: Transaction<DB>, sessionId: string, reason: string) {
+  return trx
     .updateTable('sessions')
     .set({ revoked_at: new Date(), revoked_reason: reason })
     .where('id', '=', sessionId)
@@ -202,12 +172,12 @@ export function revokeSession(db: Kysely<DB>, sessionId: string, reason: string)
 }
 
 export function revokeUserSessions(
-  db: Kysely<DB>,
+  trx: Transaction<DB>,
   userId: string,
   reason: string,
   exceptSessionId?: string,
 ) {
-  let query = db
+  let query = trx
     .updateTable('sessions')
     .set({ revoked_at: new Date(), revoked_reason: reason })
     .where('user_id', '=', userId)
@@ -216,8 +186,8 @@ export function revokeUserSessions(
   return query.execute();
 }
 
-export function touchSession(db: Kysely<DB>, sessionId: string) {
-  return db
+export function touchSession(trx: Transaction<DB>, sessionId: string) {
+  return trx
     .updateTable('sessions')
     .set({ last_used_at: new Date() })
     .where('id', '=', sessionId)
@@ -226,7 +196,7 @@ export function touchSession(db: Kysely<DB>, sessionId: string) {
 
 /** The user (and their account) behind an access token's session, in one round trip. */
 export async function findSessionPrincipal(
-  db: Kysely<DB>,
+  db: Kysely<DB> | Transaction<DB>,
   sessionId: string,
   userId: string,
 ): Promise<SessionPrincipal | undefined> {
@@ -285,27 +255,4 @@ export async function findSessionPrincipal(
           }
         : null,
   };
-}
-
-export function findApiKeyByPrefix(db: Kysely<DB>, prefix: string) {
-  return db.selectFrom('api_keys').selectAll().where('prefix', '=', prefix).executeTakeFirst();
-}
-
-export function touchApiKey(db: Kysely<DB>, accountId: string, id: string) {
-  return db
-    .updateTable('api_keys')
-    .set({ last_used_at: new Date() })
-    .where('account_id', '=', accountId)
-    .where('id', '=', id)
-    .execute();
-}
-
-export function countOwners(db: Kysely<DB>, accountId: string) {
-  return db
-    .selectFrom('users')
-    .select((eb) => eb.fn.countAll<string | number | bigint>().as('n'))
-    .where('account_id', '=', accountId)
-    .where('role', '=', 'owner' satisfies UserRole)
-    .executeTakeFirstOrThrow()
-    .then((r) => Number(r.n));
 }

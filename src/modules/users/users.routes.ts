@@ -1,25 +1,12 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { BEARER } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
+import { IdParams, pageOf } from '../../http/schemas.js';
+import { BEARER } from '../../http/openapi-security.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
-import { Email, IdParams, PageQuery, pageOf } from '../../http/schemas.js';
-import { AccountRoleSchema, Password, toUser, UserSchema } from '../identity/identity.schemas.js';
+import { toUser, UserSchema } from '../identity/identity.schemas.js';
+import { ChangeRoleBody, CreateUserBody, ListUsersQuery } from './users.schemas.js';
 import type { UsersService } from './users.service.js';
-
-const CreateUserBody = z
-  .object({ email: Email, password: Password, role: AccountRoleSchema.default('member') })
-  .meta({
-    example: {
-      email: 'marketing@example.com',
-      password: 'velvet tundra compass ripple',
-      role: 'member',
-    },
-  });
-
-const ChangeRoleBody = z.object({ role: AccountRoleSchema }).meta({ example: { role: 'admin' } });
-
-const ListUsersQuery = PageQuery.extend({ role: AccountRoleSchema.optional() });
 
 /** `/v1/users`: the account's people. Owners and admins manage; members read. */
 export const usersRoutes: FastifyPluginAsyncZod<{ users: UsersService }> = async (
