@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { cursors } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import type { RequestContext } from '../identity/actor.js';
@@ -38,6 +38,27 @@ export async function recordAudit(trx: Kysely<DB>, ctx: RequestContext, change: 
     requestId: ctx.requestId,
     ip: ctx.ip,
     changedFields: change.changedFields ?? [],
+  });
+}
+
+/**
+ * Records what a data subject did through a public link (no account, no user): the actor has
+ * no id and the entry no IP, because the trail is kept forever and an IP is personal data.
+ */
+export async function recordSubjectAudit(
+  trx: Transaction<DB>,
+  entry: { accountId: string; requestId: string } & Required<Omit<AuditChange, 'accountId'>>,
+) {
+  return appendAuditEvent(trx, {
+    accountId: entry.accountId,
+    actorType: 'data_subject',
+    actorId: null,
+    action: entry.action,
+    entityType: entry.entityType,
+    entityId: entry.entityId,
+    requestId: entry.requestId,
+    ip: null,
+    changedFields: entry.changedFields,
   });
 }
 

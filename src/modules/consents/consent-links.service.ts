@@ -1,7 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { AppError, ConflictError, NotFoundError } from '../../errors.js';
-import { appendAuditEvent } from '../audit/audit.repository.js';
+import { recordSubjectAudit } from '../audit/audit.service.js';
 import { clearSuppressedUntilConfirmed } from '../contacts/contacts.repository.js';
 import { appendEvents } from '../events/events.repository.js';
 import { type ConsentLinkKind, consentLinkTokenHash } from './consent-links.js';
@@ -63,22 +63,19 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
     return row;
   }
 
-  /** The data subject acting through a link: audited without their IP (the trail is forever). */
+  /** The data subject acting through a link. */
   async function auditLinkEvent(
     trx: Transaction<DB>,
     link: LinkRequest,
     event: ConsentEventRow,
     action: string,
   ) {
-    await appendAuditEvent(trx, {
+    await recordSubjectAudit(trx, {
       accountId: event.account_id,
-      actorType: 'data_subject',
-      actorId: null,
+      requestId: link.requestId,
       action,
       entityType: 'contact',
       entityId: event.contact_id,
-      requestId: link.requestId,
-      ip: null,
       changedFields: ['consent.event', 'consent.evidence'],
     });
   }
