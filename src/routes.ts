@@ -8,12 +8,15 @@ import { createAccountsService } from './modules/accounts/accounts.service.js';
 import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
 import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
 import { auditRoutes } from './modules/audit/audit.routes.js';
+import { createAuditService } from './modules/audit/audit.service.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
+import { createConsentLinksService } from './modules/consents/consent-links.service.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
 import { createConsentsService } from './modules/consents/consents.service.js';
 import { contactImportsRoutes } from './modules/contact-imports/contact-imports.routes.js';
 import { contactsRoutes } from './modules/contacts/contacts.routes.js';
 import { eventsRoutes } from './modules/events/events.routes.js';
+import { createEventsService } from './modules/events/events.service.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
 import { createAuthService } from './modules/identity/auth.service.js';
 import type { PrincipalCache } from './modules/identity/principal-cache.js';
@@ -22,6 +25,7 @@ import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createOpsService } from './modules/ops/ops.service.js';
 import { purposesRoutes } from './modules/purposes/purposes.routes.js';
 import { createPurposesService } from './modules/purposes/purposes.service.js';
+import { hashSecretOf } from './modules/suppressions/suppressions.service.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 import { createUsersService } from './modules/users/users.service.js';
 
@@ -43,20 +47,28 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   const users = createUsersService({ db, config, principals });
   const apiKeys = createApiKeysService({ db });
   const ops = createOpsService({ db, auth, accounts });
-  const purposes = createPurposesService(db);
-  const consents = createConsentsService({ db, config });
+  const audit = createAuditService({ db });
+  const purposes = createPurposesService({ db });
+  const hashSecret = hashSecretOf(config);
+  const consents = createConsentsService({
+    db,
+    hashSecret,
+    confirmationTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
+  });
+  const consentLinks = createConsentLinksService({ db });
+  const events = createEventsService({ db, hashSecret });
 
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
   await v1.register(accountRoutes, { accounts }); //    /v1/account
   await v1.register(usersRoutes, { users }); //         /v1/users
   await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
-  await v1.register(auditRoutes, { db }); //            /v1/audit-events
+  await v1.register(auditRoutes, { audit }); //         /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
   await v1.register(contactsRoutes, { db, config }); // /v1/contacts/*, /v1/suppressions/check
   await v1.register(contactImportsRoutes, { db, engine, config }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
-  await v1.register(consentLinksRoutes, { consents }); // /v1/public/consent-*
-  await v1.register(eventsRoutes, { db, config }); // /v1/events
+  await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
+  await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(opsRoutes, { ops }); //              /v1/ops/*
 }

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
-import { problemResponses } from '../../http/problem.js';
 import { BEARER, BEARER_OR_API_KEY } from '../../http/openapi-security.js';
+import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { AccountSchema, toAccount } from '../identity/identity.schemas.js';
 import { AccountPatchBody, IfMatchHeaders } from './accounts.schemas.js';

@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { problemResponses } from '../../http/problem.js';
-import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import { BEARER } from '../../http/openapi-security.js';
+import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
+import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import {
   ApiKeySchema,
   CreateApiKeyBody,

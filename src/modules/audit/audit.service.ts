@@ -1,7 +1,6 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { cursors } from '../../db/keyset.js';
-import type { AuditEventRow, DB } from '../../db/schema.js';
-import { toIso } from '../../http/schemas.js';
+import type { DB } from '../../db/schema.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   type AuditFilter,
@@ -42,20 +41,25 @@ export async function recordAudit(trx: Kysely<DB>, ctx: RequestContext, change: 
   });
 }
 
-export function toAuditEvent(row: AuditEventRow) {
-  return {
-    id: row.id,
-    seq: row.seq,
-    occurredAt: toIso(row.occurred_at),
-    actor: { type: row.actor_type, id: row.actor_id },
-    action: row.action,
-    entity: { type: row.entity_type, id: row.entity_id },
-    changedFields: row.changed_fields,
-    requestId: row.request_id,
-    ip: row.ip,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
+/**
+ * Records what a data subject did through a public link (no account, no user): the actor has
+ * no id and the entry no IP, because the trail is kept forever and an IP is personal data.
+ */
+export async function recordSubjectAudit(
+  trx: Transaction<DB>,
+  entry: { accountId: string; requestId: string } & Required<Omit<AuditChange, 'accountId'>>,
+) {
+  return appendAuditEvent(trx, {
+    accountId: entry.accountId,
+    actorType: 'data_subject',
+    actorId: null,
+    action: entry.action,
+    entityType: entry.entityType,
+    entityId: entry.entityId,
+    requestId: entry.requestId,
+    ip: null,
+    changedFields: entry.changedFields,
+  });
 }
 
 export async function listAudit(
@@ -72,7 +76,7 @@ export async function listAudit(
   const page = rows.slice(0, query.limit);
   const last = page[page.length - 1];
   return {
-    data: page.map(toAuditEvent),
+    rows: page,
     nextCursor: rows.length > query.limit && last ? cursors.auditSeq.encode([last.seq]) : null,
   };
 }
@@ -116,3 +120,17 @@ export async function verifyAuditChain(
   }
   return { valid: true, checked, lastSeq, lastHash: checked ? prevHash : null, firstBroken: null };
 }
+
+/** The audit trail as the API serves it: one page of entries, and the chain's verification. */
+export function createAuditService(deps: { db: Kysely<DB> }) {
+  const { db } = deps;
+  return {
+    list: (
+      accountId: string,
+      query: Omit<AuditFilter, 'beforeSeq'> & { cursor?: string | undefined },
+    ) => listAudit(db, accountId, query),
+    verify: (accountId: string) => verifyAuditChain(db, accountId),
+  };
+}
+
+export type AuditService = ReturnType<typeof createAuditService>;

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { problemResponses } from '../../http/problem.js';
 import { toIso } from '../../http/schemas.js';
+import type { ConsentLinksService, LinkRequest } from './consent-links.service.js';
 import { ConsentLinkOutcomeSchema, TokenParams } from './consents.schemas.js';
-import type { ConsentsService, LinkRequest } from './consents.service.js';
 
 const LINK_ERRORS = (() => {
   const responses = problemResponses(400, 404, 409, 410, 429);
@@ -38,10 +38,9 @@ function linkRequest(request: {
  * person: the customer's landing page posts the token. Answers never name the person, the
  * contact or the account. Rate limited by the global limiter like every route.
  */
-export const consentLinksRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }> = async (
-  app,
-  { consents },
-) => {
+export const consentLinksRoutes: FastifyPluginAsyncZod<{
+  consentLinks: ConsentLinksService;
+}> = async (app, { consentLinks }) => {
   app.post(
     '/public/consent-confirmations/:token',
     {
@@ -60,7 +59,7 @@ export const consentLinksRoutes: FastifyPluginAsyncZod<{ consents: ConsentsServi
       },
     },
     async (request) => {
-      const event = await consents.confirm(request.params.token, linkRequest(request));
+      const event = await consentLinks.confirm(request.params.token, linkRequest(request));
       return { state: 'granted' as const, recordedAt: toIso(event.recorded_at) };
     },
   );
@@ -83,7 +82,7 @@ export const consentLinksRoutes: FastifyPluginAsyncZod<{ consents: ConsentsServi
       },
     },
     async (request) => {
-      const event = await consents.withdrawByLink(request.params.token, linkRequest(request));
+      const event = await consentLinks.withdrawByLink(request.params.token, linkRequest(request));
       return { state: 'withdrawn' as const, recordedAt: toIso(event.recorded_at) };
     },
   );

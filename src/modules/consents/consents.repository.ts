@@ -1,6 +1,6 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type Selectable, sql, type Transaction } from 'kysely';
 import type { ConsentEventKind, ConsentEventRow, DB } from '../../db/schema.js';
-import { CONSENT_LINK_PATHS, type ConsentTokenKind, newConsentToken } from './consent-tokens.js';
+import { CONSENT_LINK_PATHS, type ConsentLinkKind, newConsentLinkToken } from './consent-links.js';
 
 /**
  * The consent ledger (Art. 7): an append-only table of events per contact and purpose. The
@@ -208,6 +208,54 @@ export async function listConsentEvents(
   return q.orderBy('recorded_at', 'desc').orderBy('id', 'desc').limit(query.limit).execute();
 }
 
+/**
+ * The consent link whose token hashes to `tokenHash`, locked until the transaction ends, so two
+ * clicks on one link cannot both use it.
+ */
+export async function lockConsentLink(
+  trx: Transaction<DB>,
+  tokenHash: string,
+): Promise<Selectable<DB['consent_tokens']> | undefined> {
+  return trx
+    .selectFrom('consent_tokens')
+    .selectAll()
+    .where('token_hash', '=', tokenHash)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/** Marks a consent link used: it works once. */
+export async function markConsentLinkUsed(trx: Transaction<DB>, tokenHash: string) {
+  await trx
+    .updateTable('consent_tokens')
+    .set({ used_at: new Date() })
+    .where('token_hash', '=', tokenHash)
+    .execute();
+}
+
+/** The contact a ledger read or a receipt is about (its id and language), if it exists. */
+export async function findConsentSubject(
+  db: Kysely<DB> | Transaction<DB>,
+  accountId: string,
+  contactId: string,
+) {
+  return db
+    .selectFrom('contacts')
+    .select(['id', 'language'])
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .executeTakeFirst();
+}
+
+/** The controller a consent receipt names (Art. 13(1)(a), (b)): the account and its DPO. */
+export async function receiptController(db: Kysely<DB> | Transaction<DB>, accountId: string) {
+  return db
+    .selectFrom('accounts')
+    .select(['name', 'dpo_name', 'dpo_email', 'dpo_phone'])
+    .where('id', '=', accountId)
+    .executeTakeFirstOrThrow();
+}
+
 export interface AudienceRow {
   contact_id: string;
   email: string;
@@ -283,12 +331,12 @@ export interface ConsentLink {
  */
 export async function issueConsentLinks(
   trx: Kysely<DB>,
-  kind: ConsentTokenKind,
+  kind: ConsentLinkKind,
   events: Pick<ConsentEventRow, 'account_id' | 'contact_id' | 'purpose_id'>[],
   expiresAt: Date,
 ): Promise<ConsentLink[]> {
   if (events.length === 0) return [];
-  const tokens = events.map(() => newConsentToken());
+  const tokens = events.map(() => newConsentLinkToken());
   await trx
     .insertInto('consent_tokens')
     .values(

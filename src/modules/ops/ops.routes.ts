@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { problemResponses } from '../../http/problem.js';
-import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import { BEARER } from '../../http/openapi-security.js';
+import { problemResponses } from '../../http/problem.js';
 import { requestContext } from '../../http/request-context.js';
+import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import { AccountSchema, toAccount, toUser, UserSchema } from '../identity/identity.schemas.js';
 import { CreateAccountBody } from './ops.schemas.js';
 import type { OpsService } from './ops.service.js';

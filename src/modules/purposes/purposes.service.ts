@@ -1,10 +1,26 @@
 import { createHash } from 'node:crypto';
-import { type Kysely, sql } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { cursors } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
-import { ConflictError, NotFoundError } from '../../errors.js';
+import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
+import {
+  findNoticeVersion,
+  findPurpose,
+  findPurposeRef,
+  insertNoticeVersion,
+  insertPurpose,
+  latestNoticeVersion,
+  listNoticeVersions,
+  listPurposes,
+  lockPurpose as lockPurposeRow,
+  noticeDigests,
+  noticeVersionExists,
+  purposeIdByKey,
+  purposeSummaries,
+  updatePurpose,
+} from './purposes.repository.js';
 
 export interface PurposeInput {
   key: string;
@@ -31,58 +47,159 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
   return e.code === '23505' && (e.constraint === constraint || !!e.message?.includes(constraint));
 }
 
-/** A purpose row with the number of its newest notice version. */
-function purposes(db: Kysely<DB>, accountId: string) {
-  return db
-    .selectFrom('purposes')
-    .selectAll('purposes')
-    .select((eb) =>
-      eb
-        .selectFrom('notice_versions')
-        .select((nv) => nv.fn.max('notice_versions.version').as('v'))
-        .whereRef('notice_versions.account_id', '=', 'purposes.account_id')
-        .whereRef('notice_versions.purpose_id', '=', 'purposes.id')
-        .as('latest_notice_version'),
-    )
-    .where('purposes.account_id', '=', accountId);
+/** Locks the purpose row, so notice versions of one purpose are numbered one at a time. */
+async function lockPurpose(trx: Transaction<DB>, accountId: string, id: string) {
+  const row = await lockPurposeRow(trx, accountId, id);
+  if (!row) throw new NotFoundError('The purpose does not exist.');
+  return row;
 }
+
+/**
+ * What the consent ledger needs to know about purposes, for other modules: each takes the
+ * caller's connection or transaction, so a consent is checked against the purpose in the
+ * transaction that records it.
+ */
+export const purposeLookups = {
+  /** The purpose's id and key; 404 when the account has no such purpose. */
+  async require(db: Kysely<DB> | Transaction<DB>, accountId: string, purposeId: string) {
+    const row = await findPurposeRef(db, accountId, purposeId);
+    if (!row) throw new NotFoundError('The purpose does not exist.');
+    return row;
+  },
+
+  /**
+   * Art. 7(1): a consent names the notice the person saw; 422 `unknown_notice_version` when the
+   * purpose has no such version.
+   */
+  async requireNoticeVersion(
+    db: Kysely<DB> | Transaction<DB>,
+    accountId: string,
+    purposeId: string,
+    version: number,
+  ): Promise<void> {
+    if (!(await noticeVersionExists(db, accountId, purposeId, version))) {
+      throw new UnprocessableError(
+        'unknown_notice_version',
+        `The purpose has no notice version ${version}.`,
+      );
+    }
+  },
+
+  summaries: purposeSummaries,
+  noticeDigests,
+};
 
 /**
  * Purposes of processing (Art. 6(1)(a), 7) and their notice texts. A notice is versioned and
  * never edited: a new wording is a new version, so every consent keeps pointing at the exact
  * text the person saw.
  */
-export function createPurposesService(db: Kysely<DB>) {
+export function createPurposesService(deps: { db: Kysely<DB> }) {
+  const { db } = deps;
+
   async function get(accountId: string, id: string) {
-    const row = await purposes(db, accountId).where('purposes.id', '=', id).executeTakeFirst();
+    const row = await findPurpose(db, accountId, id);
     if (!row) throw new NotFoundError('The purpose does not exist.');
     return row;
   }
 
-  /** Locks the purpose row, so notice versions of one purpose are numbered one at a time. */
-  async function lockPurpose(trx: Kysely<DB>, accountId: string, id: string) {
-    const row = await trx
-      .selectFrom('purposes')
-      .selectAll()
-      .where('account_id', '=', accountId)
-      .where('id', '=', id)
-      .forUpdate()
-      .executeTakeFirst();
+  /** Creates a purpose in the caller's transaction; 409 `purpose_key_taken` for a used key. */
+  async function createIn(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    input: PurposeInput,
+  ) {
+    if (await purposeIdByKey(trx, accountId, input.key)) throw keyTaken(input.key);
+    const row = await insertPurpose(trx, {
+      account_id: accountId,
+      key: input.key,
+      name: input.name,
+      description: input.description ?? null,
+      ...(input.category ? { category: input.category } : {}),
+    });
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'purpose.created',
+      entityType: 'purpose',
+      entityId: row.id,
+      changedFields: ['key', 'name', 'description', 'category'],
+    });
+    return { ...row, latest_notice_version: null };
+  }
+
+  async function updateIn(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    id: string,
+    patch: PurposePatch,
+  ) {
+    const current = await lockPurpose(trx, accountId, id);
+    const values: { name?: string; description?: string | null; category?: string } = {};
+    if (patch.name !== undefined && patch.name !== current.name) values.name = patch.name;
+    if (patch.description !== undefined && patch.description !== current.description) {
+      values.description = patch.description;
+    }
+    if (patch.category !== undefined && patch.category !== current.category) {
+      values.category = patch.category;
+    }
+    const changed = Object.keys(values);
+    if (changed.length > 0) {
+      await updatePurpose(trx, accountId, id, values);
+      await recordAudit(trx, ctx, {
+        accountId,
+        action: 'purpose.updated',
+        entityType: 'purpose',
+        entityId: id,
+        changedFields: changed,
+      });
+    }
+    const row = await findPurpose(trx, accountId, id);
     if (!row) throw new NotFoundError('The purpose does not exist.');
+    return row;
+  }
+
+  /** Writes version n+1 of the purpose's notice, with the SHA-256 of its text. */
+  async function createNoticeIn(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    purposeId: string,
+    input: { text: string; language: string },
+  ) {
+    await lockPurpose(trx, accountId, purposeId);
+    const latest = await latestNoticeVersion(trx, accountId, purposeId);
+    const row = await insertNoticeVersion(trx, {
+      account_id: accountId,
+      purpose_id: purposeId,
+      version: (latest ?? 0) + 1,
+      text: input.text,
+      text_sha256: noticeTextSha256(input.text),
+      language: input.language,
+    });
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'notice_version.created',
+      entityType: 'purpose',
+      entityId: purposeId,
+      changedFields: ['notice.text', 'notice.language'],
+    });
     return row;
   }
 
   return {
     get,
+    createIn,
+    updateIn,
+    createNoticeIn,
 
     async list(accountId: string, query: { limit: number; cursor?: string | undefined }) {
       const after = cursors.purposeKey.decode(query.cursor);
-      let q = purposes(db, accountId);
-      if (after) q = q.where('purposes.key', '>', after[0]);
-      const rows = await q
-        .orderBy('purposes.key')
-        .limit(query.limit + 1)
-        .execute();
+      const rows = await listPurposes(db, accountId, {
+        limit: query.limit + 1,
+        afterKey: after?.[0],
+      });
       const page = rows.slice(0, query.limit);
       const last = page[page.length - 1];
       return {
@@ -93,78 +210,17 @@ export function createPurposesService(db: Kysely<DB>) {
     },
 
     async create(ctx: RequestContext, accountId: string, input: PurposeInput) {
-      const taken = new ConflictError(
-        'purpose_key_taken',
-        `A purpose with the key ${input.key} already exists.`,
-      );
       try {
-        return await db.transaction().execute(async (trx) => {
-          const existing = await trx
-            .selectFrom('purposes')
-            .select('id')
-            .where('account_id', '=', accountId)
-            .where('key', '=', input.key)
-            .executeTakeFirst();
-          if (existing) throw taken;
-          const row = await trx
-            .insertInto('purposes')
-            .values({
-              account_id: accountId,
-              key: input.key,
-              name: input.name,
-              description: input.description ?? null,
-              ...(input.category ? { category: input.category } : {}),
-            })
-            .returningAll()
-            .executeTakeFirstOrThrow();
-          await recordAudit(trx, ctx, {
-            accountId,
-            action: 'purpose.created',
-            entityType: 'purpose',
-            entityId: row.id,
-            changedFields: ['key', 'name', 'description', 'category'],
-          });
-          return { ...row, latest_notice_version: null };
-        });
+        return await db.transaction().execute((trx) => createIn(trx, ctx, accountId, input));
       } catch (err) {
         // Two concurrent creations with one key: the unique index decides, same answer.
-        if (isUniqueViolation(err, PURPOSE_KEY_INDEX)) throw taken;
+        if (isUniqueViolation(err, PURPOSE_KEY_INDEX)) throw keyTaken(input.key);
         throw err;
       }
     },
 
     async update(ctx: RequestContext, accountId: string, id: string, patch: PurposePatch) {
-      return db.transaction().execute(async (trx) => {
-        const current = await lockPurpose(trx, accountId, id);
-        const values: { name?: string; description?: string | null; category?: string } = {};
-        if (patch.name !== undefined && patch.name !== current.name) values.name = patch.name;
-        if (patch.description !== undefined && patch.description !== current.description) {
-          values.description = patch.description;
-        }
-        if (patch.category !== undefined && patch.category !== current.category) {
-          values.category = patch.category;
-        }
-        const changed = Object.keys(values);
-        if (changed.length > 0) {
-          await trx
-            .updateTable('purposes')
-            .set({ ...values, updated_at: new Date() })
-            .where('account_id', '=', accountId)
-            .where('id', '=', id)
-            .execute();
-          await recordAudit(trx, ctx, {
-            accountId,
-            action: 'purpose.updated',
-            entityType: 'purpose',
-            entityId: id,
-            changedFields: changed,
-          });
-        }
-        const row = await purposes(trx, accountId)
-          .where('purposes.id', '=', id)
-          .executeTakeFirstOrThrow();
-        return row;
-      });
+      return db.transaction().execute((trx) => updateIn(trx, ctx, accountId, id, patch));
     },
 
     async listNotices(
@@ -174,24 +230,10 @@ export function createPurposesService(db: Kysely<DB>) {
     ) {
       const after = cursors.noticeVersion.decode(query.cursor);
       await get(accountId, purposeId);
-      let q = db
-        .selectFrom('notice_versions')
-        .select([
-          'account_id',
-          'purpose_id',
-          'version',
-          'language',
-          'text_sha256',
-          'created_at',
-          'first_used_at',
-        ])
-        .where('account_id', '=', accountId)
-        .where('purpose_id', '=', purposeId);
-      if (after) q = q.where('version', '>', after[0]);
-      const rows = await q
-        .orderBy('version')
-        .limit(query.limit + 1)
-        .execute();
+      const rows = await listNoticeVersions(db, accountId, purposeId, {
+        limit: query.limit + 1,
+        afterVersion: after?.[0],
+      });
       const page = rows.slice(0, query.limit);
       const last = page[page.length - 1];
       return {
@@ -203,55 +245,26 @@ export function createPurposesService(db: Kysely<DB>) {
 
     async getNotice(accountId: string, purposeId: string, version: number) {
       await get(accountId, purposeId);
-      const row = await db
-        .selectFrom('notice_versions')
-        .selectAll()
-        .where('account_id', '=', accountId)
-        .where('purpose_id', '=', purposeId)
-        .where('version', '=', version)
-        .executeTakeFirst();
+      const row = await findNoticeVersion(db, accountId, purposeId, version);
       if (!row) throw new NotFoundError(`The purpose has no notice version ${version}.`);
       return row;
     },
 
-    /** Writes version n+1 of the purpose's notice, with the SHA-256 of its text. */
     async createNotice(
       ctx: RequestContext,
       accountId: string,
       purposeId: string,
       input: { text: string; language: string },
     ) {
-      return db.transaction().execute(async (trx) => {
-        await lockPurpose(trx, accountId, purposeId);
-        const latest = await trx
-          .selectFrom('notice_versions')
-          .select(sql<number | null>`max(version)`.as('v'))
-          .where('account_id', '=', accountId)
-          .where('purpose_id', '=', purposeId)
-          .executeTakeFirst();
-        const row = await trx
-          .insertInto('notice_versions')
-          .values({
-            account_id: accountId,
-            purpose_id: purposeId,
-            version: (latest?.v ?? 0) + 1,
-            text: input.text,
-            text_sha256: noticeTextSha256(input.text),
-            language: input.language,
-          })
-          .returningAll()
-          .executeTakeFirstOrThrow();
-        await recordAudit(trx, ctx, {
-          accountId,
-          action: 'notice_version.created',
-          entityType: 'purpose',
-          entityId: purposeId,
-          changedFields: ['notice.text', 'notice.language'],
-        });
-        return row;
-      });
+      return db
+        .transaction()
+        .execute((trx) => createNoticeIn(trx, ctx, accountId, purposeId, input));
     },
   };
+}
+
+function keyTaken(key: string) {
+  return new ConflictError('purpose_key_taken', `A purpose with the key ${key} already exists.`);
 }
 
 export type PurposesService = ReturnType<typeof createPurposesService>;

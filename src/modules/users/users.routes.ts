@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { problemResponses } from '../../http/problem.js';
-import { IdParams, pageOf } from '../../http/schemas.js';
 import { BEARER } from '../../http/openapi-security.js';
+import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
+import { IdParams, pageOf } from '../../http/schemas.js';
 import { toUser, UserSchema } from '../identity/identity.schemas.js';
 import { ChangeRoleBody, CreateUserBody, ListUsersQuery } from './users.schemas.js';
 import type { UsersService } from './users.service.js';

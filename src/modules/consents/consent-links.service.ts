@@ -1,0 +1,165 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { ConsentEventRow, DB } from '../../db/schema.js';
+import { AppError, ConflictError, NotFoundError } from '../../errors.js';
+import { recordSubjectAudit } from '../audit/audit.service.js';
+import { clearSuppressedUntilConfirmed } from '../contacts/contacts.repository.js';
+import { appendEvents } from '../events/events.repository.js';
+import { type ConsentLinkKind, consentLinkTokenHash } from './consent-links.js';
+import {
+  appendConsentEvent,
+  deriveState,
+  lockConsentLink,
+  lockContact,
+  markConsentLinkUsed,
+  newestConsentEvent,
+} from './consents.repository.js';
+import { consentEvent, restrictedError } from './consents.service.js';
+
+/** What a public link knows about its caller: the request, and the evidence it leaves. */
+export interface LinkRequest {
+  requestId: string;
+  ip: string;
+  userAgent: string | null;
+}
+
+export class TokenInvalidError extends NotFoundError {
+  constructor() {
+    super('The link is not valid.', 'token_invalid');
+  }
+}
+
+export class TokenUsedError extends ConflictError {
+  constructor() {
+    super('token_used', 'The link was already used.');
+  }
+}
+
+export class TokenExpiredError extends AppError {
+  constructor() {
+    super(410, 'token_expired', 'Gone', 'The link has expired.');
+  }
+}
+
+/**
+ * Consent links: what a data subject does with the single-use links that came with their
+ * consent (confirm a double opt-in, withdraw), without an account.
+ */
+export function createConsentLinksService(deps: { db: Kysely<DB> }) {
+  const { db } = deps;
+
+  /**
+   * Uses a link's token once: refuses unknown or tampered tokens (404), used ones (409) and
+   * expired ones (410). The row stays locked until the transaction ends, so two clicks on one
+   * link cannot both succeed.
+   */
+  async function redeem(trx: Transaction<DB>, kind: ConsentLinkKind, token: string) {
+    const hash = consentLinkTokenHash(token);
+    if (!hash) throw new TokenInvalidError();
+    const row = await lockConsentLink(trx, hash);
+    if (!row || row.kind !== kind) throw new TokenInvalidError();
+    if (row.used_at) throw new TokenUsedError();
+    if (row.expires_at.getTime() <= Date.now()) throw new TokenExpiredError();
+    await markConsentLinkUsed(trx, hash);
+    return row;
+  }
+
+  /** The data subject acting through a link. */
+  async function auditLinkEvent(
+    trx: Transaction<DB>,
+    link: LinkRequest,
+    event: ConsentEventRow,
+    action: string,
+  ) {
+    await recordSubjectAudit(trx, {
+      accountId: event.account_id,
+      requestId: link.requestId,
+      action,
+      entityType: 'contact',
+      entityId: event.contact_id,
+      changedFields: ['consent.event', 'consent.evidence'],
+    });
+  }
+
+  return {
+    /**
+     * Double opt-in: the person followed the confirmation link. Records a `confirmed` event with
+     * the time, IP and user agent of the click. Only a pending consent can be confirmed: after a
+     * withdrawal, an old confirmation link must not bring the consent back.
+     */
+    async confirm(token: string, link: LinkRequest) {
+      return db.transaction().execute(async (trx) => {
+        const redeemed = await redeem(trx, 'confirm', token);
+        const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
+        if (!contact) throw new TokenInvalidError();
+        if (contact.restricted_at) throw restrictedError();
+        const newest = await newestConsentEvent(
+          trx,
+          redeemed.account_id,
+          redeemed.contact_id,
+          redeemed.purpose_id,
+        );
+        if (!newest || deriveState(newest.event, newest.method) !== 'pending') {
+          throw new ConflictError(
+            'consent_not_pending',
+            'There is no pending consent for this link to confirm (it was withdrawn or replaced).',
+          );
+        }
+        const event = await appendConsentEvent(trx, {
+          accountId: redeemed.account_id,
+          contactId: redeemed.contact_id,
+          purposeId: redeemed.purpose_id,
+          noticeVersion: newest.notice_version,
+          event: 'confirmed',
+          method: 'double_opt_in',
+          legalBasis: newest.legal_basis,
+          occurredAt: new Date(),
+          ip: link.ip,
+          userAgent: link.userAgent,
+          sourceUrl: null,
+          actorType: 'data_subject',
+          actorId: null,
+        });
+        // The person confirmed: a re-admitted contact may receive other grants from now on.
+        await clearSuppressedUntilConfirmed(trx, event.account_id, event.contact_id);
+        await auditLinkEvent(trx, link, event, 'consent.confirmed');
+        await appendEvents(trx, event.account_id, [consentEvent(event)]);
+        return event;
+      });
+    },
+
+    /** Art. 7(3): the person withdraws with the link they received with their consent. */
+    async withdrawByLink(token: string, link: LinkRequest) {
+      return db.transaction().execute(async (trx) => {
+        const redeemed = await redeem(trx, 'withdraw', token);
+        const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
+        if (!contact) throw new TokenInvalidError();
+        const newest = await newestConsentEvent(
+          trx,
+          redeemed.account_id,
+          redeemed.contact_id,
+          redeemed.purpose_id,
+        );
+        const event = await appendConsentEvent(trx, {
+          accountId: redeemed.account_id,
+          contactId: redeemed.contact_id,
+          purposeId: redeemed.purpose_id,
+          noticeVersion: newest?.notice_version ?? null,
+          event: 'withdrawn',
+          method: 'withdrawal_link',
+          legalBasis: newest?.legal_basis ?? 'consent',
+          occurredAt: new Date(),
+          ip: link.ip,
+          userAgent: link.userAgent,
+          sourceUrl: null,
+          actorType: 'data_subject',
+          actorId: null,
+        });
+        await auditLinkEvent(trx, link, event, 'consent.withdrawn');
+        await appendEvents(trx, event.account_id, [consentEvent(event)]);
+        return event;
+      });
+    },
+  };
+}
+
+export type ConsentLinksService = ReturnType<typeof createConsentLinksService>;

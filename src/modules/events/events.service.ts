@@ -1,0 +1,36 @@
+import type { Kysely } from 'kysely';
+import { cursors } from '../../db/keyset.js';
+import type { DB } from '../../db/schema.js';
+import { linkSealer } from '../../lib/link-sealing.js';
+import { type EventType, listEvents } from './events.repository.js';
+import { toEvent } from './events.schemas.js';
+
+/**
+ * The account's outbox as a feed. The cursor is the `seq` of the last event served (0 before
+ * the first), so a reader that keeps `nextCursor` sees each event once and in order; with no
+ * new events it gets its own cursor back and polls again later.
+ */
+export function createEventsService(deps: { db: Kysely<DB>; hashSecret: string }) {
+  const { db } = deps;
+  const sealer = linkSealer(deps.hashSecret);
+  return {
+    async feed(
+      accountId: string,
+      query: { limit: number; cursor?: string | undefined; type?: EventType | undefined },
+    ) {
+      const afterSeq = cursors.eventSeq.decode(query.cursor)?.[0] ?? 0;
+      const rows = await listEvents(db, accountId, {
+        afterSeq,
+        limit: query.limit,
+        types: query.type ? [query.type] : undefined,
+      });
+      const last = rows[rows.length - 1];
+      return {
+        data: rows.map((row) => toEvent(row, sealer)),
+        nextCursor: cursors.eventSeq.encode([last ? Number(last.seq) : afterSeq]),
+      };
+    },
+  };
+}
+
+export type EventsService = ReturnType<typeof createEventsService>;
