@@ -1,3 +1,4 @@
+import type { Transaction } from 'kysely';
 import { type Kysely, sql } from 'kysely';
 import type { ConsentEventKind, ConsentEventRow, DB } from '../../db/schema.js';
 import { CONSENT_LINK_PATHS, type ConsentTokenKind, newConsentToken } from './consent-tokens.js';
@@ -307,4 +308,42 @@ export async function issueConsentLinks(
     expiresAt: expiresAt.toISOString(),
     url: CONSENT_LINK_PATHS[kind] + token,
   }));
+}
+
+/**
+ * Art. 17: forgets a contact's consent ledger and its links, in the erasure's transaction
+ * (which is what lets the ledger's append-only trigger allow the delete).
+ */
+export async function forgetContactConsents(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await allowLedgerErasure(trx);
+  await trx
+    .deleteFrom('consent_tokens')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  await trx
+    .deleteFrom('consent_events')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+}
+
+/** Art. 15: a contact's whole consent ledger, oldest first (for its data export). */
+export async function contactConsentLedger(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<ConsentEventRow[]> {
+  return db
+    .selectFrom('consent_events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .orderBy('recorded_at')
+    .orderBy('id')
+    .execute();
 }

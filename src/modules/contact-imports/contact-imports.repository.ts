@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type {
   ConsentEventRow,
   ContactImportErrorRow,
@@ -597,7 +597,7 @@ export async function noticeVersionExists(
  * retry with that key starts a new import, whose rows at suppressed addresses are refused.
  */
 export async function forgetImportKeys(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   keyNames: (key: string) => boolean,
 ): Promise<void> {

@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
 import type { ConsentState } from '../consents/consents.repository.js';
 
@@ -218,5 +218,88 @@ export async function clearSuppressedUntilConfirmed(
     .where('account_id', '=', accountId)
     .where('id', '=', contactId)
     .where('suppressed_until_confirmed', '=', true)
+    .execute();
+}
+
+/** Of `emails`, those whose contact is marked `suppressed_until_confirmed`. */
+export async function markedUntilConfirmed(
+  db: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('contacts')
+    .select('email')
+    .where('account_id', '=', accountId)
+    .where('email', '=', anyText(emails))
+    .where('suppressed_until_confirmed', '=', true)
+    .execute();
+  return new Set(rows.map((row) => row.email));
+}
+
+/** Of `emails`, those whose contact has a confirmed double opt-in in its consent ledger. */
+export async function withConfirmedOptIn(
+  db: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('contacts as c')
+    .select('c.email')
+    .where('c.account_id', '=', accountId)
+    .where('c.email', '=', anyText(emails))
+    .where(({ exists, selectFrom }) =>
+      exists(
+        selectFrom('consent_events as e')
+          .select('e.id')
+          .whereRef('e.account_id', '=', 'c.account_id')
+          .whereRef('e.contact_id', '=', 'c.id')
+          .where('e.event', '=', 'confirmed'),
+      ),
+    )
+    .execute();
+  return new Set(rows.map((row) => row.email));
+}
+
+/**
+ * `= any($1::text[])`: a batch's keys as one array parameter. Postgres plans it exactly like an
+ * `in (...)` list (an index scan with the array as its condition), but the client sends one
+ * value instead of a thousand placeholders to compile and bind.
+ */
+function anyText(values: string[]) {
+  return sql<string>`any(${values}::text[])`;
+}
+
+/** Art. 17: records that the contact was erased; only the keyed hash of its address remains. */
+export async function insertErasure(
+  trx: Transaction<DB>,
+  erasure: { accountId: string; contactId: string; emailHash: string; requestId: string },
+): Promise<void> {
+  await trx
+    .insertInto('erasures')
+    .values({
+      account_id: erasure.accountId,
+      contact_id: erasure.contactId,
+      email_hash: erasure.emailHash,
+      request_id: erasure.requestId,
+    })
+    .execute();
+}
+
+/** Art. 17: deletes the contact and its address history, in the erasure's transaction. */
+export async function deleteContact(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await trx
+    .deleteFrom('contact_address_history')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  await trx
+    .deleteFrom('contacts')
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
     .execute();
 }
