@@ -15,14 +15,6 @@ import { type LinkSealer, linkSealer } from '../../lib/link-sealing.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { issueConsentLinks } from '../consents/consents.repository.js';
 import { consentEvent } from '../consents/consents.service.js';
-import {
-  batches,
-  type ImportBatch,
-  type ImportFormat,
-  ImportFormatError,
-  type ImportRow,
-  parseImport,
-} from '../contacts/contact-import.parser.js';
 import { appendEvents, storedLink } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
@@ -63,6 +55,14 @@ import {
   ImportContentMismatchError,
   importTooLarge,
 } from './import-body.js';
+import {
+  batches,
+  type ImportBatch,
+  type ImportFormat,
+  ImportFormatError,
+  type ImportRow,
+  parseImport,
+} from './parser/index.js';
 
 /** Rows per transaction: 1,000-row statements are where Postgres bulk writes level off. */
 export const IMPORT_BATCH_SIZE = 1000;
