@@ -24,6 +24,7 @@ import { forgetImportKeys } from '../contact-imports/contact-imports.repository.
 import { contactEvents, forgetContactEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
 import { isSuppressed, suppress } from '../suppressions/suppressions.repository.js';
+import { grantAllowed } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
   contactsQuery,
@@ -154,7 +155,10 @@ export function createContactsService(deps: {
         return await db.transaction().execute(async (trx) => {
           if (await findContactIdByEmail(trx, accountId, input.email)) throw contactExists();
           const suppressed = await isSuppressed(trx, accountId, fingerprint);
-          if (suppressed && !input.doubleOptIn) throw suppressedError();
+          // The same rule as for grants (see mustConfirmFirst): only a double opt-in re-admits.
+          if (!grantAllowed(input.doubleOptIn ? 'double_opt_in' : 'none', suppressed)) {
+            throw suppressedError();
+          }
           const row = await insertContact(trx, {
             // Re-admitted at an erased address: see mustConfirmFirst.
             suppressedUntilConfirmed: suppressed,
