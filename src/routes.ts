@@ -3,6 +3,8 @@ import type { Kysely } from 'kysely';
 import type { Config } from './config.js';
 import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
+import { debouncedVacuum } from './db/vacuum.js';
+import { idempotency } from './http/idempotency.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
 import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
@@ -14,7 +16,12 @@ import { createConsentLinksService } from './modules/consents/consent-links.serv
 import { consentsRoutes } from './modules/consents/consents.routes.js';
 import { createConsentsService } from './modules/consents/consents.service.js';
 import { contactImportsRoutes } from './modules/contact-imports/contact-imports.routes.js';
+import { createContactImportsService } from './modules/contact-imports/contact-imports.service.js';
 import { contactsRoutes } from './modules/contacts/contacts.routes.js';
+import {
+  createContactsService,
+  ERASURE_TOUCHED_TABLES,
+} from './modules/contacts/contacts.service.js';
 import { eventsRoutes } from './modules/events/events.routes.js';
 import { createEventsService } from './modules/events/events.service.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
@@ -25,7 +32,11 @@ import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createOpsService } from './modules/ops/ops.service.js';
 import { purposesRoutes } from './modules/purposes/purposes.routes.js';
 import { createPurposesService } from './modules/purposes/purposes.service.js';
-import { hashSecretOf } from './modules/suppressions/suppressions.service.js';
+import { suppressionsRoutes } from './modules/suppressions/suppressions.routes.js';
+import {
+  createSuppressionsService,
+  hashSecretOf,
+} from './modules/suppressions/suppressions.service.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 import { createUsersService } from './modules/users/users.service.js';
 
@@ -49,7 +60,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   const ops = createOpsService({ db, auth, accounts });
   const audit = createAuditService({ db });
   const purposes = createPurposesService({ db });
-  const hashSecret = hashSecretOf(config);
+  const hashSecret = hashSecretOf(config, v1.log);
   const consents = createConsentsService({
     db,
     hashSecret,
@@ -57,6 +68,32 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   });
   const consentLinks = createConsentLinksService({ db });
   const events = createEventsService({ db, hashSecret });
+  // Erasure leaves the erased data in dead row versions until a vacuum (Art. 17).
+  const vacuum = debouncedVacuum({
+    db,
+    tables: ERASURE_TOUCHED_TABLES,
+    intervalMs: config.ERASURE_VACUUM_INTERVAL_MS,
+    log: v1.log,
+  });
+  v1.addHook('onClose', () => vacuum.stop());
+  const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
+  const suppressions = createSuppressionsService({ db, hashSecret });
+  const contactIdempotency = idempotency({ db, secret: hashSecret });
+  const imports = createContactImportsService({
+    db,
+    hashSecret,
+    // Only a Postgres server outlives this process (see tuneBatchTransaction).
+    asyncCommit: engine === 'postgres',
+    leaseSeconds: config.IMPORT_LEASE_SECONDS,
+    consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
+    limits: {
+      maxBytes: config.IMPORT_MAX_BYTES,
+      maxDurationMs: config.IMPORT_MAX_DURATION_MS,
+      maxStoredErrors: config.IMPORT_MAX_STORED_ERRORS,
+      maxErrorRate: config.IMPORT_MAX_ERROR_RATE,
+      errorRateMinRows: config.IMPORT_ERROR_RATE_MIN_ROWS,
+    },
+  });
 
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
@@ -65,8 +102,9 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
   await v1.register(auditRoutes, { audit }); //         /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
-  await v1.register(contactsRoutes, { db, config }); // /v1/contacts/*, /v1/suppressions/check
-  await v1.register(contactImportsRoutes, { db, engine, config }); // /v1/contact-imports/*
+  await v1.register(contactsRoutes, { contacts, idempotent: contactIdempotency }); // /v1/contacts/*
+  await v1.register(suppressionsRoutes, { suppressions }); // /v1/suppressions/check
+  await v1.register(contactImportsRoutes, { imports, maxBytes: config.IMPORT_MAX_BYTES }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(eventsRoutes, { events }); //       /v1/events

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
 import { ConflictError, UnprocessableError } from '../errors.js';
@@ -165,7 +165,7 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
  * with such a key then runs again and meets the suppression list instead of a replay.
  */
 export async function forgetIdempotentRequests(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   mentions: { contactId: string; email: string },
   keyNames: (key: string) => boolean,

@@ -3,8 +3,8 @@ import t from 'tap';
 import {
   appendConsentsStatement,
   type ConsentAppend,
-} from '../../src/modules/contact-imports/contact-imports.repository.js';
-import { tuneBatchTransaction } from '../../src/modules/contact-imports/contact-imports.service.js';
+} from '../../src/modules/consents/consents.repository.js';
+import { tuneBatchTransaction } from '../../src/modules/contact-imports/batch-writer.js';
 import { build, testDatabase } from '../helper.js';
 import {
   CONSENT,

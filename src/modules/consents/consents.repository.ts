@@ -356,3 +356,147 @@ export async function issueConsentLinks(
     url: CONSENT_LINK_PATHS[kind] + token,
   }));
 }
+
+/**
+ * Art. 17: forgets a contact's consent ledger and its links, in the erasure's transaction
+ * (which is what lets the ledger's append-only trigger allow the delete).
+ */
+export async function forgetContactConsents(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await allowLedgerErasure(trx);
+  await trx
+    .deleteFrom('consent_tokens')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  await trx
+    .deleteFrom('consent_events')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+}
+
+/** Art. 15: a contact's whole consent ledger, oldest first (for its data export). */
+export async function contactConsentLedger(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<ConsentEventRow[]> {
+  return db
+    .selectFrom('consent_events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .orderBy('recorded_at')
+    .orderBy('id')
+    .execute();
+}
+
+export interface ConsentAppend {
+  contact_id: string;
+  purpose_id: string;
+  notice_version: number | null;
+  method: string;
+  occurred_at: string;
+  ip: string | null;
+  user_agent: string | null;
+  source_url: string | null;
+  /** A double opt-in pending grant made by the import: only when the purpose has no event. */
+  pending_only_if_none: boolean;
+}
+
+/**
+ * Appends the batch's consent grants to the ledger, in file order (`recorded_at` is the clock
+ * at each insertion). Skipped, so re-running a file adds nothing:
+ * - an identical event (contact, purpose, notice version, time, method) already recorded;
+ * - evidence older than a withdrawal recorded for the purpose (an old grant must not undo a
+ *   later withdrawal);
+ * - the import's own pending grant when the contact already has any event for the purpose.
+ * The caller leaves out restricted contacts (Art. 18). Marks the notice versions used.
+ * Returns the pending double opt-in grants it appended (not the others).
+ */
+export async function appendImportedConsents(
+  trx: Kysely<DB>,
+  accountId: string,
+  actor: { type: string; id: string | null },
+  events: ConsentAppend[],
+): Promise<AppendedConsent[]> {
+  if (events.length === 0) return [];
+  const result = await appendConsentsStatement(accountId, actor, events).execute(trx);
+  const pairs = new Map<string, { purposeId: string; version: number }>();
+  for (const event of events) {
+    if (event.notice_version === null) continue;
+    pairs.set(`${event.purpose_id}:${event.notice_version}`, {
+      purposeId: event.purpose_id,
+      version: event.notice_version,
+    });
+  }
+  for (const { purposeId, version } of pairs.values()) {
+    await trx
+      .updateTable('notice_versions')
+      .set({ first_used_at: sql<Date>`now()` })
+      .where('account_id', '=', accountId)
+      .where('purpose_id', '=', purposeId)
+      .where('version', '=', version)
+      .where('first_used_at', 'is', null)
+      .execute();
+  }
+  return result.rows;
+}
+
+/**
+ * The statement behind {@link appendImportedConsents} (exported so a test can EXPLAIN it). It
+ * returns only the pending double opt-in grants it appended, the ones that need a confirmation
+ * link: sending back and parsing a row per accepted contact cost a few ms per batch.
+ */
+export function appendConsentsStatement(
+  accountId: string,
+  actor: { type: string; id: string | null },
+  events: ConsentAppend[],
+) {
+  const ordered = events.map((event, ord) => ({ ...event, ord }));
+  // Keyed by contact id, not by email: the plan is index lookups whatever the table's
+  // statistics say (a join on email planned without statistics compares every pair).
+  // `offset 0` keeps the NOT EXISTS a per-row subplan (an index probe on contact and purpose):
+  // turned into an anti join, a table that grew since it was last analysed is planned as tiny,
+  // and every row of the batch was compared with all of the account's events (1,000 x n).
+  return sql<AppendedConsent>`
+    with appended as (
+      insert into consent_events (
+        account_id, contact_id, purpose_id, notice_version, event, method, legal_basis,
+        occurred_at, recorded_at, ip, user_agent, source_url, actor_type, actor_id
+      )
+      select ${accountId}::uuid, u.contact_id, u.purpose_id, u.notice_version, 'granted', u.method,
+        'consent', u.occurred_at, clock_timestamp(), u.ip, u.user_agent, u.source_url,
+        ${actor.type}, ${actor.id}
+      from json_to_recordset(${JSON.stringify(ordered)}::json) as u(
+        ord int, contact_id uuid, purpose_id uuid, notice_version int, method text,
+        occurred_at timestamptz, ip text, user_agent text, source_url text,
+        pending_only_if_none boolean
+      )
+      where not exists (
+          select 1 from consent_events e
+          where e.account_id = ${accountId}::uuid and e.contact_id = u.contact_id
+            and e.purpose_id = u.purpose_id
+            and (
+              (u.pending_only_if_none)
+              or (e.event = 'granted' and e.method = u.method and e.occurred_at = u.occurred_at
+                  and e.notice_version is not distinct from u.notice_version)
+              or (e.event = 'withdrawn' and e.occurred_at >= u.occurred_at)
+            )
+          offset 0
+        )
+      order by u.ord
+      returning id, contact_id, purpose_id, notice_version, event, method
+    )
+    -- pending, as deriveState (consents.repository) defines it
+    select * from appended where event = 'granted' and method = 'double_opt_in'`;
+}
+
+export type AppendedConsent = Pick<
+  ConsentEventRow,
+  'id' | 'contact_id' | 'purpose_id' | 'notice_version' | 'event' | 'method'
+>;

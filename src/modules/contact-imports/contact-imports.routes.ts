@@ -1,15 +1,10 @@
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import type { Kysely } from 'kysely';
-import type { Config } from '../../config.js';
-import type { Engine } from '../../db/database.js';
-import type { DB } from '../../db/schema.js';
 import { AppError } from '../../errors.js';
 import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, pageOf } from '../../http/schemas.js';
-import { hashSecretOf } from '../suppressions/suppressions.service.js';
 import {
   ContactImportErrorsPage,
   ContactImportSchema,
@@ -21,7 +16,7 @@ import {
   toContactImport,
   toContactImportError,
 } from './contact-imports.schemas.js';
-import { createContactImportsService } from './contact-imports.service.js';
+import type { ContactImportsService } from './contact-imports.service.js';
 
 const CONTENT_TYPES = ['application/x-ndjson', 'text/csv'];
 
@@ -36,28 +31,13 @@ function unsupportedMediaType() {
 
 /**
  * `/v1/contact-imports`: bulk contact imports from a streamed NDJSON or CSV body, their
- * progress and their per-row error report. Builds its own service, mounted in one line.
+ * progress and their per-row error report. Receives its service from the route table.
  */
 export const contactImportsRoutes: FastifyPluginAsyncZod<{
-  db: Kysely<DB>;
-  engine: Engine;
-  config: Config;
-}> = async (app, { db, engine, config }) => {
-  const imports = createContactImportsService({
-    db,
-    hashSecret: hashSecretOf(config),
-    // Only a Postgres server outlives this process (see tuneBatchTransaction).
-    asyncCommit: engine === 'postgres',
-    leaseSeconds: config.IMPORT_LEASE_SECONDS,
-    consentTokenTtlHours: config.CONSENT_TOKEN_TTL_HOURS,
-    limits: {
-      maxBytes: config.IMPORT_MAX_BYTES,
-      maxDurationMs: config.IMPORT_MAX_DURATION_MS,
-      maxStoredErrors: config.IMPORT_MAX_STORED_ERRORS,
-      maxErrorRate: config.IMPORT_MAX_ERROR_RATE,
-      errorRateMinRows: config.IMPORT_ERROR_RATE_MIN_ROWS,
-    },
-  });
+  imports: ContactImportsService;
+  /** IMPORT_MAX_BYTES: the body limit of an upload. */
+  maxBytes: number;
+}> = async (app, { imports, maxBytes }) => {
   const security = BEARER_OR_API_KEY;
   const tags = ['contact-imports'];
 
@@ -68,7 +48,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
   app.post(
     '/contact-imports',
     {
-      bodyLimit: config.IMPORT_MAX_BYTES,
+      bodyLimit: maxBytes,
       // The file streams in while it is imported: IMPORT_BODY_TIMEOUT_MS, not BODY_TIMEOUT_MS.
       config: { auth: { permission: 'contacts:write' }, longBody: true },
       schema: {

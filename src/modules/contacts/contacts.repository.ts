@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
 import type { ConsentState } from '../consents/consents.repository.js';
 
@@ -219,4 +219,180 @@ export async function clearSuppressedUntilConfirmed(
     .where('id', '=', contactId)
     .where('suppressed_until_confirmed', '=', true)
     .execute();
+}
+
+/** Of `emails`, those whose contact is marked `suppressed_until_confirmed`. */
+export async function markedUntilConfirmed(
+  db: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('contacts')
+    .select('email')
+    .where('account_id', '=', accountId)
+    .where('email', '=', anyText(emails))
+    .where('suppressed_until_confirmed', '=', true)
+    .execute();
+  return new Set(rows.map((row) => row.email));
+}
+
+/** Of `emails`, those whose contact has a confirmed double opt-in in its consent ledger. */
+export async function withConfirmedOptIn(
+  db: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('contacts as c')
+    .select('c.email')
+    .where('c.account_id', '=', accountId)
+    .where('c.email', '=', anyText(emails))
+    .where(({ exists, selectFrom }) =>
+      exists(
+        selectFrom('consent_events as e')
+          .select('e.id')
+          .whereRef('e.account_id', '=', 'c.account_id')
+          .whereRef('e.contact_id', '=', 'c.id')
+          .where('e.event', '=', 'confirmed'),
+      ),
+    )
+    .execute();
+  return new Set(rows.map((row) => row.email));
+}
+
+/**
+ * `= any($1::text[])`: a batch's keys as one array parameter. Postgres plans it exactly like an
+ * `in (...)` list (an index scan with the array as its condition), but the client sends one
+ * value instead of a thousand placeholders to compile and bind.
+ */
+function anyText(values: string[]) {
+  return sql<string>`any(${values}::text[])`;
+}
+
+/** Art. 17: records that the contact was erased; only the keyed hash of its address remains. */
+export async function insertErasure(
+  trx: Transaction<DB>,
+  erasure: { accountId: string; contactId: string; emailHash: string; requestId: string },
+): Promise<void> {
+  await trx
+    .insertInto('erasures')
+    .values({
+      account_id: erasure.accountId,
+      contact_id: erasure.contactId,
+      email_hash: erasure.emailHash,
+      request_id: erasure.requestId,
+    })
+    .execute();
+}
+
+/** Art. 17: deletes the contact and its address history, in the erasure's transaction. */
+export async function deleteContact(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await trx
+    .deleteFrom('contact_address_history')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  await trx
+    .deleteFrom('contacts')
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .execute();
+}
+
+export interface ExistingContact {
+  id: string;
+  email: string;
+}
+
+export async function findContactsByEmail(
+  trx: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<ExistingContact[]> {
+  if (emails.length === 0) return [];
+  return trx
+    .selectFrom('contacts')
+    .select(['id', 'email'])
+    .where('account_id', '=', accountId)
+    .where('email', '=', anyText(emails))
+    .execute();
+}
+
+/** Which of these addresses belong to restricted contacts (Art. 18), through a small index. */
+export async function restrictedEmails(
+  trx: Kysely<DB>,
+  accountId: string,
+  emails: string[],
+): Promise<Set<string>> {
+  if (emails.length === 0) return new Set();
+  const rows = await trx
+    .selectFrom('contacts')
+    .select('email')
+    .where('account_id', '=', accountId)
+    .where('email', '=', anyText(emails))
+    .where('restricted_at', 'is not', null)
+    .execute();
+  return new Set(rows.map((row) => row.email));
+}
+
+export interface ContactUpsert {
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  language: string | null;
+  /** Shallow-merged into the stored attributes (`||`); `{}` changes nothing. */
+  attributes: Record<string, unknown>;
+  /** Set on insertion only (a re-admission at an erased address); absent means false. */
+  suppressed_until_confirmed?: true;
+}
+
+/**
+ * Inserts or updates a batch of contacts in one statement. Absent fields keep their stored
+ * value; attributes are merged key by key. A restricted contact is never changed (Art. 18);
+ * the caller filters those out before and this guard covers a restriction racing in. Rows
+ * whose values would not change are not rewritten (no version bump). Returns the ids of the
+ * contacts that were inserted.
+ *
+ * The rows travel as one JSON parameter expanded by `json_to_recordset`: one round trip, the
+ * same on node-postgres and PGlite, and no per-row parameters. `json`, not `jsonb`: the text is
+ * read once, as the rows are produced, instead of first being built into a `jsonb` value at
+ * bind time (about 6 ms of a 1,000-row batch).
+ */
+export async function upsertContacts(
+  trx: Kysely<DB>,
+  accountId: string,
+  rows: ContactUpsert[],
+): Promise<{ id: string; email: string; inserted: boolean }[]> {
+  if (rows.length === 0) return [];
+  const result = await sql<{ id: string; email: string; inserted: boolean }>`
+    insert into contacts (
+      account_id, email, first_name, last_name, language, attributes, suppressed_until_confirmed
+    )
+    select ${accountId}::uuid, u.email, u.first_name, u.last_name, u.language, u.attributes,
+      coalesce(u.suppressed_until_confirmed, false)
+    from json_to_recordset(${JSON.stringify(rows)}::json)
+      as u(email text, first_name text, last_name text, language text, attributes jsonb,
+        suppressed_until_confirmed boolean)
+    on conflict (account_id, email) do update set
+      first_name = coalesce(excluded.first_name, contacts.first_name),
+      last_name = coalesce(excluded.last_name, contacts.last_name),
+      language = coalesce(excluded.language, contacts.language),
+      attributes = contacts.attributes || excluded.attributes,
+      updated_at = clock_timestamp(),
+      version = contacts.version + 1
+    where contacts.restricted_at is null
+      and (contacts.first_name, contacts.last_name, contacts.language, contacts.attributes)
+        is distinct from (
+          coalesce(excluded.first_name, contacts.first_name),
+          coalesce(excluded.last_name, contacts.last_name),
+          coalesce(excluded.language, contacts.language),
+          contacts.attributes || excluded.attributes
+        )
+    returning id, email, (xmax = 0) as inserted`.execute(trx);
+  return result.rows;
 }

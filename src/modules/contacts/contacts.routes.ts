@@ -1,12 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import type { Config } from '../../config.js';
-import type { DB } from '../../db/schema.js';
-import { debouncedVacuum } from '../../db/vacuum.js';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
-import { idempotency } from '../../http/idempotency.js';
+import type { idempotency } from '../../http/idempotency.js';
 import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
@@ -17,8 +13,6 @@ import {
   encryptExport,
 } from '../../lib/export-encryption.js';
 import { ConsentEventSchema, CurrentConsentSchema } from '../consents/consents.schemas.js';
-import { suppressionsRoutes } from '../suppressions/suppressions.routes.js';
-import { createSuppressionsService, hashSecretOf } from '../suppressions/suppressions.service.js';
 import {
   ContactSchema,
   CreateContactBody,
@@ -29,7 +23,7 @@ import {
   toContact,
   UpdateContactBody,
 } from './contacts.schemas.js';
-import { createContactsService, ERASURE_TOUCHED_TABLES } from './contacts.service.js';
+import type { ContactsService } from './contacts.service.js';
 
 const ExportHeaders = z.looseObject({
   'x-export-passphrase': z
@@ -85,23 +79,13 @@ const ContactExportSchema = z
 
 /**
  * `/v1/contacts`: create, read, list, change and erase contacts, restrict them (Art. 18) and
- * export them (Art. 15, 20); `/v1/suppressions/check`. Builds its own services from the
- * database and config, so the route table mounts it in one line.
+ * export them (Art. 15, 20). Receives its services from the route table.
  */
-export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Config }> = async (
-  app,
-  { db, config },
-) => {
-  const hashSecret = hashSecretOf(config, app.log);
-  const vacuum = debouncedVacuum({
-    db,
-    tables: ERASURE_TOUCHED_TABLES,
-    intervalMs: config.ERASURE_VACUUM_INTERVAL_MS,
-    log: app.log,
-  });
-  app.addHook('onClose', () => vacuum.stop());
-  const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
-  const idempotent = idempotency({ db, secret: hashSecret });
+export const contactsRoutes: FastifyPluginAsyncZod<{
+  contacts: ContactsService;
+  /** Replays of `Idempotency-Key` requests (the contact creation). */
+  idempotent: ReturnType<typeof idempotency>;
+}> = async (app, { contacts, idempotent }) => {
   const security = BEARER_OR_API_KEY;
   const tags = ['contacts'];
 
@@ -363,8 +347,4 @@ export const contactsRoutes: FastifyPluginAsyncZod<{ db: Kysely<DB>; config: Con
         .send(armored);
     },
   );
-
-  await app.register(suppressionsRoutes, {
-    suppressions: createSuppressionsService({ db, hashSecret }),
-  });
 };

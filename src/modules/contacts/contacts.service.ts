@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { ContactRow, DB } from '../../db/schema.js';
 import {
@@ -14,22 +14,26 @@ import { addressesWithin } from '../../lib/email.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
 import {
-  allowLedgerErasure,
+  contactConsentLedger,
   currentConsentEvents,
   deriveState,
+  forgetContactConsents,
 } from '../consents/consents.repository.js';
 import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
 import { forgetImportKeys } from '../contact-imports/contact-imports.repository.js';
-import { deleteContactEvents } from '../events/events.repository.js';
+import { contactEvents, forgetContactEvents } from '../events/events.repository.js';
 import type { RequestContext } from '../identity/actor.js';
-import { isSuppressed, suppress } from '../suppressions/suppressions.service.js';
+import { isSuppressed, suppress } from '../suppressions/suppressions.repository.js';
+import { grantAllowed } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
   contactsQuery,
+  deleteContact,
   earlierAddressHashes,
   findContact,
   findContactIdByEmail,
   insertContact,
+  insertErasure,
   isDuplicateEmail,
   lockContactRow,
   rememberEarlierAddress,
@@ -124,7 +128,7 @@ export function createContactsService(deps: {
     return row;
   }
 
-  return {
+  const service = {
     get,
 
     async list(accountId: string, query: ListContactsFilter) {
@@ -151,7 +155,10 @@ export function createContactsService(deps: {
         return await db.transaction().execute(async (trx) => {
           if (await findContactIdByEmail(trx, accountId, input.email)) throw contactExists();
           const suppressed = await isSuppressed(trx, accountId, fingerprint);
-          if (suppressed && !input.doubleOptIn) throw suppressedError();
+          // The same rule as for grants (see mustConfirmFirst): only a double opt-in re-admits.
+          if (!grantAllowed(input.doubleOptIn ? 'double_opt_in' : 'none', suppressed)) {
+            throw suppressedError();
+          }
           const row = await insertContact(trx, {
             // Re-admitted at an erased address: see mustConfirmFirst.
             suppressedUntilConfirmed: suppressed,
@@ -194,87 +201,21 @@ export function createContactsService(deps: {
       expectedVersion?: number,
     ) {
       try {
-        return await db.transaction().execute(async (trx) => {
-          const current = await lockOrThrow(trx, accountId, id);
-          if (expectedVersion !== undefined && current.version !== expectedVersion) {
-            throw new PreconditionFailedError();
-          }
-          const changes: ContactColumns = {};
-          const changed: PatchField[] = [];
-          for (const field of Object.keys(COLUMN_OF) as PatchField[]) {
-            const value = patch[field];
-            if (value === undefined) continue;
-            const column = COLUMN_OF[field];
-            const same =
-              field === 'attributes'
-                ? canonicalJson(value) === canonicalJson(current.attributes)
-                : value === current[column];
-            if (same) continue;
-            changed.push(field);
-            (changes as Record<string, unknown>)[column] = value;
-          }
-          if (changed.length === 0) return current;
-          if (current.restricted_at) {
-            const refused = changed.filter((field) => !RECTIFICATION_FIELDS.has(field));
-            if (refused.length > 0) {
-              throw restrictedError(
-                `The contact is restricted (Art. 18): only rectification (email, firstName, ` +
-                  `lastName, language) is allowed; refused: ${refused.join(', ')}.`,
-              );
-            }
-          }
-          if (changes.email !== undefined) {
-            if (await findContactIdByEmail(trx, accountId, changes.email)) throw contactExists();
-            // Rectifying to an erased address would bring it back.
-            if (await isSuppressed(trx, accountId, emailFingerprint(hashSecret, changes.email))) {
-              throw suppressedError();
-            }
-            // Art. 17: an erasure must also suppress the address being left behind.
-            await rememberEarlierAddress(
-              trx,
-              accountId,
-              id,
-              emailFingerprint(hashSecret, current.email),
-            );
-          }
-          const updated = await updateContact(trx, current, changes);
-          await recordAudit(trx, ctx, {
-            accountId,
-            action: 'contact.updated',
-            entityType: 'contact',
-            entityId: id,
-            changedFields: changed,
-          });
-          return updated;
-        });
+        return await db
+          .transaction()
+          .execute((trx) => updateInTrx(trx, ctx, accountId, id, patch, expectedVersion));
       } catch (err) {
         if (isDuplicateEmail(err)) throw contactExists();
         throw err;
       }
     },
+    updateInTrx,
 
     /** Art. 18: restricts processing; restricting again only updates the reason. */
     async restrict(ctx: RequestContext, accountId: string, id: string, reason: string) {
-      return db.transaction().execute(async (trx) => {
-        const current = await lockOrThrow(trx, accountId, id);
-        if (current.restricted_at && current.restriction_reason === reason) return current;
-        const changes: ContactColumns = { restriction_reason: reason };
-        const changedFields = ['restrictionReason'];
-        if (!current.restricted_at) {
-          changes.restricted_at = new Date();
-          changedFields.unshift('restrictedAt');
-        }
-        const updated = await updateContact(trx, current, changes);
-        await recordAudit(trx, ctx, {
-          accountId,
-          action: 'contact.restricted',
-          entityType: 'contact',
-          entityId: id,
-          changedFields,
-        });
-        return updated;
-      });
+      return db.transaction().execute((trx) => restrictInTrx(trx, ctx, accountId, id, reason));
     },
+    restrictInTrx,
 
     /** Art. 18(3): lifting a restriction is an explicit, audited act. Idempotent. */
     async liftRestriction(ctx: RequestContext, accountId: string, id: string) {
@@ -296,136 +237,211 @@ export function createContactsService(deps: {
       });
     },
 
-    /**
-     * Art. 17 erasure, in one transaction: the addresses survive only as keyed hashes (on the
-     * suppression list — the current one and every earlier one — and in the erasure record);
-     * the contact, its address history, its consent ledger and links, and any stored
-     * idempotent response that mentions it are deleted.
-     */
+    /** Art. 17 erasure in its own transaction; see {@link eraseInTrx}. */
     async erase(ctx: RequestContext, accountId: string, id: string) {
-      await db.transaction().execute(async (trx) => {
-        const current = await lockOrThrow(trx, accountId, id);
-        const fingerprint = emailFingerprint(hashSecret, current.email);
-        const held = new Set([fingerprint, ...(await earlierAddressHashes(trx, accountId, id))]);
-        for (const hash of held) await suppress(trx, accountId, hash, 'erased');
-        // A client-chosen key is personal data when it holds one of the addresses; earlier
-        // addresses are known only by their hashes, so candidates in the key are hashed too.
-        const keyNames = (key: string) =>
-          key.toLowerCase().includes(current.email) ||
-          addressesWithin(key).some((address) => held.has(emailFingerprint(hashSecret, address)));
-        await trx
-          .insertInto('erasures')
-          .values({
-            account_id: accountId,
-            contact_id: id,
-            email_hash: fingerprint,
-            request_id: ctx.requestId,
-          })
-          .execute();
-        await allowLedgerErasure(trx);
-        await trx
-          .deleteFrom('consent_tokens')
-          .where('account_id', '=', accountId)
-          .where('contact_id', '=', id)
-          .execute();
-        await trx
-          .deleteFrom('consent_events')
-          .where('account_id', '=', accountId)
-          .where('contact_id', '=', id)
-          .execute();
-        await deleteContactEvents(trx, accountId, id);
-        await forgetIdempotentRequests(
-          trx,
-          accountId,
-          { contactId: id, email: current.email },
-          keyNames,
-        );
-        await forgetImportKeys(trx, accountId, keyNames);
-        await trx
-          .deleteFrom('contact_address_history')
-          .where('account_id', '=', accountId)
-          .where('contact_id', '=', id)
-          .execute();
-        await trx
-          .deleteFrom('contacts')
-          .where('account_id', '=', accountId)
-          .where('id', '=', id)
-          .execute();
-        await recordAudit(trx, ctx, {
-          accountId,
-          action: 'contact.erased',
-          entityType: 'contact',
-          entityId: id,
-          changedFields: ['email', 'firstName', 'lastName', 'language', 'attributes', 'consents'],
-        });
-      });
-      deps.onErased?.();
+      await db.transaction().execute((trx) => eraseInTrx(trx, ctx, accountId, id));
+      erased();
     },
+    eraseInTrx,
+    /** Call after a transaction that ran {@link eraseInTrx} has committed. */
+    erased,
 
     /**
      * Art. 15 (access) and 20 (portability): everything held about the contact, as JSON. The
      * export itself is audited (who obtained the data, not the data).
      */
     async exportData(ctx: RequestContext, accountId: string, id: string, encrypted: boolean) {
-      return db.transaction().execute(async (trx) => {
-        const contact = await findContact(trx, accountId, id);
-        if (!contact) throw notFound();
-        const events = await trx
-          .selectFrom('consent_events')
-          .selectAll()
-          .where('account_id', '=', accountId)
-          .where('contact_id', '=', id)
-          .orderBy('recorded_at')
-          .orderBy('id')
-          .execute();
-        const current = await currentConsentEvents(trx, accountId, id);
-        const audit = await trx
-          .selectFrom('audit_events')
-          .select(['id', 'occurred_at', 'actor_type', 'actor_id', 'action', 'changed_fields'])
-          .where('account_id', '=', accountId)
-          .where('entity_type', '=', 'contact')
-          .where('entity_id', '=', id)
-          .orderBy('seq')
-          .execute();
-        const notifications = await trx
-          .selectFrom('events')
-          .select(['type', 'created_at', 'data'])
-          .where('account_id', '=', accountId)
-          .where('contact_id', '=', id)
-          .orderBy('seq')
-          .execute();
-        await recordAudit(trx, ctx, {
-          accountId,
-          action: 'contact.exported',
-          entityType: 'contact',
-          entityId: id,
-          changedFields: encrypted ? ['encrypted'] : [],
-        });
-        return {
-          generatedAt: new Date().toISOString(),
-          contact: toContact(contact),
-          consents: {
-            current: current.map((row) =>
-              toCurrentConsent(row, deriveState(row.event, row.method)),
-            ),
-            events: events.map(toConsentEvent),
-          },
-          auditEvents: audit.map((row) => ({
-            id: row.id,
-            occurredAt: toIso(row.occurred_at),
-            action: row.action,
-            actor: { type: row.actor_type, id: row.actor_id },
-            changedFields: row.changed_fields,
-          })),
-          notifications: notifications.map((row) => ({
-            type: row.type,
-            occurredAt: toIso(row.created_at),
-            purposeId: typeof row.data.purposeId === 'string' ? row.data.purposeId : null,
-          })),
-        };
-      });
+      return db.transaction().execute((trx) => exportDataInTrx(trx, ctx, accountId, id, encrypted));
     },
+    exportDataInTrx,
   };
+  return service;
+
+  /** {@link update} inside the caller's transaction (a duplicate address aborts it). */
+  async function updateInTrx(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    id: string,
+    patch: ContactPatch,
+    expectedVersion?: number,
+  ): Promise<ContactRow> {
+    const current = await lockOrThrow(trx, accountId, id);
+    if (expectedVersion !== undefined && current.version !== expectedVersion) {
+      throw new PreconditionFailedError();
+    }
+    const changes: ContactColumns = {};
+    const changed: PatchField[] = [];
+    for (const field of Object.keys(COLUMN_OF) as PatchField[]) {
+      const value = patch[field];
+      if (value === undefined) continue;
+      const column = COLUMN_OF[field];
+      const same =
+        field === 'attributes'
+          ? canonicalJson(value) === canonicalJson(current.attributes)
+          : value === current[column];
+      if (same) continue;
+      changed.push(field);
+      (changes as Record<string, unknown>)[column] = value;
+    }
+    if (changed.length === 0) return current;
+    if (current.restricted_at) {
+      const refused = changed.filter((field) => !RECTIFICATION_FIELDS.has(field));
+      if (refused.length > 0) {
+        throw restrictedError(
+          `The contact is restricted (Art. 18): only rectification (email, firstName, ` +
+            `lastName, language) is allowed; refused: ${refused.join(', ')}.`,
+        );
+      }
+    }
+    if (changes.email !== undefined) {
+      if (await findContactIdByEmail(trx, accountId, changes.email)) throw contactExists();
+      // Rectifying to an erased address would bring it back.
+      if (await isSuppressed(trx, accountId, emailFingerprint(hashSecret, changes.email))) {
+        throw suppressedError();
+      }
+      // Art. 17: an erasure must also suppress the address being left behind.
+      await rememberEarlierAddress(trx, accountId, id, emailFingerprint(hashSecret, current.email));
+    }
+    const updated = await updateContact(trx, current, changes);
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'contact.updated',
+      entityType: 'contact',
+      entityId: id,
+      changedFields: changed,
+    });
+    return updated;
+  }
+
+  /** {@link restrict} inside the caller's transaction. */
+  async function restrictInTrx(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    id: string,
+    reason: string,
+  ): Promise<ContactRow> {
+    const current = await lockOrThrow(trx, accountId, id);
+    if (current.restricted_at && current.restriction_reason === reason) return current;
+    const changes: ContactColumns = { restriction_reason: reason };
+    const changedFields = ['restrictionReason'];
+    if (!current.restricted_at) {
+      changes.restricted_at = new Date();
+      changedFields.unshift('restrictedAt');
+    }
+    const updated = await updateContact(trx, current, changes);
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'contact.restricted',
+      entityType: 'contact',
+      entityId: id,
+      changedFields,
+    });
+    return updated;
+  }
+
+  /**
+   * Art. 17 erasure inside the caller's transaction: the addresses survive only as keyed hashes
+   * (on the suppression list — the current one and every earlier one — and in the erasure
+   * record); the contact, its address history, its consent ledger and links, its events and
+   * any stored idempotent response or import key that names it are forgotten, each by the
+   * module that owns the table. Call {@link erased} once the transaction has committed.
+   */
+  async function eraseInTrx(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    id: string,
+  ): Promise<void> {
+    const current = await lockOrThrow(trx, accountId, id);
+    const fingerprint = emailFingerprint(hashSecret, current.email);
+    const held = new Set([fingerprint, ...(await earlierAddressHashes(trx, accountId, id))]);
+    await suppress(trx, accountId, held, 'erased');
+    // A client-chosen key is personal data when it holds one of the addresses; earlier
+    // addresses are known only by their hashes, so candidates in the key are hashed too.
+    const keyNames = (key: string) =>
+      key.toLowerCase().includes(current.email) ||
+      addressesWithin(key).some((address) => held.has(emailFingerprint(hashSecret, address)));
+    await insertErasure(trx, {
+      accountId,
+      contactId: id,
+      emailHash: fingerprint,
+      requestId: ctx.requestId,
+    });
+    await forgetContactConsents(trx, accountId, id);
+    await forgetContactEvents(trx, accountId, id);
+    await forgetIdempotentRequests(
+      trx,
+      accountId,
+      { contactId: id, email: current.email },
+      keyNames,
+    );
+    await forgetImportKeys(trx, accountId, keyNames);
+    await deleteContact(trx, accountId, id);
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'contact.erased',
+      entityType: 'contact',
+      entityId: id,
+      changedFields: ['email', 'firstName', 'lastName', 'language', 'attributes', 'consents'],
+    });
+  }
+
+  /** Vacuums the erased data's dead row versions soon (see `debouncedVacuum`). */
+  function erased(): void {
+    deps.onErased?.();
+  }
+
+  /** {@link exportData} inside the caller's transaction (the audit entry is part of it). */
+  async function exportDataInTrx(
+    trx: Transaction<DB>,
+    ctx: RequestContext,
+    accountId: string,
+    id: string,
+    encrypted: boolean,
+  ) {
+    const contact = await findContact(trx, accountId, id);
+    if (!contact) throw notFound();
+    const events = await contactConsentLedger(trx, accountId, id);
+    const current = await currentConsentEvents(trx, accountId, id);
+    const audit = await trx
+      .selectFrom('audit_events')
+      .select(['id', 'occurred_at', 'actor_type', 'actor_id', 'action', 'changed_fields'])
+      .where('account_id', '=', accountId)
+      .where('entity_type', '=', 'contact')
+      .where('entity_id', '=', id)
+      .orderBy('seq')
+      .execute();
+    const notifications = await contactEvents(trx, accountId, id);
+    await recordAudit(trx, ctx, {
+      accountId,
+      action: 'contact.exported',
+      entityType: 'contact',
+      entityId: id,
+      changedFields: encrypted ? ['encrypted'] : [],
+    });
+    return {
+      generatedAt: new Date().toISOString(),
+      contact: toContact(contact),
+      consents: {
+        current: current.map((row) => toCurrentConsent(row, deriveState(row.event, row.method))),
+        events: events.map(toConsentEvent),
+      },
+      auditEvents: audit.map((row) => ({
+        id: row.id,
+        occurredAt: toIso(row.occurred_at),
+        action: row.action,
+        actor: { type: row.actor_type, id: row.actor_id },
+        changedFields: row.changed_fields,
+      })),
+      notifications: notifications.map((row) => ({
+        type: row.type,
+        occurredAt: toIso(row.created_at),
+        purposeId: typeof row.data.purposeId === 'string' ? row.data.purposeId : null,
+      })),
+    };
+  }
 }
 
 export type ContactsService = ReturnType<typeof createContactsService>;

@@ -1,3 +1,4 @@
+import type { Transaction } from 'kysely';
 import { type Kysely, sql } from 'kysely';
 import type { DB, EventRow } from '../../db/schema.js';
 import type { LinkSealer } from '../../lib/link-sealing.js';
@@ -105,5 +106,33 @@ export async function deleteContactEvents(trx: Kysely<DB>, accountId: string, co
     .deleteFrom('events')
     .where('account_id', '=', accountId)
     .where('contact_id', '=', contactId)
+    .execute();
+}
+
+/** Art. 17: forgets a contact's events, in the erasure's transaction. */
+export async function forgetContactEvents(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<void> {
+  await trx
+    .deleteFrom('events')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+}
+
+/** Art. 15: the events that concern a contact, in feed order (for its data export). */
+export async function contactEvents(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<Pick<EventRow, 'type' | 'created_at' | 'data'>[]> {
+  return db
+    .selectFrom('events')
+    .select(['type', 'created_at', 'data'])
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .orderBy('seq')
     .execute();
 }

@@ -1,10 +1,12 @@
 import { createHmac } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
 import { UnprocessableError } from '../../errors.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
+import { markedUntilConfirmed, withConfirmedOptIn } from '../contacts/contacts.repository.js';
+import { isSuppressed } from './suppressions.repository.js';
 
 /**
  * Used only when HASH_SECRET is unset and JWT_SECRET too (development): fixed, so fingerprints
@@ -30,35 +32,6 @@ export function hashSecretOf(config: Config, log?: FastifyBaseLogger): string {
     .digest('hex');
 }
 
-/** Whether an address (by its fingerprint) is on the account's suppression list. */
-export async function isSuppressed(
-  db: Kysely<DB>,
-  accountId: string,
-  emailHash: string,
-): Promise<boolean> {
-  const row = await db
-    .selectFrom('suppressions')
-    .select('email_hash')
-    .where('account_id', '=', accountId)
-    .where('email_hash', '=', emailHash)
-    .executeTakeFirst();
-  return row !== undefined;
-}
-
-/** Adds a fingerprint to the suppression list; already there is fine. */
-export async function suppress(
-  trx: Kysely<DB>,
-  accountId: string,
-  emailHash: string,
-  reason: string,
-): Promise<void> {
-  await trx
-    .insertInto('suppressions')
-    .values({ account_id: accountId, email_hash: emailHash, reason })
-    .onConflict((oc) => oc.columns(['account_id', 'email_hash']).doNothing())
-    .execute();
-}
-
 /**
  * The one rule for grants at erased addresses, used by every path that records a grant (the
  * consent API and imports) — Art. 17 with Art. 7(1): the person asked to be forgotten, so an
@@ -79,31 +52,9 @@ export async function mustConfirmFirst(
   suppressedEmails: string[],
 ): Promise<Set<string>> {
   if (emails.length === 0) return new Set();
-  const marked = await db
-    .selectFrom('contacts')
-    .select('email')
-    .where('account_id', '=', accountId)
-    .where('email', '=', sql<string>`any(${emails}::text[])`)
-    .where('suppressed_until_confirmed', '=', true)
-    .execute();
-  const result = new Set(marked.map((row) => row.email));
+  const result = await markedUntilConfirmed(db, accountId, emails);
   if (suppressedEmails.length === 0) return result;
-  const confirmed = await db
-    .selectFrom('contacts as c')
-    .select('c.email')
-    .where('c.account_id', '=', accountId)
-    .where('c.email', '=', sql<string>`any(${suppressedEmails}::text[])`)
-    .where(({ exists, selectFrom }) =>
-      exists(
-        selectFrom('consent_events as e')
-          .select('e.id')
-          .whereRef('e.account_id', '=', 'c.account_id')
-          .whereRef('e.contact_id', '=', 'c.id')
-          .where('e.event', '=', 'confirmed'),
-      ),
-    )
-    .execute();
-  const released = new Set(confirmed.map((row) => row.email));
+  const released = await withConfirmedOptIn(db, accountId, suppressedEmails);
   for (const email of suppressedEmails) if (!released.has(email)) result.add(email);
   return result;
 }

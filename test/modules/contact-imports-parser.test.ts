@@ -10,7 +10,7 @@ import {
   type ParseImportOptions,
   parseImport,
   type RejectedImportRow,
-} from '../../src/modules/contacts/contact-import.parser.js';
+} from '../../src/modules/contact-imports/parser/index.js';
 
 const CONSENT = {
   purpose: 'newsletter',
