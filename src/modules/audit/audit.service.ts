@@ -134,3 +134,9 @@ export function createAuditService(deps: { db: Kysely<DB> }) {
 }
 
 export type AuditService = ReturnType<typeof createAuditService>;
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export { lockAccountJournal } from './audit.repository.js';

@@ -2,8 +2,8 @@ import type { Kysely, Transaction } from 'kysely';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { AppError, ConflictError, NotFoundError } from '../../errors.js';
 import { recordSubjectAudit } from '../audit/audit.service.js';
-import { clearSuppressedUntilConfirmed } from '../contacts/contacts.repository.js';
-import { appendEvents } from '../events/events.repository.js';
+import { clearSuppressedUntilConfirmed } from '../contacts/contacts.service.js';
+import { appendEvents } from '../events/events.service.js';
 import { type ConsentLinkKind, consentLinkTokenHash } from './consent-links.js';
 import {
   appendConsentEvent,

@@ -9,7 +9,7 @@ import {
   type NewEvent,
   type StoredLink,
   storedLink,
-} from '../events/events.repository.js';
+} from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { purposeLookups } from '../purposes/purposes.service.js';
 import {
@@ -293,3 +293,19 @@ export function consentEvent(
       }
     : { type: 'consent.granted', contactId: event.contact_id, data };
 }
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export {
+  type AppendedConsent,
+  appendImportedConsents,
+  type ConsentAppend,
+  type ConsentState,
+  contactConsentLedger,
+  currentConsentEvents,
+  deriveState,
+  forgetContactConsents,
+  issueConsentLinks,
+} from './consents.repository.js';

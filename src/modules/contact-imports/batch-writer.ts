@@ -5,21 +5,21 @@ import {
   type AppendedConsent,
   appendImportedConsents,
   type ConsentAppend,
+  consentEvent,
   issueConsentLinks,
-} from '../consents/consents.repository.js';
-import { consentEvent } from '../consents/consents.service.js';
+} from '../consents/consents.service.js';
 import {
   type ContactUpsert,
   findContactsByEmail,
   restrictedEmails,
   upsertContacts,
-} from '../contacts/contacts.repository.js';
-import { appendEvents, storedLink } from '../events/events.repository.js';
-import { suppressedFingerprints } from '../suppressions/suppressions.repository.js';
+} from '../contacts/contacts.service.js';
+import { appendEvents, storedLink } from '../events/events.service.js';
 import {
   grantAllowed,
   MUST_CONFIRM_FIRST,
   mustConfirmFirst,
+  suppressedFingerprints,
 } from '../suppressions/suppressions.service.js';
 import {
   advanceImportJob,

@@ -472,3 +472,9 @@ export function createContactImportsService(deps: {
 }
 
 export type ContactImportsService = ReturnType<typeof createContactImportsService>;
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export { forgetImportKeys } from './contact-imports.repository.js';

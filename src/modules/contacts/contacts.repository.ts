@@ -1,6 +1,6 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
-import type { ConsentState } from '../consents/consents.repository.js';
+import type { ConsentState } from '../consents/consents.service.js';
 
 /** Contacts: rows of one account at a time. Repositories take a `Kysely` or a transaction. */
 

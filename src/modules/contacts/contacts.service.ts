@@ -13,18 +13,17 @@ import { canonicalJson } from '../../lib/canonical-json.js';
 import { addressesWithin } from '../../lib/email.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
 import {
   contactConsentLedger,
   currentConsentEvents,
   deriveState,
   forgetContactConsents,
-} from '../consents/consents.repository.js';
-import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
-import { forgetImportKeys } from '../contact-imports/contact-imports.repository.js';
-import { contactEvents, forgetContactEvents } from '../events/events.repository.js';
+} from '../consents/consents.service.js';
+import { forgetImportKeys } from '../contact-imports/contact-imports.service.js';
+import { contactEvents, forgetContactEvents } from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
-import { isSuppressed, suppress } from '../suppressions/suppressions.repository.js';
-import { grantAllowed } from '../suppressions/suppressions.service.js';
+import { grantAllowed, isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
   contactsQuery,
@@ -445,3 +444,17 @@ export function createContactsService(deps: {
 }
 
 export type ContactsService = ReturnType<typeof createContactsService>;
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export {
+  type ContactUpsert,
+  clearSuppressedUntilConfirmed,
+  findContactsByEmail,
+  markedUntilConfirmed,
+  restrictedEmails,
+  upsertContacts,
+  withConfirmedOptIn,
+} from './contacts.repository.js';

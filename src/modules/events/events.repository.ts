@@ -2,7 +2,7 @@ import type { Transaction } from 'kysely';
 import { type Kysely, sql } from 'kysely';
 import type { DB, EventRow } from '../../db/schema.js';
 import type { LinkSealer } from '../../lib/link-sealing.js';
-import { lockAccountJournal } from '../audit/audit.repository.js';
+import { lockAccountJournal } from '../audit/audit.service.js';
 
 /** What the customer's systems are told about (the outbox feed at `GET /v1/events`). */
 export const EVENT_TYPES = [

@@ -34,3 +34,16 @@ export function createEventsService(deps: { db: Kysely<DB>; hashSecret: string }
 }
 
 export type EventsService = ReturnType<typeof createEventsService>;
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export {
+  appendEvents,
+  contactEvents,
+  forgetContactEvents,
+  type NewEvent,
+  type StoredLink,
+  storedLink,
+} from './events.repository.js';

@@ -5,7 +5,7 @@ import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
 import { UnprocessableError } from '../../errors.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
-import { markedUntilConfirmed, withConfirmedOptIn } from '../contacts/contacts.repository.js';
+import { markedUntilConfirmed, withConfirmedOptIn } from '../contacts/contacts.service.js';
 import { isSuppressed } from './suppressions.repository.js';
 
 /**
@@ -105,3 +105,9 @@ export function createSuppressionsService(deps: { db: Kysely<DB>; hashSecret: st
 }
 
 export type SuppressionsService = ReturnType<typeof createSuppressionsService>;
+
+/**
+ * The module's transaction-bound functions for other modules: they call these (inside their own
+ * transaction where they take one), never the repository itself.
+ */
+export { isSuppressed, suppress, suppressedFingerprints } from './suppressions.repository.js';
