@@ -100,7 +100,9 @@ type OpenApiDocument = ReturnType<typeof jsonSchemaTransformObject>;
 
 /**
  * Drops the component schemas that nothing outside `components.schemas` reaches through `$ref`
- * (directly, or through another schema that is reached).
+ * (directly, or through another schema that is reached), and lists the rest by name: the zod
+ * provider emits them in the order their modules were first imported, which would reorder the
+ * contract whenever the code moves between files.
  */
 function withoutUnusedSchemas(document: OpenApiDocument): OpenApiDocument {
   const { components } = document as { components?: { schemas?: Record<string, unknown> } };
@@ -123,6 +125,10 @@ function withoutUnusedSchemas(document: OpenApiDocument): OpenApiDocument {
       }
     }
   }
-  const kept = Object.fromEntries(Object.entries(schemas).filter(([name]) => used.has(name)));
+  const kept = Object.fromEntries(
+    Object.entries(schemas)
+      .filter(([name]) => used.has(name))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
   return { ...document, components: { ...components, schemas: kept } } as OpenApiDocument;
 }
