@@ -322,7 +322,10 @@ export function createAuthService(deps: {
         throw invalidCredentials();
       }
       return db.transaction().execute(async (trx) => {
-        await resetLoginThrottles(trx, [addressKey, pairKey]);
+        // Success clears this client's and the address's counts; most logins have none to clear,
+        // and skipping the write then keeps a successful login at one statement fewer.
+        const toClear = counters.map((row) => row.key);
+        if (toClear.length > 0) await resetLoginThrottles(trx, toClear);
         if (needsRehash(user.password_hash)) {
           // Parameters were raised since this hash was made: upgrade it while we hold the password.
           await replacePasswordHash(trx, user.id, await hashPassword(input.password));
