@@ -1,41 +1,14 @@
 import type { FastifyInstance } from 'fastify';
-import { type Kysely, sql } from 'kysely';
 import t from 'tap';
-import type { DB } from '../../src/db/schema.js';
 import { emailFingerprint } from '../../src/lib/keyed-hash.js';
 import { assertProblem } from '../app/assert-problem.js';
 import { bearer, signup } from '../fixtures/identity.js';
+import { whereIs } from '../fixtures/where-is.js';
 import { build, testConfig } from '../helper.js';
 import { createPurposeWithNotice } from './consents-fixtures.js';
 import { CONSENT, errorsOf, ndjson, upload, world } from './contact-imports-fixtures.js';
 
 const HASH_SECRET = testConfig().HASH_SECRET!;
-
-/**
- * Every text-like column of every table in this database's schema, searched for `needle`
- * (case-insensitively): where does the value still live? Returns `table.column` per hit.
- */
-async function whereIs(db: Kysely<DB>, needle: string): Promise<string[]> {
-  const columns = await sql<{ table_name: string; column_name: string }>`
-    select c.table_name, c.column_name
-    from information_schema.columns c
-    join information_schema.tables tb
-      on tb.table_schema = c.table_schema and tb.table_name = c.table_name
-    where c.table_schema = current_schema() and tb.table_type = 'BASE TABLE'
-      and c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY')
-    order by c.table_name, c.column_name`.execute(db);
-  if (columns.rows.length < 30) throw new Error(`only ${columns.rows.length} columns searched`);
-  // One query per search: a branch per column, each naming the column when it holds the value.
-  const branches = columns.rows.map(
-    ({ table_name, column_name }) => sql`
-      select ${`${table_name}.${column_name}`}::text as hit
-      where exists (
-        select 1 from ${sql.table(table_name)}
-        where position(lower(${needle}) in lower(${sql.ref(column_name)}::text)) > 0)`,
-  );
-  const result = await sql<{ hit: string }>`${sql.join(branches, sql` union all `)}`.execute(db);
-  return result.rows.map((row) => row.hit).sort();
-}
 
 async function createContact(
   app: FastifyInstance,
