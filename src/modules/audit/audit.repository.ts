@@ -127,3 +127,19 @@ export async function* walkChain(db: Kysely<DB>, accountId: string, pageSize = 1
     after = rows[rows.length - 1]!.seq;
   }
 }
+
+/** The account's entries about one entity, oldest first (a data export lists them). */
+export async function entityAuditTrail(
+  db: Kysely<DB>,
+  accountId: string,
+  entity: { type: string; id: string },
+) {
+  return db
+    .selectFrom('audit_events')
+    .select(['id', 'occurred_at', 'actor_type', 'actor_id', 'action', 'changed_fields'])
+    .where('account_id', '=', accountId)
+    .where('entity_type', '=', entity.type)
+    .where('entity_id', '=', entity.id)
+    .orderBy('seq')
+    .execute();
+}

@@ -139,4 +139,4 @@ export type AuditService = ReturnType<typeof createAuditService>;
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself.
  */
-export { lockAccountJournal } from './audit.repository.js';
+export { entityAuditTrail, lockAccountJournal } from './audit.repository.js';

@@ -2,18 +2,16 @@ import type { Kysely, Transaction } from 'kysely';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { AppError, ConflictError, NotFoundError } from '../../errors.js';
 import { recordSubjectAudit } from '../audit/audit.service.js';
-import { clearSuppressedUntilConfirmed } from '../contacts/contacts.service.js';
+import { clearSuppressedUntilConfirmed, lockContact } from '../contacts/contacts.service.js';
 import { appendEvents } from '../events/events.service.js';
 import { type ConsentLinkKind, consentLinkTokenHash } from './consent-links.js';
 import {
-  appendConsentEvent,
   deriveState,
   lockConsentLink,
-  lockContact,
   markConsentLinkUsed,
   newestConsentEvent,
 } from './consents.repository.js';
-import { consentEvent, restrictedError } from './consents.service.js';
+import { appendConsentEvent, consentEvent, restrictedError } from './consents.service.js';
 
 /** What a public link knows about its caller: the request, and the evidence it leaves. */
 export interface LinkRequest {

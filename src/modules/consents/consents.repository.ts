@@ -27,30 +27,55 @@ export async function allowLedgerErasure(trx: Kysely<DB>): Promise<void> {
   await sql`select set_config('custodian.erasure', 'on', true)`.execute(trx);
 }
 
-export interface LockedContact {
-  id: string;
-  email: string;
-  status: string;
-  language: string | null;
-  restricted_at: Date | null;
+/** {@link deriveState} as SQL: what the newest event (aliased `newest`) must be for `state`. */
+function stateCondition(state: ConsentState) {
+  switch (state) {
+    case 'withdrawn':
+      return sql`newest.event = 'withdrawn'`;
+    case 'pending':
+      return sql`newest.event = 'granted' and newest.method = 'double_opt_in'`;
+    case 'granted':
+      return sql`(newest.event = 'confirmed' or (newest.event = 'granted' and newest.method <> 'double_opt_in'))`;
+  }
 }
 
 /**
- * Locks the contact row for the rest of the transaction, so one contact's ledger is appended
- * to one event at a time (and a restriction cannot slip in between the check and the write).
+ * A condition for a query over contacts (the columns `contact.accountId` and `contact.id` name
+ * the outer row): the contact's state for the purpose, derived from its newest event, is
+ * `state`. A correlated subquery, so a filtered and paged list of contacts stays one query.
  */
-export async function lockContact(
-  trx: Kysely<DB>,
+export function consentStateCondition(
+  contact: { accountId: string; id: string },
+  purposeId: string,
+  state: ConsentState,
+) {
+  return sql<boolean>`exists (
+    select 1 from (
+      select e.event, e.method from consent_events e
+      where e.account_id = ${sql.ref(contact.accountId)} and e.contact_id = ${sql.ref(contact.id)}
+        and e.purpose_id = ${purposeId}::uuid
+      order by e.recorded_at desc, e.id desc
+      limit 1
+    ) newest
+    where ${stateCondition(state)}
+  )`;
+}
+
+/** Of `contactIds`, those with a confirmed double opt-in in their ledger (any purpose). */
+export async function contactsWithConfirmation(
+  db: Kysely<DB>,
   accountId: string,
-  contactId: string,
-): Promise<LockedContact | undefined> {
-  return trx
-    .selectFrom('contacts')
-    .select(['id', 'email', 'status', 'language', 'restricted_at'])
+  contactIds: string[],
+): Promise<Set<string>> {
+  if (contactIds.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('consent_events')
+    .select('contact_id')
     .where('account_id', '=', accountId)
-    .where('id', '=', contactId)
-    .forNoKeyUpdate()
-    .executeTakeFirst();
+    .where('contact_id', '=', sql<string>`any(${contactIds}::uuid[])`)
+    .where('event', '=', 'confirmed')
+    .execute();
+  return new Set(rows.map((row) => row.contact_id));
 }
 
 export interface NewConsentEvent {
@@ -70,17 +95,16 @@ export interface NewConsentEvent {
 }
 
 /**
- * Appends one event. Call it with the contact locked ({@link lockContact}): `recorded_at` is
- * the clock at insertion (not the transaction's start), so under the lock each event of a
- * contact is recorded strictly after the one before it and the newest event is well defined.
- * The first event that refers to a notice version marks the version as used, in the same
- * transaction; from then on the version cannot be deleted.
+ * Inserts one event. Call it with the contact locked: `recorded_at` is the clock at insertion
+ * (not the transaction's start), so under the lock each event of a contact is recorded strictly
+ * after the one before it and the newest event is well defined. The service's
+ * `appendConsentEvent` also marks the notice version used: call that.
  */
-export async function appendConsentEvent(
-  trx: Kysely<DB>,
+export async function insertConsentEvent(
+  trx: Transaction<DB>,
   event: NewConsentEvent,
 ): Promise<ConsentEventRow> {
-  const row = await trx
+  return trx
     .insertInto('consent_events')
     .values({
       account_id: event.accountId,
@@ -100,17 +124,6 @@ export async function appendConsentEvent(
     })
     .returningAll()
     .executeTakeFirstOrThrow();
-  if (event.noticeVersion !== null) {
-    await trx
-      .updateTable('notice_versions')
-      .set({ first_used_at: row.recorded_at })
-      .where('account_id', '=', event.accountId)
-      .where('purpose_id', '=', event.purposeId)
-      .where('version', '=', event.noticeVersion)
-      .where('first_used_at', 'is', null)
-      .execute();
-  }
-  return row;
 }
 
 /** The newest event of one (contact, purpose), which decides its current state. */
@@ -134,27 +147,22 @@ export async function newestConsentEvent(
 
 export type CurrentConsentRow = ConsentEventRow & { purpose_key: string };
 
-/** The newest event of each purpose the contact has events for, by purpose key. */
-export async function currentConsentEvents(
+/** The newest event of each purpose the contact has events for, in purpose-id order. */
+export async function newestEventPerPurpose(
   db: Kysely<DB>,
   accountId: string,
   contactId: string,
-): Promise<CurrentConsentRow[]> {
-  const rows = await db
-    .selectFrom('consent_events as e')
-    .innerJoin('purposes as p', (join) =>
-      join.onRef('p.account_id', '=', 'e.account_id').onRef('p.id', '=', 'e.purpose_id'),
-    )
-    .distinctOn('e.purpose_id')
-    .selectAll('e')
-    .select('p.key as purpose_key')
-    .where('e.account_id', '=', accountId)
-    .where('e.contact_id', '=', contactId)
-    .orderBy('e.purpose_id')
-    .orderBy('e.recorded_at', 'desc')
-    .orderBy('e.id', 'desc')
+): Promise<ConsentEventRow[]> {
+  return db
+    .selectFrom('consent_events')
+    .distinctOn('purpose_id')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .orderBy('purpose_id')
+    .orderBy('recorded_at', 'desc')
+    .orderBy('id', 'desc')
     .execute();
-  return rows.sort((a, b) => a.purpose_key.localeCompare(b.purpose_key));
 }
 
 export type RankedConsentEventRow = ConsentEventRow & {
@@ -231,29 +239,6 @@ export async function markConsentLinkUsed(trx: Transaction<DB>, tokenHash: strin
     .set({ used_at: new Date() })
     .where('token_hash', '=', tokenHash)
     .execute();
-}
-
-/** The contact a ledger read or a receipt is about (its id and language), if it exists. */
-export async function findConsentSubject(
-  db: Kysely<DB> | Transaction<DB>,
-  accountId: string,
-  contactId: string,
-) {
-  return db
-    .selectFrom('contacts')
-    .select(['id', 'language'])
-    .where('account_id', '=', accountId)
-    .where('id', '=', contactId)
-    .executeTakeFirst();
-}
-
-/** The controller a consent receipt names (Art. 13(1)(a), (b)): the account and its DPO. */
-export async function receiptController(db: Kysely<DB> | Transaction<DB>, accountId: string) {
-  return db
-    .selectFrom('accounts')
-    .select(['name', 'dpo_name', 'dpo_email', 'dpo_phone'])
-    .where('id', '=', accountId)
-    .executeTakeFirstOrThrow();
 }
 
 export interface AudienceRow {
@@ -409,46 +394,29 @@ export interface ConsentAppend {
 }
 
 /**
- * Appends the batch's consent grants to the ledger, in file order (`recorded_at` is the clock
+ * Inserts the batch's consent grants into the ledger, in file order (`recorded_at` is the clock
  * at each insertion). Skipped, so re-running a file adds nothing:
  * - an identical event (contact, purpose, notice version, time, method) already recorded;
  * - evidence older than a withdrawal recorded for the purpose (an old grant must not undo a
  *   later withdrawal);
  * - the import's own pending grant when the contact already has any event for the purpose.
- * The caller leaves out restricted contacts (Art. 18). Marks the notice versions used.
- * Returns the pending double opt-in grants it appended (not the others).
+ * The caller leaves out restricted contacts (Art. 18); the service's `appendImportedConsents`
+ * also marks the notice versions used. Returns the pending double opt-in grants it inserted
+ * (not the others).
  */
-export async function appendImportedConsents(
-  trx: Kysely<DB>,
+export async function insertImportedConsents(
+  trx: Transaction<DB>,
   accountId: string,
   actor: { type: string; id: string | null },
   events: ConsentAppend[],
 ): Promise<AppendedConsent[]> {
   if (events.length === 0) return [];
   const result = await appendConsentsStatement(accountId, actor, events).execute(trx);
-  const pairs = new Map<string, { purposeId: string; version: number }>();
-  for (const event of events) {
-    if (event.notice_version === null) continue;
-    pairs.set(`${event.purpose_id}:${event.notice_version}`, {
-      purposeId: event.purpose_id,
-      version: event.notice_version,
-    });
-  }
-  for (const { purposeId, version } of pairs.values()) {
-    await trx
-      .updateTable('notice_versions')
-      .set({ first_used_at: sql<Date>`now()` })
-      .where('account_id', '=', accountId)
-      .where('purpose_id', '=', purposeId)
-      .where('version', '=', version)
-      .where('first_used_at', 'is', null)
-      .execute();
-  }
   return result.rows;
 }
 
 /**
- * The statement behind {@link appendImportedConsents} (exported so a test can EXPLAIN it). It
+ * The statement behind {@link insertImportedConsents} (exported so a test can EXPLAIN it). It
  * returns only the pending double opt-in grants it appended, the ones that need a confirmation
  * link: sending back and parsing a row per accepted contact cost a few ms per batch.
  */

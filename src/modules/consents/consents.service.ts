@@ -3,7 +3,9 @@ import { cursors } from '../../db/keyset.js';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { linkSealer } from '../../lib/link-sealing.js';
+import { findAccount } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { findContactRef, lockContact } from '../contacts/contacts.service.js';
 import {
   appendEvents,
   type NewEvent,
@@ -11,7 +13,7 @@ import {
   storedLink,
 } from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
-import { purposeLookups } from '../purposes/purposes.service.js';
+import { markNoticeVersionsUsed, purposeLookups } from '../purposes/purposes.service.js';
 import {
   addressMustConfirmFirst,
   grantAllowed,
@@ -20,16 +22,18 @@ import {
 import { type ConsentLinkKind, WITHDRAWAL_LINK_TTL_DAYS } from './consent-links.js';
 import { buildConsentReceipt } from './consent-receipt.js';
 import {
-  appendConsentEvent,
+  type AppendedConsent,
   audiencePage,
-  currentConsentEvents,
+  type ConsentAppend,
+  type CurrentConsentRow,
   deriveState,
-  findConsentSubject,
+  insertConsentEvent,
+  insertImportedConsents,
   issueConsentLinks,
   listConsentEvents,
-  lockContact,
+  type NewConsentEvent,
   newestConsentEventsByKind,
-  receiptController,
+  newestEventPerPurpose,
 } from './consents.repository.js';
 import type { RecordConsentInput } from './consents.schemas.js';
 
@@ -57,7 +61,7 @@ export function createConsentsService(deps: ConsentsDeps) {
   const sealer = linkSealer(hashSecret);
 
   async function getContact(accountId: string, contactId: string) {
-    const contact = await findConsentSubject(db, accountId, contactId);
+    const contact = await findContactRef(db, accountId, contactId);
     if (!contact) throw new NotFoundError('The contact does not exist.');
     return contact;
   }
@@ -214,7 +218,8 @@ export function createConsentsService(deps: ConsentsDeps) {
     /** A consent receipt (Kantara CR v1.1 / ISO/IEC 27560) for the contact's consents. */
     async receipt(accountId: string, contactId: string) {
       const contact = await getContact(accountId, contactId);
-      const account = await receiptController(db, accountId);
+      const account = await findAccount(db, accountId);
+      if (!account) throw new Error(`account ${accountId} of a contact does not exist`);
       const newestByKind = await newestConsentEventsByKind(db, accountId, contactId);
       const purposeIds = [...new Set(newestByKind.map((row) => row.purpose_id))];
       const purposes = await purposeLookups.summaries(db, accountId, purposeIds);
@@ -295,16 +300,83 @@ export function consentEvent(
 }
 
 /**
+ * Appends one event to the ledger. Call it with the contact locked (`lockContact` of the
+ * contacts module): see {@link insertConsentEvent}. The first event that refers to a notice
+ * version marks the version used, in the same transaction; from then on the version cannot be
+ * deleted.
+ */
+export async function appendConsentEvent(
+  trx: Transaction<DB>,
+  event: NewConsentEvent,
+): Promise<ConsentEventRow> {
+  const row = await insertConsentEvent(trx, event);
+  if (row.notice_version !== null) {
+    await markNoticeVersionsUsed(
+      trx,
+      row.account_id,
+      [{ purposeId: row.purpose_id, version: row.notice_version }],
+      row.recorded_at,
+    );
+  }
+  return row;
+}
+
+/**
+ * Appends an import batch's consent grants ({@link insertImportedConsents}) and marks the
+ * notice versions they refer to as used. Returns the pending double opt-in grants it appended.
+ */
+export async function appendImportedConsents(
+  trx: Transaction<DB>,
+  accountId: string,
+  actor: { type: string; id: string | null },
+  events: ConsentAppend[],
+): Promise<AppendedConsent[]> {
+  if (events.length === 0) return [];
+  const appended = await insertImportedConsents(trx, accountId, actor, events);
+  await markNoticeVersionsUsed(
+    trx,
+    accountId,
+    events.flatMap((event) =>
+      event.notice_version === null
+        ? []
+        : [{ purposeId: event.purpose_id, version: event.notice_version }],
+    ),
+  );
+  return appended;
+}
+
+/** The newest event of each purpose the contact has events for, with its key, by key. */
+export async function currentConsentEvents(
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<CurrentConsentRow[]> {
+  const rows = await newestEventPerPurpose(db, accountId, contactId);
+  const purposes = await purposeLookups.summaries(
+    db,
+    accountId,
+    rows.map((row) => row.purpose_id),
+  );
+  const keys = new Map(purposes.map((purpose) => [purpose.id, purpose.key]));
+  return rows
+    .flatMap((row) => {
+      const key = keys.get(row.purpose_id);
+      return key === undefined ? [] : [{ ...row, purpose_key: key }];
+    })
+    .sort((a, b) => a.purpose_key.localeCompare(b.purpose_key));
+}
+
+/**
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself.
  */
 export {
   type AppendedConsent,
-  appendImportedConsents,
   type ConsentAppend,
   type ConsentState,
+  consentStateCondition,
   contactConsentLedger,
-  currentConsentEvents,
+  contactsWithConfirmation,
   deriveState,
   forgetContactConsents,
   issueConsentLinks,

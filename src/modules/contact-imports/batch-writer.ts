@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { DB } from '../../db/schema.js';
 import type { LinkSealer } from '../../lib/link-sealing.js';
 import {
@@ -15,6 +15,7 @@ import {
   upsertContacts,
 } from '../contacts/contacts.service.js';
 import { appendEvents, storedLink } from '../events/events.service.js';
+import { purposeLookups } from '../purposes/purposes.service.js';
 import {
   grantAllowed,
   MUST_CONFIRM_FIRST,
@@ -24,10 +25,8 @@ import {
 import {
   advanceImportJob,
   type BatchProgress,
-  findPurposeIds,
   insertRowErrors,
   type NewRowError,
-  noticeVersionExists,
 } from './contact-imports.repository.js';
 import type { BodyCheckpoint } from './import-body.js';
 import type { ImportBatch, ImportFormat, ImportRow, ParsedImportRow } from './parser/index.js';
@@ -140,7 +139,7 @@ export function batchWriter(deps: WriterDeps) {
     const missing = [
       ...new Set(rows.flatMap((row) => (row.consent ? [row.consent.purpose] : []))),
     ].filter((key) => !purposeIds.has(key));
-    const found = await findPurposeIds(trx, accountId, missing);
+    const found = await purposeLookups.idsByKey(trx, accountId, missing);
     for (const key of missing) purposeIds.set(key, found.get(key) ?? null);
     for (const row of rows) {
       if (!row.consent) continue;
@@ -150,7 +149,7 @@ export function batchWriter(deps: WriterDeps) {
       if (!notices.has(noticeKey)) {
         notices.set(
           noticeKey,
-          await noticeVersionExists(trx, accountId, id, row.consent.noticeVersion),
+          await purposeLookups.noticeVersionExists(trx, accountId, id, row.consent.noticeVersion),
         );
       }
     }
@@ -309,7 +308,7 @@ export function batchWriter(deps: WriterDeps) {
    * then requests confirmations for the new pending grants. Returns how many were inserted.
    */
   async function writeContactsAndConsents(
-    trx: Kysely<DB>,
+    trx: Transaction<DB>,
     contacts: Map<string, ContactUpsert>,
     consents: Map<string, ConsentDraft>,
   ): Promise<number> {

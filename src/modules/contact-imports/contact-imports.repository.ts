@@ -332,37 +332,6 @@ export async function listRowErrors(
   return q.orderBy('row_number').orderBy('ordinal').limit(query.limit).execute();
 }
 
-export async function findPurposeIds(
-  db: Kysely<DB>,
-  accountId: string,
-  keys: string[],
-): Promise<Map<string, string>> {
-  if (keys.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('purposes')
-    .select(['id', 'key'])
-    .where('account_id', '=', accountId)
-    .where('key', 'in', keys)
-    .execute();
-  return new Map(rows.map((row) => [row.key, row.id]));
-}
-
-export async function noticeVersionExists(
-  db: Kysely<DB>,
-  accountId: string,
-  purposeId: string,
-  version: number,
-): Promise<boolean> {
-  const row = await db
-    .selectFrom('notice_versions')
-    .select('version')
-    .where('account_id', '=', accountId)
-    .where('purpose_id', '=', purposeId)
-    .where('version', '=', version)
-    .executeTakeFirst();
-  return row !== undefined;
-}
-
 /**
  * Art. 17: removes the Idempotency-Key of every import job whose key names an erased contact
  * (`keyNames`, e.g. `import-jana@example.si`). The job stays, as the record of the import; a

@@ -14,18 +14,17 @@ import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
+import { purposeLookups } from '../purposes/purposes.service.js';
 import { batchWriter, type PreparedBatch, type PurposeRef } from './batch-writer.js';
 import {
   expireImportLeases,
   findImportJob,
   findImportJobByKey,
-  findPurposeIds,
   finishImportJob,
   ImportLeaseLostError,
   importJobsQuery,
   insertImportJob,
   listRowErrors,
-  noticeVersionExists,
   releaseImportJob,
   renewImportLease,
   takeOverImportJob,
@@ -252,16 +251,11 @@ export function createContactImportsService(deps: {
         );
       }
       if (input.missingConsent === 'pending_double_opt_in' && input.purpose !== undefined) {
-        const id = (await findPurposeIds(db, accountId, [input.purpose])).get(input.purpose);
+        const ids = await purposeLookups.idsByKey(db, accountId, [input.purpose]);
+        const id = ids.get(input.purpose);
         if (!id) throw new UnprocessableError('unknown_purpose', 'query.purpose does not exist.');
-        if (
-          input.noticeVersion !== undefined &&
-          !(await noticeVersionExists(db, accountId, id, input.noticeVersion))
-        ) {
-          throw new UnprocessableError(
-            'unknown_notice_version',
-            `The purpose has no notice version ${input.noticeVersion}.`,
-          );
+        if (input.noticeVersion !== undefined) {
+          await purposeLookups.requireNoticeVersion(db, accountId, id, input.noticeVersion);
         }
         pendingPurpose = { id, key: input.purpose, noticeVersion: input.noticeVersion ?? null };
       }

@@ -1,6 +1,6 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
-import type { ConsentState } from '../consents/consents.service.js';
+import { type ConsentState, consentStateCondition } from '../consents/consents.service.js';
 
 /** Contacts: rows of one account at a time. Repositories take a `Kysely` or a transaction. */
 
@@ -39,6 +39,48 @@ export async function lockContactRow(
     .where('account_id', '=', accountId)
     .where('id', '=', id)
     .forUpdate()
+    .executeTakeFirst();
+}
+
+export interface LockedContact {
+  id: string;
+  email: string;
+  status: string;
+  language: string | null;
+  restricted_at: Date | null;
+}
+
+/**
+ * Locks the row until the transaction ends against changes to the contact (`FOR NO KEY UPDATE`:
+ * rows that refer to it, such as consent events, may still be inserted). The consent ledger
+ * appends one event at a time per contact under it, and a restriction cannot slip in between
+ * its check and the write.
+ */
+export async function lockContact(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<LockedContact | undefined> {
+  return trx
+    .selectFrom('contacts')
+    .select(['id', 'email', 'status', 'language', 'restricted_at'])
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
+    .forNoKeyUpdate()
+    .executeTakeFirst();
+}
+
+/** The contact's id and language, if it exists (what a ledger read or a receipt needs). */
+export async function findContactRef(
+  db: Kysely<DB> | Transaction<DB>,
+  accountId: string,
+  contactId: string,
+) {
+  return db
+    .selectFrom('contacts')
+    .select(['id', 'language'])
+    .where('account_id', '=', accountId)
+    .where('id', '=', contactId)
     .executeTakeFirst();
 }
 
@@ -125,21 +167,9 @@ export interface ContactListFilter {
   consent?: { purposeId: string; state: ConsentState } | undefined;
 }
 
-/** What the newest ledger event must look like for each derived state. */
-function stateCondition(state: ConsentState) {
-  switch (state) {
-    case 'withdrawn':
-      return sql`newest.event = 'withdrawn'`;
-    case 'pending':
-      return sql`newest.event = 'granted' and newest.method = 'double_opt_in'`;
-    case 'granted':
-      return sql`(newest.event = 'confirmed' or (newest.event = 'granted' and newest.method <> 'double_opt_in'))`;
-  }
-}
-
 /**
- * The account's contacts matching the list filters, for keyset paging. The consent filter looks
- * at the newest event of the (contact, purpose) only — the state derived from the ledger.
+ * The account's contacts matching the list filters, for keyset paging. The consent filter is
+ * the ledger's own condition (the state derived from the newest event of the purpose).
  */
 export function contactsQuery(db: Kysely<DB>, accountId: string, filter: ContactListFilter) {
   let q = db.selectFrom('contacts').selectAll().where('account_id', '=', accountId);
@@ -156,16 +186,11 @@ export function contactsQuery(db: Kysely<DB>, accountId: string, filter: Contact
   if (filter.consent) {
     const { purposeId, state } = filter.consent;
     q = q.where(
-      sql<boolean>`exists (
-        select 1 from (
-          select e.event, e.method from consent_events e
-          where e.account_id = contacts.account_id and e.contact_id = contacts.id
-            and e.purpose_id = ${purposeId}::uuid
-          order by e.recorded_at desc, e.id desc
-          limit 1
-        ) newest
-        where ${stateCondition(state)}
-      )`,
+      consentStateCondition(
+        { accountId: 'contacts.account_id', id: 'contacts.id' },
+        purposeId,
+        state,
+      ),
     );
   }
   return q;
@@ -233,30 +258,6 @@ export async function markedUntilConfirmed(
     .where('account_id', '=', accountId)
     .where('email', '=', anyText(emails))
     .where('suppressed_until_confirmed', '=', true)
-    .execute();
-  return new Set(rows.map((row) => row.email));
-}
-
-/** Of `emails`, those whose contact has a confirmed double opt-in in its consent ledger. */
-export async function withConfirmedOptIn(
-  db: Kysely<DB>,
-  accountId: string,
-  emails: string[],
-): Promise<Set<string>> {
-  const rows = await db
-    .selectFrom('contacts as c')
-    .select('c.email')
-    .where('c.account_id', '=', accountId)
-    .where('c.email', '=', anyText(emails))
-    .where(({ exists, selectFrom }) =>
-      exists(
-        selectFrom('consent_events as e')
-          .select('e.id')
-          .whereRef('e.account_id', '=', 'c.account_id')
-          .whereRef('e.contact_id', '=', 'c.id')
-          .where('e.event', '=', 'confirmed'),
-      ),
-    )
     .execute();
   return new Set(rows.map((row) => row.email));
 }

@@ -12,7 +12,7 @@ import { toIso } from '../../http/schemas.js';
 import { canonicalJson } from '../../lib/canonical-json.js';
 import { addressesWithin } from '../../lib/email.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
-import { recordAudit } from '../audit/audit.service.js';
+import { entityAuditTrail, recordAudit } from '../audit/audit.service.js';
 import { toConsentEvent, toCurrentConsent } from '../consents/consents.schemas.js';
 import {
   contactConsentLedger,
@@ -404,14 +404,7 @@ export function createContactsService(deps: {
     if (!contact) throw notFound();
     const events = await contactConsentLedger(trx, accountId, id);
     const current = await currentConsentEvents(trx, accountId, id);
-    const audit = await trx
-      .selectFrom('audit_events')
-      .select(['id', 'occurred_at', 'actor_type', 'actor_id', 'action', 'changed_fields'])
-      .where('account_id', '=', accountId)
-      .where('entity_type', '=', 'contact')
-      .where('entity_id', '=', id)
-      .orderBy('seq')
-      .execute();
+    const audit = await entityAuditTrail(trx, accountId, { type: 'contact', id });
     const notifications = await contactEvents(trx, accountId, id);
     await recordAudit(trx, ctx, {
       accountId,
@@ -452,9 +445,11 @@ export type ContactsService = ReturnType<typeof createContactsService>;
 export {
   type ContactUpsert,
   clearSuppressedUntilConfirmed,
+  findContactRef,
   findContactsByEmail,
+  type LockedContact,
+  lockContact,
   markedUntilConfirmed,
   restrictedEmails,
   upsertContacts,
-  withConfirmedOptIn,
 } from './contacts.repository.js';

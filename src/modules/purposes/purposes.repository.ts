@@ -215,3 +215,42 @@ export async function insertNoticeVersion(
 ): Promise<NoticeVersionRow> {
   return trx.insertInto('notice_versions').values(values).returningAll().executeTakeFirstOrThrow();
 }
+
+/** The ids of the purposes with these keys, by key; keys without a purpose are left out. */
+export async function purposeIdsByKey(
+  db: Db,
+  accountId: string,
+  keys: string[],
+): Promise<Map<string, string>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('purposes')
+    .select(['id', 'key'])
+    .where('account_id', '=', accountId)
+    .where('key', 'in', keys)
+    .execute();
+  return new Map(rows.map((row) => [row.key, row.id]));
+}
+
+/**
+ * Records the first use of each (purpose, version) that has none yet, at `usedAt` or else the
+ * transaction's start; a version already in use keeps its first time.
+ */
+export async function markNoticeVersionsUsed(
+  trx: Transaction<DB>,
+  accountId: string,
+  versions: { purposeId: string; version: number }[],
+  usedAt?: Date,
+): Promise<void> {
+  const distinct = new Map(versions.map((v) => [`${v.purposeId}:${v.version}`, v]));
+  for (const { purposeId, version } of distinct.values()) {
+    await trx
+      .updateTable('notice_versions')
+      .set({ first_used_at: usedAt ?? sql<Date>`now()` })
+      .where('account_id', '=', accountId)
+      .where('purpose_id', '=', purposeId)
+      .where('version', '=', version)
+      .where('first_used_at', 'is', null)
+      .execute();
+  }
+}

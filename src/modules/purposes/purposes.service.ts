@@ -18,6 +18,7 @@ import {
   noticeDigests,
   noticeVersionExists,
   purposeIdByKey,
+  purposeIdsByKey,
   purposeSummaries,
   updatePurpose,
 } from './purposes.repository.js';
@@ -66,6 +67,12 @@ export const purposeLookups = {
     if (!row) throw new NotFoundError('The purpose does not exist.');
     return row;
   },
+
+  /** The ids of the purposes with these keys, by key (an import names purposes by key). */
+  idsByKey: purposeIdsByKey,
+
+  /** Whether the purpose has notice version `version`: the one test of a consent's notice. */
+  noticeVersionExists,
 
   /**
    * Art. 7(1): a consent names the notice the person saw; 422 `unknown_notice_version` when the
@@ -268,3 +275,10 @@ function keyTaken(key: string) {
 }
 
 export type PurposesService = ReturnType<typeof createPurposesService>;
+
+/**
+ * The module's transaction-bound functions for other modules: the consent ledger marks the
+ * notice versions its events refer to as used, in the transaction that appends them (from then
+ * on a version cannot be deleted).
+ */
+export { markNoticeVersionsUsed } from './purposes.repository.js';

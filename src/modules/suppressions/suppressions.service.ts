@@ -5,7 +5,8 @@ import type { Config } from '../../config.js';
 import type { DB } from '../../db/schema.js';
 import { UnprocessableError } from '../../errors.js';
 import { emailFingerprint } from '../../lib/keyed-hash.js';
-import { markedUntilConfirmed, withConfirmedOptIn } from '../contacts/contacts.service.js';
+import { contactsWithConfirmation } from '../consents/consents.service.js';
+import { findContactsByEmail, markedUntilConfirmed } from '../contacts/contacts.service.js';
 import { isSuppressed } from './suppressions.repository.js';
 
 /**
@@ -54,7 +55,15 @@ export async function mustConfirmFirst(
   if (emails.length === 0) return new Set();
   const result = await markedUntilConfirmed(db, accountId, emails);
   if (suppressedEmails.length === 0) return result;
-  const released = await withConfirmedOptIn(db, accountId, suppressedEmails);
+  const contacts = await findContactsByEmail(db, accountId, suppressedEmails);
+  const confirmed = await contactsWithConfirmation(
+    db,
+    accountId,
+    contacts.map((contact) => contact.id),
+  );
+  const released = new Set(
+    contacts.filter((contact) => confirmed.has(contact.id)).map((contact) => contact.email),
+  );
   for (const email of suppressedEmails) if (!released.has(email)) result.add(email);
   return result;
 }
