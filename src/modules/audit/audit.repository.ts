@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { AuditEventRow, DB } from '../../db/schema.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -44,7 +44,7 @@ export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
  * feed both take it, one lock for both so that no two transactions can take them in opposite
  * orders: per account, entries are numbered in the order their transactions commit.
  */
-export async function lockAccountJournal(trx: Kysely<DB>, accountId: string): Promise<void> {
+export async function lockAccountJournal(trx: Transaction<DB>, accountId: string): Promise<void> {
   await sql`select pg_advisory_xact_lock(hashtextextended(${`audit:${accountId}`}, 0))`.execute(
     trx,
   );
@@ -56,7 +56,10 @@ export async function lockAccountJournal(trx: Kysely<DB>, accountId: string): Pr
  * changes extend the chain one after another instead of forking it; the primary key
  * (account_id, seq) would reject a fork anyway.
  */
-export async function appendAuditEvent(trx: Kysely<DB>, entry: AuditEntry): Promise<AuditEventRow> {
+export async function appendAuditEvent(
+  trx: Transaction<DB>,
+  entry: AuditEntry,
+): Promise<AuditEventRow> {
   await lockAccountJournal(trx, entry.accountId);
   const last = await trx
     .selectFrom('audit_events')

@@ -25,7 +25,7 @@ export interface AuditChange {
  * Records a change in the audit trail of the account it concerns. Call it with the transaction
  * that makes the change, so the change and its record commit or roll back together.
  */
-export async function recordAudit(trx: Kysely<DB>, ctx: RequestContext, change: AuditChange) {
+export async function recordAudit(trx: Transaction<DB>, ctx: RequestContext, change: AuditChange) {
   const accountId = change.accountId ?? ctx.actor.accountId;
   if (!accountId) throw new Error(`audit entry ${change.action} has no account`);
   return appendAuditEvent(trx, {

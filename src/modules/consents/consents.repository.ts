@@ -23,7 +23,7 @@ export function deriveState(event: ConsentEventKind, method: string): ConsentSta
  * otherwise), so erasing a contact can cascade to its ledger. Transaction-local: the
  * permission ends with the transaction. Call it in the erasure's transaction before deleting.
  */
-export async function allowLedgerErasure(trx: Kysely<DB>): Promise<void> {
+export async function allowLedgerErasure(trx: Transaction<DB>): Promise<void> {
   await sql`select set_config('custodian.erasure', 'on', true)`.execute(trx);
 }
 
@@ -315,7 +315,7 @@ export interface ConsentLink {
  * The links (tokens in clear) are returned in the events' order and exist nowhere else.
  */
 export async function issueConsentLinks(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   kind: ConsentLinkKind,
   events: Pick<ConsentEventRow, 'account_id' | 'contact_id' | 'purpose_id'>[],
   expiresAt: Date,

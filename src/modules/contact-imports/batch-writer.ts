@@ -80,7 +80,7 @@ export interface WriterDeps {
  * system to send. Same transaction as the batch, so a link exists exactly when its consent does.
  */
 async function requestConfirmations(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   pending: AppendedConsent[],
   ttlHours: number,
@@ -118,7 +118,7 @@ async function requestConfirmations(
  * engine runs inside this process, so a crash of the process is a crash of the database: there
  * commits stay synchronous, and a batch reported done stays done.
  */
-export async function tuneBatchTransaction(trx: Kysely<DB>, asyncCommit: boolean) {
+export async function tuneBatchTransaction(trx: Transaction<DB>, asyncCommit: boolean) {
   await sql`select set_config('enable_hashjoin', 'off', true),
     set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true),
     set_config('jit', 'off', true),
@@ -135,7 +135,7 @@ export function batchWriter(deps: WriterDeps) {
       ? `consent_${ndjson.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`
       : `consent.${ndjson}`;
 
-  async function resolve(trx: Kysely<DB>, rows: ImportRow[]) {
+  async function resolve(trx: Transaction<DB>, rows: ImportRow[]) {
     const missing = [
       ...new Set(rows.flatMap((row) => (row.consent ? [row.consent.purpose] : []))),
     ].filter((key) => !purposeIds.has(key));
@@ -177,7 +177,7 @@ export function batchWriter(deps: WriterDeps) {
    * Row-level checks that need the database: a known purpose and notice version, a purpose for
    * rows without consent, and the suppression rule. A row with any problem is skipped whole.
    */
-  async function admissibleRows(trx: Kysely<DB>, batch: PreparedBatch, report: RowReport) {
+  async function admissibleRows(trx: Transaction<DB>, batch: PreparedBatch, report: RowReport) {
     const { fingerprints } = batch;
     const suppressed = await suppressedFingerprints(trx, accountId, [
       ...new Set(fingerprints.values()),
@@ -225,7 +225,7 @@ export function batchWriter(deps: WriterDeps) {
 
   /** Art. 18: a restricted contact's data is only stored; an import must not change it. */
   async function withoutRestricted(
-    trx: Kysely<DB>,
+    trx: Transaction<DB>,
     candidates: ParsedImportRow[],
     report: RowReport,
   ): Promise<ParsedImportRow[]> {

@@ -206,7 +206,7 @@ export class ImportLeaseLostError extends Error {
  * job over, the old one's batch fails here and its transaction rolls back.
  */
 export async function advanceImportJob(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   id: string,
   attempt: number,
@@ -283,7 +283,7 @@ export interface NewRowError {
  * recorded for (row, ordinal) is left as it is.
  */
 export async function insertRowErrors(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   importId: string,
   errors: NewRowError[],

@@ -29,7 +29,7 @@ export async function findContact(
 
 /** Reads and locks the row for the rest of the transaction. */
 export async function lockContactRow(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   id: string,
 ): Promise<ContactRow | undefined> {
@@ -110,7 +110,10 @@ export interface NewContact {
   suppressedUntilConfirmed?: boolean;
 }
 
-export async function insertContact(trx: Kysely<DB>, contact: NewContact): Promise<ContactRow> {
+export async function insertContact(
+  trx: Transaction<DB>,
+  contact: NewContact,
+): Promise<ContactRow> {
   return trx
     .insertInto('contacts')
     .values({
@@ -140,7 +143,7 @@ export interface ContactColumns {
 
 /** Applies changed columns, bumps the version and `updated_at`. */
 export async function updateContact(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   current: ContactRow,
   columns: ContactColumns,
 ): Promise<ContactRow> {
@@ -201,7 +204,7 @@ export function contactsQuery(db: Kysely<DB>, accountId: string, filter: Contact
  * can suppress it too (Art. 17). Holding it again and leaving it again is one row.
  */
 export async function rememberEarlierAddress(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   contactId: string,
   emailHash: string,
@@ -233,7 +236,7 @@ export async function earlierAddressHashes(
  * other grants from now on. Call it in the transaction that records the confirmation.
  */
 export async function clearSuppressedUntilConfirmed(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   contactId: string,
 ): Promise<void> {
@@ -311,12 +314,12 @@ export interface ExistingContact {
 }
 
 export async function findContactsByEmail(
-  trx: Kysely<DB>,
+  db: Kysely<DB>,
   accountId: string,
   emails: string[],
 ): Promise<ExistingContact[]> {
   if (emails.length === 0) return [];
-  return trx
+  return db
     .selectFrom('contacts')
     .select(['id', 'email'])
     .where('account_id', '=', accountId)
@@ -326,12 +329,12 @@ export async function findContactsByEmail(
 
 /** Which of these addresses belong to restricted contacts (Art. 18), through a small index. */
 export async function restrictedEmails(
-  trx: Kysely<DB>,
+  db: Kysely<DB>,
   accountId: string,
   emails: string[],
 ): Promise<Set<string>> {
   if (emails.length === 0) return new Set();
-  const rows = await trx
+  const rows = await db
     .selectFrom('contacts')
     .select('email')
     .where('account_id', '=', accountId)
@@ -365,7 +368,7 @@ export interface ContactUpsert {
  * bind time (about 6 ms of a 1,000-row batch).
  */
 export async function upsertContacts(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   rows: ContactUpsert[],
 ): Promise<{ id: string; email: string; inserted: boolean }[]> {

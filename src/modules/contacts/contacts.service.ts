@@ -121,7 +121,7 @@ export function createContactsService(deps: {
     return row;
   }
 
-  async function lockOrThrow(trx: Kysely<DB>, accountId: string, id: string) {
+  async function lockOrThrow(trx: Transaction<DB>, accountId: string, id: string) {
     const row = await lockContactRow(trx, accountId, id);
     if (!row) throw notFound();
     return row;

@@ -67,7 +67,7 @@ export function servedEventData(sealer: LinkSealer, row: EventRow): Record<strin
  * saw `seq` N never later finds a newly committed event below N.
  */
 export async function appendEvents(
-  trx: Kysely<DB>,
+  trx: Transaction<DB>,
   accountId: string,
   events: NewEvent[],
 ): Promise<void> {
@@ -98,15 +98,6 @@ export async function listEvents(
     .where('seq', '>', sql<string>`${query.afterSeq}::bigint`);
   if (query.types?.length) q = q.where('type', 'in', query.types);
   return q.orderBy('seq').limit(query.limit).execute();
-}
-
-/** Erasure (Art. 17): the contact's events go with it. */
-export async function deleteContactEvents(trx: Kysely<DB>, accountId: string, contactId: string) {
-  await trx
-    .deleteFrom('events')
-    .where('account_id', '=', accountId)
-    .where('contact_id', '=', contactId)
-    .execute();
 }
 
 /** Art. 17: forgets a contact's events, in the erasure's transaction. */
