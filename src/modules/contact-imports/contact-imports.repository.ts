@@ -3,7 +3,8 @@ import type { ContactImportErrorRow, ContactImportRow, DB } from '../../db/schem
 
 /**
  * Contact imports: the job rows and their per-row errors (the only module writing them).
- * Every function takes a `Kysely` or a transaction and is scoped to one account.
+ * Every function is scoped to one account; those that are part of a batch's transaction take
+ * that transaction.
  */
 
 export interface NewImportJob {

@@ -2,7 +2,10 @@ import { type Kysely, sql, type Transaction } from 'kysely';
 import type { ContactRow, ContactStatus, DB } from '../../db/schema.js';
 import { type ConsentState, consentStateCondition } from '../consents/consents.service.js';
 
-/** Contacts: rows of one account at a time. Repositories take a `Kysely` or a transaction. */
+/**
+ * Contacts: rows of one account at a time. Reads take a `Kysely` or a transaction; writes and
+ * locks take the caller's transaction.
+ */
 
 const UNIQUE_EMAIL_INDEX = 'contacts_email_key';
 
