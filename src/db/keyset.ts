@@ -286,11 +286,12 @@ function keysetQuery<Row, K extends CursorKey>(
  * For a statement written by hand (its plan depends on where the cursor goes);
  * {@link keysetPage} does all of it for a query builder.
  */
-export async function keysetPageWith<Row, K extends CursorKey>(
+// `| []` has TypeScript read a `cursorOf` that returns `[a, b]` as a tuple, not an array.
+export async function keysetPageWith<Row, K extends CursorKey | []>(
   fetch: (after: K | undefined, limit: number) => Promise<Row[]>,
   options: {
     codec: CursorCodec<K>;
-    cursorOf: (row: Row) => NoInfer<K>;
+    cursorOf: (row: NoInfer<Row>) => NoInfer<K>;
     limit: number;
     cursor?: string | undefined;
   },
