@@ -1,4 +1,10 @@
-import { type SelectQueryBuilder, sql } from 'kysely';
+import {
+  type Expression,
+  type RawBuilder,
+  type SelectQueryBuilder,
+  type SqlBool,
+  sql,
+} from 'kysely';
 import { AppError } from '../errors.js';
 
 /**
@@ -185,33 +191,195 @@ export const cursors = {
   eventSeq: cursorCodec(cursorField.seq),
   /** An import's row errors, by (row number, ordinal). */
   importError: cursorCodec(cursorField.integer(0), cursorField.integer(0)),
+  /** `(due_at, id)`: a list by a deadline held at millisecond precision (`timestamptz(3)`). */
+  dueDate: cursorCodec(cursorField.isoTimestamp, cursorField.uuid),
 };
 
+type CursorKey = (string | number)[];
+
+/** One column of a list's sort order, and how the cursor carries it. */
+export interface KeysetKey<Row, V extends string | number> {
+  /** The column as the query names it: `created_at`, `purposes.key`. It must be non-null. */
+  readonly column: string;
+  /** `asc` (the default) or `desc`. */
+  readonly direction?: 'asc' | 'desc';
+  /** The row's value of this key, as the cursor carries it. */
+  cursorValue(row: Row): V;
+  /** The cursor's value as SQL (a cast, a conversion); a bare parameter by default. */
+  toSql?(value: V): Expression<unknown>;
+}
+
+/** A list's sort keys in order, one per element of its cursor. */
+export type KeysetKeys<Row, K extends CursorKey> = {
+  readonly [I in keyof K]: KeysetKey<Row, K[I]>;
+};
+
+export interface KeysetOptions<Row, K extends CursorKey> {
+  codec: CursorCodec<K>;
+  /** Typed from the codec and the query's rows, and checked against both. */
+  keys: NoInfer<KeysetKeys<Row, K>>;
+  limit: number;
+  /** The previous page's `nextCursor`; absent for the first page. */
+  cursor?: string | undefined;
+}
+
+export interface KeysetPage<Row> {
+  rows: Row[];
+  /** The cursor of the page after this one; null on the last page. */
+  nextCursor: string | null;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the pager works on any table's query
+type AnySelect<Row> = SelectQueryBuilder<any, any, Row>;
+
 /**
- * One page of rows in (created_at, id) order, with an opaque cursor for the next page. Keyset
- * pagination: stable under inserts, no OFFSET. `created_at` columns hold milliseconds
- * (timestamptz(3)), so the cursor round-trips through a JavaScript Date exactly.
+ * Rows strictly after `after` in the keys' order. All keys one way is a row-value comparison,
+ * `(a, b) > (x, y)`, which an index on (a, b) serves as one range; mixed directions need the
+ * expanded form, `a > x or (a = x and b < y)`.
  */
-export async function pageByCreatedAt<Row extends { created_at: Date; id: string }>(
-  // biome-ignore lint/suspicious/noExplicitAny: works for any table with created_at and id
-  query: SelectQueryBuilder<any, any, Row>,
-  page: { limit: number; cursor?: string | undefined },
-): Promise<{ rows: Row[]; nextCursor: string | null }> {
-  const after = cursors.createdAt.decode(page.cursor);
-  let q = query;
-  if (after) q = q.where(sql<boolean>`(created_at, id) > (${new Date(after[0])}, ${after[1]})`);
-  const rows = await q
-    .orderBy('created_at')
-    .orderBy('id')
-    .limit(page.limit + 1)
-    .execute();
-  const pageRows = rows.slice(0, page.limit);
-  const last = pageRows[pageRows.length - 1];
+function afterPosition<Row, K extends CursorKey>(
+  keys: KeysetKeys<Row, K>,
+  after: K,
+): RawBuilder<SqlBool> {
+  const list = keys as readonly KeysetKey<Row, string | number>[];
+  const columns = list.map((key) => sql.ref(key.column));
+  const values = list.map((key, i) => (key.toSql ? key.toSql(after[i]!) : sql`${after[i]}`));
+  const beyond = (key: KeysetKey<Row, string | number>) =>
+    sql.raw((key.direction ?? 'asc') === 'asc' ? '>' : '<');
+  if (list.length === 1) return sql<SqlBool>`${columns[0]} ${beyond(list[0]!)} ${values[0]}`;
+  if (list.every((key) => (key.direction ?? 'asc') === (list[0]!.direction ?? 'asc'))) {
+    return sql<SqlBool>`(${sql.join(columns)}) ${beyond(list[0]!)} (${sql.join(values)})`;
+  }
+  const branches = list.map((key, i) => {
+    const equal = columns.slice(0, i).map((column, j) => sql`${column} = ${values[j]}`);
+    return sql`(${sql.join([...equal, sql`${columns[i]} ${beyond(key)} ${values[i]}`], sql` and `)})`;
+  });
+  return sql<SqlBool>`(${sql.join(branches, sql` or `)})`;
+}
+
+function cursorOf<Row, K extends CursorKey>(keys: KeysetKeys<Row, K>, row: Row): K {
+  return (keys as readonly KeysetKey<Row, string | number>[]).map((key) =>
+    key.cursorValue(row),
+  ) as K;
+}
+
+/** `query` from `after` on, in the keys' order, `limit` rows at most. */
+function keysetQuery<Row, K extends CursorKey>(
+  query: AnySelect<Row>,
+  keys: KeysetKeys<Row, K>,
+  after: K | undefined,
+  limit: number,
+): AnySelect<Row> {
+  let q = after ? query.where(afterPosition(keys, after)) : query;
+  for (const key of keys as readonly KeysetKey<Row, string | number>[]) {
+    q = q.orderBy(key.column, key.direction ?? 'asc');
+  }
+  return q.limit(limit);
+}
+
+/**
+ * One page of a list with the cursor for the next. The fetch gets the decoded cursor (the last
+ * row served; undefined on the first page) and how many rows to read; it must return them in
+ * the list's order, strictly after the cursor. It reads one row more than the page, so the last
+ * page, even one exactly `limit` long, says so with a null `nextCursor`.
+ *
+ * For a statement written by hand (its plan depends on where the cursor goes);
+ * {@link keysetPage} does all of it for a query builder.
+ */
+// `| []` has TypeScript read a `cursorOf` that returns `[a, b]` as a tuple, not an array.
+export async function keysetPageWith<Row, K extends CursorKey | []>(
+  fetch: (after: K | undefined, limit: number) => Promise<Row[]>,
+  options: {
+    codec: CursorCodec<K>;
+    cursorOf: (row: NoInfer<Row>) => NoInfer<K>;
+    limit: number;
+    cursor?: string | undefined;
+  },
+): Promise<KeysetPage<Row>> {
+  const after = options.codec.decode(options.cursor);
+  const rows = await fetch(after, options.limit + 1);
+  const page = rows.slice(0, options.limit);
+  const last = page[page.length - 1];
   return {
-    rows: pageRows,
+    rows: page,
     nextCursor:
-      rows.length > page.limit && last
-        ? cursors.createdAt.encode([last.created_at.toISOString(), last.id])
-        : null,
+      rows.length > options.limit && last ? options.codec.encode(options.cursorOf(last)) : null,
   };
+}
+
+/**
+ * One page of `query` in the keys' order, with an opaque cursor for the next. Keyset
+ * pagination: stable under inserts, no OFFSET. A cursor the codec refuses is a 400
+ * `invalid_cursor` before any SQL runs. The query must not have an ORDER BY or LIMIT of its own.
+ */
+export function keysetPage<Row, K extends CursorKey>(
+  query: AnySelect<Row>,
+  options: KeysetOptions<Row, K>,
+): Promise<KeysetPage<Row>> {
+  const { codec, keys, limit, cursor } = options;
+  return keysetPageWith((after, take) => keysetQuery(query, keys, after, take).execute(), {
+    codec,
+    cursorOf: (row) => cursorOf(keys, row),
+    limit,
+    cursor,
+  });
+}
+
+/**
+ * One read of a feed: like {@link keysetPage}, but the feed has no last page. `nextCursor` is
+ * always given, the position of the last row served or, with no new rows, the position the
+ * reader was at (`start` before the first row), so a reader keeps it and polls again.
+ */
+export async function keysetFeed<Row, K extends CursorKey>(
+  query: AnySelect<Row>,
+  options: KeysetOptions<Row, K> & { start: NoInfer<K> },
+): Promise<{ rows: Row[]; nextCursor: string }> {
+  const { codec, keys, limit } = options;
+  const after = codec.decode(options.cursor);
+  const rows = await keysetQuery(query, keys, after, limit).execute();
+  const last = rows[rows.length - 1];
+  return {
+    rows,
+    nextCursor: codec.encode(last ? cursorOf(keys, last) : (after ?? options.start)),
+  };
+}
+
+/**
+ * Keys `(column, id)` on a `timestamptz(3)` column: the cursor carries the instant as
+ * `toISOString()` prints it, exactly what the column holds, so no row is skipped or repeated.
+ */
+function instantThenId<Row extends { id: string }>(
+  column: string,
+  instant: (row: Row) => Date,
+): KeysetKeys<Row, [string, string]> {
+  return [
+    { column, cursorValue: (row) => instant(row).toISOString(), toSql: (v) => sql`${new Date(v)}` },
+    { column: 'id', cursorValue: (row) => row.id },
+  ];
+}
+
+/** One page in (created_at, id) order: contacts, users, API keys, imports, accounts. */
+export function pageByCreatedAt<Row extends { created_at: Date; id: string }>(
+  query: AnySelect<Row>,
+  page: { limit: number; cursor?: string | undefined },
+): Promise<KeysetPage<Row>> {
+  return keysetPage(query, {
+    codec: cursors.createdAt,
+    keys: instantThenId<Row>('created_at', (row) => row.created_at),
+    limit: page.limit,
+    cursor: page.cursor,
+  });
+}
+
+/** One page in (due_at, id) order, the soonest deadline first. */
+export function pageByDueDate<Row extends { due_at: Date; id: string }>(
+  query: AnySelect<Row>,
+  page: { limit: number; cursor?: string | undefined },
+): Promise<KeysetPage<Row>> {
+  return keysetPage(query, {
+    codec: cursors.dueDate,
+    keys: instantThenId<Row>('due_at', (row) => row.due_at),
+    limit: page.limit,
+    cursor: page.cursor,
+  });
 }

@@ -245,6 +245,7 @@ const CURSOR_SAMPLES: Record<keyof typeof cursors, string> = {
   auditSeq: cursors.auditSeq.encode([1]),
   eventSeq: cursors.eventSeq.encode([1]),
   importError: cursors.importError.encode([1, 0]),
+  dueDate: cursors.dueDate.encode(['2026-12-25T17:00:00.000Z', UUID_SAMPLE]),
 };
 
 /**

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { cursors, keysetPage } from '../../db/keyset.js';
 import type { AuditEventRow, DB } from '../../db/schema.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -96,12 +97,12 @@ export interface AuditFilter {
   actorId?: string | undefined;
   since?: Date | undefined;
   until?: Date | undefined;
-  /** Newest first: entries with seq below this one. */
-  beforeSeq?: number | undefined;
   limit: number;
+  /** The previous page's `nextCursor`: the trail is newest first. */
+  cursor?: string | undefined;
 }
 
-export async function listAuditEvents(db: Kysely<DB>, accountId: string, filter: AuditFilter) {
+export function listAuditEvents(db: Kysely<DB>, accountId: string, filter: AuditFilter) {
   let query = db.selectFrom('audit_events').selectAll().where('account_id', '=', accountId);
   if (filter.action) query = query.where('action', '=', filter.action);
   if (filter.entityType) query = query.where('entity_type', '=', filter.entityType);
@@ -109,8 +110,12 @@ export async function listAuditEvents(db: Kysely<DB>, accountId: string, filter:
   if (filter.actorId) query = query.where('actor_id', '=', filter.actorId);
   if (filter.since) query = query.where('occurred_at', '>=', filter.since);
   if (filter.until) query = query.where('occurred_at', '<', filter.until);
-  if (filter.beforeSeq !== undefined) query = query.where('seq', '<', filter.beforeSeq);
-  return query.orderBy('seq', 'desc').limit(filter.limit).execute();
+  return keysetPage(query, {
+    codec: cursors.auditSeq,
+    keys: [{ column: 'seq', direction: 'desc', cursorValue: (row) => row.seq }],
+    limit: filter.limit,
+    cursor: filter.cursor,
+  });
 }
 
 /** Reads the chain in order, a page at a time, so verification runs in bounded memory. */

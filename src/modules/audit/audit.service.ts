@@ -1,5 +1,4 @@
 import type { Kysely, Transaction } from 'kysely';
-import { cursors } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
@@ -62,25 +61,6 @@ export async function recordSubjectAudit(
   });
 }
 
-export async function listAudit(
-  db: Kysely<DB>,
-  accountId: string,
-  query: Omit<AuditFilter, 'beforeSeq'> & { cursor?: string | undefined },
-) {
-  const cursor = cursors.auditSeq.decode(query.cursor);
-  const rows = await listAuditEvents(db, accountId, {
-    ...query,
-    beforeSeq: cursor?.[0],
-    limit: query.limit + 1,
-  });
-  const page = rows.slice(0, query.limit);
-  const last = page[page.length - 1];
-  return {
-    rows: page,
-    nextCursor: rows.length > query.limit && last ? cursors.auditSeq.encode([last.seq]) : null,
-  };
-}
-
 export interface ChainVerification {
   valid: boolean;
   checked: number;
@@ -125,10 +105,7 @@ export async function verifyAuditChain(
 export function createAuditService(deps: { db: Kysely<DB> }) {
   const { db } = deps;
   return {
-    list: (
-      accountId: string,
-      query: Omit<AuditFilter, 'beforeSeq'> & { cursor?: string | undefined },
-    ) => listAudit(db, accountId, query),
+    list: (accountId: string, query: AuditFilter) => listAuditEvents(db, accountId, query),
     verify: (accountId: string) => verifyAuditChain(db, accountId),
   };
 }

@@ -1,4 +1,5 @@
 import { type Kysely, type Selectable, sql, type Transaction } from 'kysely';
+import { cursors, type KeysetPage, keysetPage } from '../../db/keyset.js';
 import type { ConsentEventKind, ConsentEventRow, DB } from '../../db/schema.js';
 import { CONSENT_LINK_PATHS, type ConsentLinkKind, newConsentLinkToken } from './consent-links.js';
 
@@ -196,12 +197,12 @@ export async function newestConsentEventsByKind(
  * One page of a contact's ledger, newest first. The cursor carries `recorded_at` as Postgres
  * text (microseconds), not as a JavaScript date (milliseconds), so no event is skipped.
  */
-export async function listConsentEvents(
+export function listConsentEvents(
   db: Kysely<DB>,
   accountId: string,
   contactId: string,
-  query: { limit: number; after?: { recordedAt: string; id: string }; purposeId?: string },
-): Promise<(ConsentEventRow & { recorded_key: string })[]> {
+  query: { limit: number; cursor?: string | undefined; purposeId?: string },
+): Promise<KeysetPage<ConsentEventRow & { recorded_key: string }>> {
   let q = db
     .selectFrom('consent_events')
     .selectAll()
@@ -209,11 +210,25 @@ export async function listConsentEvents(
     .where('account_id', '=', accountId)
     .where('contact_id', '=', contactId);
   if (query.purposeId) q = q.where('purpose_id', '=', query.purposeId);
-  if (query.after) {
-    const { recordedAt, id } = query.after;
-    q = q.where(sql<boolean>`(recorded_at, id) < (${recordedAt}::timestamptz, ${id}::uuid)`);
-  }
-  return q.orderBy('recorded_at', 'desc').orderBy('id', 'desc').limit(query.limit).execute();
+  return keysetPage(q, {
+    codec: cursors.consentLedger,
+    keys: [
+      {
+        column: 'recorded_at',
+        direction: 'desc',
+        cursorValue: (row) => row.recorded_key,
+        toSql: (v) => sql`${v}::timestamptz`,
+      },
+      {
+        column: 'id',
+        direction: 'desc',
+        cursorValue: (row) => row.id,
+        toSql: (v) => sql`${v}::uuid`,
+      },
+    ],
+    limit: query.limit,
+    cursor: query.cursor,
+  });
 }
 
 /**

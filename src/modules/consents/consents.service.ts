@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
-import { cursors } from '../../db/keyset.js';
+import { cursors, keysetPageWith } from '../../db/keyset.js';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { linkSealer } from '../../lib/link-sealing.js';
@@ -195,23 +195,19 @@ export function createConsentsService(deps: ConsentsDeps) {
       contactId: string,
       query: { limit: number; cursor?: string | undefined; purposeId?: string | undefined },
     ) {
-      const after = cursors.consentLedger.decode(query.cursor);
+      // A forged cursor is a 400 even for a contact that does not exist.
+      cursors.consentLedger.decode(query.cursor);
       await getContact(accountId, contactId);
       const current = await currentConsentEvents(db, accountId, contactId);
-      const rows = await listConsentEvents(db, accountId, contactId, {
-        limit: query.limit + 1,
-        ...(after ? { after: { recordedAt: after[0], id: after[1] } } : {}),
+      const page = await listConsentEvents(db, accountId, contactId, {
+        limit: query.limit,
+        cursor: query.cursor,
         ...(query.purposeId ? { purposeId: query.purposeId } : {}),
       });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
       return {
         current: current.map((row) => ({ row, state: deriveState(row.event, row.method) })),
-        events: page,
-        nextCursor:
-          rows.length > query.limit && last
-            ? cursors.consentLedger.encode([last.recorded_key, last.id])
-            : null,
+        events: page.rows,
+        nextCursor: page.nextCursor,
       };
     },
 
@@ -246,19 +242,20 @@ export function createConsentsService(deps: ConsentsDeps) {
       purposeId: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
-      const afterContactId = cursors.contactId.decode(query.cursor)?.[0];
+      // A forged cursor is a 400 even for a purpose that does not exist.
+      cursors.contactId.decode(query.cursor);
       await purposeLookups.require(db, accountId, purposeId);
-      const rows = await audiencePage(db, accountId, purposeId, {
-        limit: query.limit + 1,
-        afterContactId,
-      });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last ? cursors.contactId.encode([last.contact_id]) : null,
-      };
+      // The statement places the cursor itself, on both tables it walks (see audiencePage).
+      return keysetPageWith(
+        (after, limit) =>
+          audiencePage(db, accountId, purposeId, { limit, afterContactId: after?.[0] }),
+        {
+          codec: cursors.contactId,
+          cursorOf: (row) => [row.contact_id],
+          limit: query.limit,
+          cursor: query.cursor,
+        },
+      );
     },
   };
 }

@@ -1,4 +1,5 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { cursors, type KeysetPage, keysetPage } from '../../db/keyset.js';
 import type { ContactImportErrorRow, ContactImportRow, DB } from '../../db/schema.js';
 
 /**
@@ -314,23 +315,27 @@ export async function insertRowErrors(
   }
 }
 
-/** One page of an import's row errors in (row, ordinal) order, after the cursor. */
-export async function listRowErrors(
+/** One page of an import's row errors in (row, ordinal) order. */
+export function listRowErrors(
   db: Kysely<DB>,
   accountId: string,
   importId: string,
-  query: { limit: number; after?: { rowNumber: number; ordinal: number } | undefined },
-): Promise<ContactImportErrorRow[]> {
-  let q = db
+  page: { limit: number; cursor?: string | undefined },
+): Promise<KeysetPage<ContactImportErrorRow>> {
+  const q = db
     .selectFrom('contact_import_errors')
     .selectAll()
     .where('account_id', '=', accountId)
     .where('import_id', '=', importId);
-  if (query.after) {
-    const { rowNumber, ordinal } = query.after;
-    q = q.where(sql<boolean>`(row_number, ordinal) > (${rowNumber}::int, ${ordinal}::int)`);
-  }
-  return q.orderBy('row_number').orderBy('ordinal').limit(query.limit).execute();
+  return keysetPage(q, {
+    codec: cursors.importError,
+    keys: [
+      { column: 'row_number', cursorValue: (row) => row.row_number, toSql: (v) => sql`${v}::int` },
+      { column: 'ordinal', cursorValue: (row) => row.ordinal, toSql: (v) => sql`${v}::int` },
+    ],
+    limit: page.limit,
+    cursor: page.cursor,
+  });
 }
 
 /**

@@ -215,20 +215,11 @@ export function createContactImportsService(deps: {
     },
 
     async listErrors(accountId: string, id: string, query: { limit: number; cursor?: string }) {
-      const key = cursors.importError.decode(query.cursor);
+      // A forged cursor is a 400 even for an import that does not exist.
+      cursors.importError.decode(query.cursor);
       const job = await get(accountId, id);
-      const after = key ? { rowNumber: key[0], ordinal: key[1] } : undefined;
-      const rows = await listRowErrors(db, accountId, id, { limit: query.limit + 1, after });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        job,
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last
-            ? cursors.importError.encode([last.row_number, last.ordinal])
-            : null,
-      };
+      const page = await listRowErrors(db, accountId, id, query);
+      return { job, rows: page.rows, nextCursor: page.nextCursor };
     },
 
     /**

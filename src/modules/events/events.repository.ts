@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import { type Kysely, sql } from 'kysely';
+import { cursors, keysetFeed } from '../../db/keyset.js';
 import type { DB, EventRow } from '../../db/schema.js';
 import type { LinkSealer } from '../../lib/link-sealing.js';
 import { lockAccountJournal } from '../audit/audit.service.js';
@@ -86,18 +87,23 @@ export async function appendEvents(
     .execute();
 }
 
-export async function listEvents(
+/** One read of the account's feed in seq order, after the reader's cursor. */
+export function listEvents(
   db: Kysely<DB>,
   accountId: string,
-  query: { afterSeq: number; limit: number; types?: EventType[] | undefined },
-): Promise<EventRow[]> {
-  let q = db
-    .selectFrom('events')
-    .selectAll()
-    .where('account_id', '=', accountId)
-    .where('seq', '>', sql<string>`${query.afterSeq}::bigint`);
+  query: { cursor?: string | undefined; limit: number; types?: EventType[] | undefined },
+): Promise<{ rows: EventRow[]; nextCursor: string }> {
+  let q = db.selectFrom('events').selectAll().where('account_id', '=', accountId);
   if (query.types?.length) q = q.where('type', 'in', query.types);
-  return q.orderBy('seq').limit(query.limit).execute();
+  return keysetFeed(q, {
+    codec: cursors.eventSeq,
+    keys: [
+      { column: 'seq', cursorValue: (row) => Number(row.seq), toSql: (v) => sql`${v}::bigint` },
+    ],
+    limit: query.limit,
+    cursor: query.cursor,
+    start: [0],
+  });
 }
 
 /** Art. 17: forgets a contact's events, in the erasure's transaction. */

@@ -1,5 +1,4 @@
 import type { Kysely } from 'kysely';
-import { cursors } from '../../db/keyset.js';
 import type { DB } from '../../db/schema.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { type EventType, listEvents } from './events.repository.js';
@@ -18,17 +17,12 @@ export function createEventsService(deps: { db: Kysely<DB>; hashSecret: string }
       accountId: string,
       query: { limit: number; cursor?: string | undefined; type?: EventType | undefined },
     ) {
-      const afterSeq = cursors.eventSeq.decode(query.cursor)?.[0] ?? 0;
-      const rows = await listEvents(db, accountId, {
-        afterSeq,
+      const page = await listEvents(db, accountId, {
+        cursor: query.cursor,
         limit: query.limit,
         types: query.type ? [query.type] : undefined,
       });
-      const last = rows[rows.length - 1];
-      return {
-        data: rows.map((row) => toEvent(row, sealer)),
-        nextCursor: cursors.eventSeq.encode([last ? Number(last.seq) : afterSeq]),
-      };
+      return { data: page.rows.map((row) => toEvent(row, sealer)), nextCursor: page.nextCursor };
     },
   };
 }

@@ -1,4 +1,5 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { cursors, keysetPage } from '../../db/keyset.js';
 import type { DB, NoticeVersionRow, PurposeRow } from '../../db/schema.js';
 
 /** The only SQL on `purposes` and `notice_versions`. */
@@ -37,15 +38,18 @@ export async function findPurposeRef(db: Db, accountId: string, id: string) {
     .executeTakeFirst();
 }
 
-/** Purposes by key, after `afterKey`; `limit` rows at most. */
-export async function listPurposes(
+/** One page of the account's purposes, by key. */
+export function listPurposes(
   db: Db,
   accountId: string,
-  query: { limit: number; afterKey?: string | undefined },
+  page: { limit: number; cursor?: string | undefined },
 ) {
-  let q = purposes(db, accountId);
-  if (query.afterKey !== undefined) q = q.where('purposes.key', '>', query.afterKey);
-  return q.orderBy('purposes.key').limit(query.limit).execute();
+  return keysetPage(purposes(db, accountId), {
+    codec: cursors.purposeKey,
+    keys: [{ column: 'purposes.key', cursorValue: (row) => row.key }],
+    limit: page.limit,
+    cursor: page.cursor,
+  });
 }
 
 export async function purposeIdByKey(trx: Transaction<DB>, accountId: string, key: string) {
@@ -110,14 +114,14 @@ export async function purposeSummaries(db: Db, accountId: string, ids: string[])
     .execute();
 }
 
-/** A purpose's notice versions (without their text) after `afterVersion`, oldest first. */
-export async function listNoticeVersions(
+/** One page of a purpose's notice versions (without their text), oldest first. */
+export function listNoticeVersions(
   db: Db,
   accountId: string,
   purposeId: string,
-  query: { limit: number; afterVersion?: number | undefined },
+  page: { limit: number; cursor?: string | undefined },
 ) {
-  let q = db
+  const q = db
     .selectFrom('notice_versions')
     .select([
       'account_id',
@@ -130,8 +134,12 @@ export async function listNoticeVersions(
     ])
     .where('account_id', '=', accountId)
     .where('purpose_id', '=', purposeId);
-  if (query.afterVersion !== undefined) q = q.where('version', '>', query.afterVersion);
-  return q.orderBy('version').limit(query.limit).execute();
+  return keysetPage(q, {
+    codec: cursors.noticeVersion,
+    keys: [{ column: 'version', cursorValue: (row) => row.version }],
+    limit: page.limit,
+    cursor: page.cursor,
+  });
 }
 
 export async function findNoticeVersion(

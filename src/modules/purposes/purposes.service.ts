@@ -202,18 +202,7 @@ export function createPurposesService(deps: { db: Kysely<DB> }) {
     createNoticeIn,
 
     async list(accountId: string, query: { limit: number; cursor?: string | undefined }) {
-      const after = cursors.purposeKey.decode(query.cursor);
-      const rows = await listPurposes(db, accountId, {
-        limit: query.limit + 1,
-        afterKey: after?.[0],
-      });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last ? cursors.purposeKey.encode([last.key]) : null,
-      };
+      return listPurposes(db, accountId, query);
     },
 
     async create(ctx: RequestContext, accountId: string, input: PurposeInput) {
@@ -235,19 +224,10 @@ export function createPurposesService(deps: { db: Kysely<DB> }) {
       purposeId: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
-      const after = cursors.noticeVersion.decode(query.cursor);
+      // A forged cursor is a 400 even for a purpose that does not exist.
+      cursors.noticeVersion.decode(query.cursor);
       await get(accountId, purposeId);
-      const rows = await listNoticeVersions(db, accountId, purposeId, {
-        limit: query.limit + 1,
-        afterVersion: after?.[0],
-      });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return {
-        rows: page,
-        nextCursor:
-          rows.length > query.limit && last ? cursors.noticeVersion.encode([last.version]) : null,
-      };
+      return listNoticeVersions(db, accountId, purposeId, query);
     },
 
     async getNotice(accountId: string, purposeId: string, version: number) {
