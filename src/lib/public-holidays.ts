@@ -7,7 +7,7 @@ import Holidays from 'date-holidays';
 
 let known: ReadonlySet<string> | undefined;
 
-/** Whether `code` is an upper-case ISO 3166-1 alpha-2 code that date-holidays has a calendar for. */
+/** Whether `code` is an upper-case ISO 3166-1 alpha-2 code with a date-holidays calendar. */
 export function isHolidayCountry(code: string): boolean {
   known ??= new Set(Object.keys(new Holidays().getCountries()));
   return /^[A-Z]{2}$/.test(code) && known.has(code);
