@@ -13,6 +13,7 @@ import { rateLimiting } from './http/rate-limit.js';
 import { schemaCompilers } from './http/schema-compilers.js';
 import { responseHeaders, securityHeaders } from './http/security-headers.js';
 import { serverOptions } from './http/server-options.js';
+import { type Clock, clockFromConfig } from './lib/clock.js';
 import type { RedisLink } from './lib/redis.js';
 import { healthRoutes } from './modules/health/health.routes.js';
 import { createHealthService } from './modules/health/health.service.js';
@@ -20,9 +21,18 @@ import { registerAuth } from './modules/identity/auth.plugin.js';
 import { PrincipalCache } from './modules/identity/principal-cache.js';
 import { v1Routes } from './routes.js';
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The service clock (see lib/clock.ts), the one given to the services. */
+    clock: Clock;
+  }
+}
+
 export interface AppDeps {
   config: Config;
   database: Database;
+  /** The service clock; defaults to one built from config (CLOCK_START, else the real time). */
+  clock?: Clock;
   /** A ready pino logger, or `false` to log nothing (defaults to one built from config). */
   logger?: Logger | false;
   /** Shared rate-limit store (see lib/redis.ts); without it each process counts on its own. */
@@ -44,6 +54,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   ).withTypeProvider<ZodTypeProvider>();
   // Past the cap Node closes new connections at once, before they cost a parser and buffers.
   if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
+  const clock = deps.clock ?? clockFromConfig(config);
+  if (!deps.clock && config.CLOCK_START) {
+    app.log.warn({ clockStart: config.CLOCK_START }, 'the service clock starts at CLOCK_START');
+  }
+  app.decorate('clock', clock);
 
   await app.register(schemaCompilers);
   // The API reads JSON only. Fastify also parses text/plain by default, which turns a
@@ -79,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     engine: database.engine,
     config,
     principals,
+    clock,
   });
 
   return app;

@@ -82,6 +82,13 @@ const ALWAYS_CHECK = { when: () => true };
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    // Outside production only: the instant the service clock shows at start; it runs on in real
+    // time from there, so deadlines and expiries can be tried out at another date.
+    CLOCK_START: optionalString.pipe(
+      z.iso
+        .datetime({ offset: true, error: 'must be an instant such as 2027-01-31T09:00:00Z' })
+        .optional(),
+    ),
 
     // HTTP server
     HOST: z.string().min(1).default('127.0.0.1'),
@@ -211,6 +218,13 @@ const envSchema = z
       if (env.NODE_ENV === 'production' && !env[key]) {
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
       }
+    }
+    if (env.NODE_ENV === 'production' && env.CLOCK_START) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['CLOCK_START'],
+        message: 'must not be set in production (the service clock is the real time there)',
+      });
     }
     if (env.IMPORT_BODY_TIMEOUT_MS > 0 && env.BODY_TIMEOUT_MS > env.IMPORT_BODY_TIMEOUT_MS) {
       ctx.addIssue({

@@ -5,6 +5,7 @@ import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
 import { idempotency } from './http/idempotency.js';
+import type { Clock } from './lib/clock.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
 import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
@@ -46,6 +47,8 @@ export interface V1Options {
   engine: Engine;
   config: Config;
   principals: PrincipalCache;
+  /** The time for decisions by date (deadlines, expiries), for the services that make them. */
+  clock: Clock;
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   type Database,
 } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
+import type { Clock } from '../src/lib/clock.js';
 import type { RedisLink } from '../src/lib/redis.js';
 
 type Test = Pick<typeof tap, 'teardown'>;
@@ -86,6 +87,8 @@ export interface BuildOptions {
   logger?: import('pino').Logger;
   /** A shared rate-limit store (from createRedis, as the server builds it); none by default. */
   redis?: RedisLink;
+  /** The service clock (e.g. a TestClock); by default as configured, i.e. the real time. */
+  clock?: Clock;
 }
 
 /** The app as production builds it, on this file's database; closed at the test's end. */
@@ -99,6 +102,7 @@ export async function build(
     database,
     logger: options.logger ?? false,
     ...(options.redis ? { redis: options.redis } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
     rateLimitNamespace: randomBytes(6).toString('hex'),
   });
   t.teardown(() => app.close());

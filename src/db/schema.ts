@@ -15,6 +15,8 @@ export interface AccountsTable {
   dpo_name: string | null;
   dpo_email: string | null;
   dpo_phone: string | null;
+  /** ISO 3166-1 alpha-2; its public holidays postpone deadlines. Null: weekends only. */
+  holiday_country: string | null;
   created_at: CreatedAt;
   updated_at: Timestamp;
   version: Generated<number>;

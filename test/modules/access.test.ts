@@ -264,3 +264,56 @@ t.test('account settings: ETag, If-Match, time zone validation', async (t) => {
   });
   t.equal(unknownField.statusCode, 400);
 });
+
+t.test('account holiday country: unset by default, set, audited, cleared, checked', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const patch = (payload: Record<string, unknown>) =>
+    app.inject({
+      method: 'PATCH',
+      url: '/v1/account',
+      headers: bearer(owner.accessToken),
+      payload,
+    });
+  const read = async () =>
+    (
+      await app.inject({ method: 'GET', url: '/v1/account', headers: bearer(owner.accessToken) })
+    ).json().holidayCountry;
+
+  t.equal(await read(), null, 'weekends only until set');
+  const set = await patch({ holidayCountry: 'SI' });
+  t.equal(set.statusCode, 200, set.body);
+  t.equal(set.json().holidayCountry, 'SI');
+  t.equal(set.json().timeZone, 'Europe/Ljubljana', 'other settings untouched');
+  t.equal(await read(), 'SI');
+  const me = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(owner.accessToken) });
+  t.equal(me.json().account.holidayCountry, 'SI', 'the session’s account shows it too');
+  const audit = await app.inject({
+    method: 'GET',
+    url: '/v1/audit-events?action=account.updated',
+    headers: bearer(owner.accessToken),
+  });
+  t.same(audit.json().data[0].changedFields, ['holidayCountry']);
+
+  for (const bad of ['QQ', 'si', 'SVN', '', 7]) {
+    const res = await patch({ holidayCountry: bad });
+    t.equal(res.statusCode, 400, `${JSON.stringify(bad)} is refused`);
+    t.equal(res.json().errors[0].field, 'body.holidayCountry');
+  }
+  t.equal(await read(), 'SI', 'a refused change leaves it as it was');
+
+  const cleared = await patch({ holidayCountry: null });
+  t.equal(cleared.statusCode, 200, cleared.body);
+  t.equal(cleared.json().holidayCountry, null);
+  t.equal(await read(), null);
+
+  await t.rejects(
+    app.database.db
+      .updateTable('accounts')
+      .set({ holiday_country: 'si' })
+      .where('id', '=', owner.accountId)
+      .execute(),
+    /accounts_holiday_country_valid/,
+    'the database refuses what is not two upper-case letters',
+  );
+});

@@ -23,7 +23,12 @@ export function findAccountForUpdate(trx: Transaction<DB>, id: string) {
 export function updateAccount(
   trx: Transaction<DB>,
   id: string,
-  values: Partial<Pick<AccountRow, 'name' | 'time_zone' | 'dpo_name' | 'dpo_email' | 'dpo_phone'>>,
+  values: Partial<
+    Pick<
+      AccountRow,
+      'name' | 'time_zone' | 'holiday_country' | 'dpo_name' | 'dpo_email' | 'dpo_phone'
+    >
+  >,
   version: number,
 ) {
   return trx

@@ -19,7 +19,7 @@ export const accountRoutes: FastifyPluginAsyncZod<{ accounts: AccountsService }>
       schema: {
         operationId: 'getAccount',
         tags: ['account'],
-        summary: 'Your account: name, time zone, DPO contact',
+        summary: 'Your account: name, time zone, holiday country, DPO contact',
         security: BEARER_OR_API_KEY,
         response: { 200: AccountSchema, ...problemResponses(401, 403) },
       },

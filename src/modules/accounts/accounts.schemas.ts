@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { AccountRow } from '../../db/schema.js';
 import { Email, Id, Instant, toIso } from '../../http/schemas.js';
+import { isHolidayCountry } from '../../lib/public-holidays.js';
 
 /** A valid IANA time zone name, checked against the runtime's tz database. */
 export const TimeZone = z
@@ -17,6 +18,17 @@ export const TimeZone = z
   }, 'must be an IANA time zone such as Europe/Ljubljana')
   .describe('IANA time zone; deadlines (e.g. Art. 12(3)) are computed in it.');
 
+const HOLIDAY_COUNTRY_DESCRIPTION =
+  'ISO 3166-1 alpha-2 country whose public holidays, like weekends, postpone the last day ' +
+  'of a deadline (Reg. 1182/71 Art. 3(4)); null: weekends only.';
+
+/** A country code that the public holiday calendar knows. */
+export const HolidayCountry = z
+  .string()
+  .regex(/^[A-Z]{2}$/, { message: 'must be an upper-case ISO 3166-1 alpha-2 code', abort: true })
+  .refine(isHolidayCountry, 'no public holiday calendar for this country')
+  .describe(HOLIDAY_COUNTRY_DESCRIPTION);
+
 export const DpoContactSchema = z
   .object({
     name: z.string().nullable(),
@@ -30,6 +42,7 @@ export const AccountSchema = z
     id: Id,
     name: z.string(),
     timeZone: z.string(),
+    holidayCountry: z.string().nullable().describe(HOLIDAY_COUNTRY_DESCRIPTION),
     dpo: DpoContactSchema,
     createdAt: Instant,
     updatedAt: Instant,
@@ -41,6 +54,7 @@ export const AccountSchema = z
       id: '6d1c2b3a-0f4e-4c5d-8e9f-a0b1c2d3e4f5',
       name: 'Example Shop d.o.o.',
       timeZone: 'Europe/Ljubljana',
+      holidayCountry: 'SI',
       dpo: { name: 'Privacy Officer', email: 'dpo@example.com', phone: '+386 1 000 0000' },
       createdAt: '2026-11-25T14:00:00.000Z',
       updatedAt: '2026-11-25T14:00:00.000Z',
@@ -53,6 +67,7 @@ export function toAccount(row: AccountRow): z.infer<typeof AccountSchema> {
     id: row.id,
     name: row.name,
     timeZone: row.time_zone,
+    holidayCountry: row.holiday_country,
     dpo: { name: row.dpo_name, email: row.dpo_email, phone: row.dpo_phone },
     createdAt: toIso(row.created_at),
     updatedAt: toIso(row.updated_at),
@@ -64,6 +79,7 @@ export const AccountPatchBody = z
   .object({
     name: z.string().trim().min(1).max(200).optional(),
     timeZone: TimeZone.optional(),
+    holidayCountry: HolidayCountry.nullable().optional(),
     dpo: z
       .object({
         name: z.string().trim().min(1).max(200).nullable().optional(),
@@ -76,6 +92,7 @@ export const AccountPatchBody = z
   .meta({
     example: {
       timeZone: 'Europe/Ljubljana',
+      holidayCountry: 'SI',
       dpo: { name: 'Privacy Officer', email: 'dpo@example.com', phone: '+386 1 000 0000' },
     },
   });

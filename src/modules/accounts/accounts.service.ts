@@ -18,6 +18,8 @@ export { findAccount, insertAccount };
 export interface AccountPatch {
   name?: string | undefined;
   timeZone?: string | undefined;
+  /** null clears it. */
+  holidayCountry?: string | null | undefined;
   dpo?:
     | {
         name?: string | null | undefined;
@@ -30,13 +32,17 @@ export interface AccountPatch {
 const COLUMN_OF = {
   name: 'name',
   timeZone: 'time_zone',
+  holidayCountry: 'holiday_country',
   'dpo.name': 'dpo_name',
   'dpo.email': 'dpo_email',
   'dpo.phone': 'dpo_phone',
 } as const;
 
 type AccountValues = Partial<
-  Pick<AccountRow, 'name' | 'time_zone' | 'dpo_name' | 'dpo_email' | 'dpo_phone'>
+  Pick<
+    AccountRow,
+    'name' | 'time_zone' | 'holiday_country' | 'dpo_name' | 'dpo_email' | 'dpo_phone'
+  >
 >;
 
 /**
@@ -54,6 +60,9 @@ export async function updateAccountIn(
   const values: AccountValues = {};
   if (patch.name !== undefined) values[COLUMN_OF.name] = patch.name;
   if (patch.timeZone !== undefined) values[COLUMN_OF.timeZone] = patch.timeZone;
+  if (patch.holidayCountry !== undefined) {
+    values[COLUMN_OF.holidayCountry] = patch.holidayCountry;
+  }
   for (const key of ['name', 'email', 'phone'] as const) {
     const value = patch.dpo?.[key];
     if (value !== undefined) values[COLUMN_OF[`dpo.${key}`]] = value;
@@ -79,7 +88,7 @@ export async function updateAccountIn(
   return updated;
 }
 
-/** The customer's own settings: name, time zone, DPO contact. */
+/** The customer's own settings: name, time zone, holiday country, DPO contact. */
 export function createAccountsService(deps: {
   db: Kysely<DB>;
   principals: Pick<PrincipalCache, 'forgetAccount'>;
