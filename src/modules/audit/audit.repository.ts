@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import type { AuditEventRow, DB } from '../../db/schema.js';
+import { uuidV7 } from '../../lib/uuid-v7.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -16,13 +17,25 @@ export interface AuditEntry {
   changedFields: string[];
 }
 
+/** The formula new entries are hashed with (see {@link entryHash}). */
+export const CURRENT_HASH_VERSION = 2;
+
+type HashedFields = Omit<AuditEventRow, 'hash' | 'hash_version'>;
+
 /**
  * The hash of one entry: SHA-256 over a JSON array of its fields in a fixed order, ending with
  * the previous entry's hash. Changing any stored field, or removing or reordering entries,
- * changes every hash after it.
+ * changes every hash after it. Each row says which formula it was hashed with (`hash_version`):
+ * - 1: the fields from `account_id` to `prev_hash` below, without the id (rows written before
+ *   the column existed keep it, and are verified with it);
+ * - 2: the version itself, then the entry's `id`, then the same fields: the id is bound to its
+ *   position, so an entry cannot be swapped for another with the same content.
+ * Versions never go down along a chain: a version-1 entry after a version-2 one is a break
+ * (`hash_version_downgrade`), since relabelling rewritten entries as version 1 would otherwise
+ * drop their ids from the hashes. Returns null for a version this code does not know.
  */
-export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
-  const material = JSON.stringify([
+export function entryHash(row: HashedFields, version: number): string | null {
+  const fields = [
     row.account_id,
     row.seq,
     new Date(row.occurred_at).toISOString(),
@@ -35,8 +48,12 @@ export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
     row.ip,
     row.changed_fields,
     row.prev_hash,
-  ]);
-  return createHash('sha256').update(material).digest('hex');
+  ];
+  let material: unknown[];
+  if (version === 1) material = fields;
+  else if (version === 2) material = [2, row.id, ...fields];
+  else return null;
+  return createHash('sha256').update(JSON.stringify(material)).digest('hex');
 }
 
 /**
@@ -65,10 +82,13 @@ export async function appendAuditEvent(trx: Kysely<DB>, entry: AuditEntry): Prom
     .orderBy('seq', 'desc')
     .limit(1)
     .executeTakeFirst();
+  const occurredAt = new Date();
   const base = {
+    // Made here, not by the column default: the hash covers it.
+    id: uuidV7(occurredAt),
     account_id: entry.accountId,
     seq: (last?.seq ?? 0) + 1,
-    occurred_at: new Date(),
+    occurred_at: occurredAt,
     actor_type: entry.actorType,
     actor_id: entry.actorId,
     action: entry.action,
@@ -81,7 +101,11 @@ export async function appendAuditEvent(trx: Kysely<DB>, entry: AuditEntry): Prom
   };
   return trx
     .insertInto('audit_events')
-    .values({ ...base, hash: entryHash(base) })
+    .values({
+      ...base,
+      hash: entryHash(base, CURRENT_HASH_VERSION)!,
+      hash_version: CURRENT_HASH_VERSION,
+    })
     .returningAll()
     .executeTakeFirstOrThrow();
 }

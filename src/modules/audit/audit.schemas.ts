@@ -40,7 +40,14 @@ export const VerificationSchema = z
       .object({
         seq: z.number().int(),
         id: Id,
-        reason: z.enum(['hash_mismatch', 'broken_link', 'gap']),
+        reason: z
+          .enum(['hash_mismatch', 'broken_link', 'gap', 'hash_version_downgrade'])
+          .describe(
+            '`hash_mismatch`: the entry no longer matches its hash. `broken_link`: its ' +
+              '`prevHash` is not the previous entry’s hash. `gap`: entries before it are ' +
+              'missing. `hash_version_downgrade`: hashed with an older formula than an ' +
+              'entry before it.',
+          ),
       })
       .nullable()
       .describe('The first entry that fails verification, if any.'),

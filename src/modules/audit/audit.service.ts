@@ -81,18 +81,21 @@ export async function listAudit(
   };
 }
 
+export type ChainBreak = 'hash_mismatch' | 'broken_link' | 'gap' | 'hash_version_downgrade';
+
 export interface ChainVerification {
   valid: boolean;
   checked: number;
   lastSeq: number | null;
   lastHash: string | null;
-  firstBroken: { seq: number; id: string; reason: 'hash_mismatch' | 'broken_link' | 'gap' } | null;
+  firstBroken: { seq: number; id: string; reason: ChainBreak } | null;
 }
 
 /**
- * Walks the account's chain from the first entry, recomputing each hash. Reports the first
- * entry whose content no longer matches its hash, whose link to its predecessor is broken, or
- * whose sequence number skips (an entry was removed).
+ * Walks the account's chain from the first entry, recomputing each hash with the formula of
+ * its `hash_version`. Reports the first entry whose content no longer matches its hash, whose
+ * link to its predecessor is broken, whose sequence number skips (an entry was removed), or
+ * whose hash version goes down.
  */
 export async function verifyAuditChain(
   db: Kysely<DB>,
@@ -100,11 +103,12 @@ export async function verifyAuditChain(
 ): Promise<ChainVerification> {
   let prevHash = GENESIS_HASH;
   let expectedSeq = 1;
+  let highestVersion = 1;
   let checked = 0;
   let lastSeq: number | null = null;
   for await (const row of walkChain(db, accountId)) {
     checked++;
-    const broken = (reason: 'hash_mismatch' | 'broken_link' | 'gap') => ({
+    const broken = (reason: ChainBreak) => ({
       valid: false,
       checked,
       lastSeq,
@@ -113,7 +117,9 @@ export async function verifyAuditChain(
     });
     if (row.seq !== expectedSeq) return broken('gap');
     if (row.prev_hash !== prevHash) return broken('broken_link');
-    if (entryHash(row) !== row.hash) return broken('hash_mismatch');
+    if (row.hash_version < highestVersion) return broken('hash_version_downgrade');
+    if (entryHash(row, row.hash_version) !== row.hash) return broken('hash_mismatch');
+    highestVersion = row.hash_version;
     prevHash = row.hash;
     lastSeq = row.seq;
     expectedSeq++;
