@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
-import type { AuditEventRow, DB } from '../../db/schema.js';
+import type { AuditCheckpointRow, AuditEventRow, DB } from '../../db/schema.js';
 import { uuidV7 } from '../../lib/uuid-v7.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -150,4 +150,107 @@ export async function* walkChain(db: Kysely<DB>, accountId: string, pageSize = 1
     yield* rows;
     after = rows[rows.length - 1]!.seq;
   }
+}
+
+/** The last entry of the account's chain, or undefined for an empty chain. */
+export async function chainHead(db: Kysely<DB>, accountId: string) {
+  return db
+    .selectFrom('audit_events')
+    .select(['seq', 'hash'])
+    .where('account_id', '=', accountId)
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export async function insertCheckpoint(
+  trx: Kysely<DB>,
+  checkpoint: AuditCheckpointRow,
+): Promise<AuditCheckpointRow> {
+  return trx
+    .insertInto('audit_checkpoints')
+    .values(checkpoint)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findCheckpoint(db: Kysely<DB>, accountId: string, seq: number) {
+  return db
+    .selectFrom('audit_checkpoints')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('seq', '=', seq)
+    .executeTakeFirst();
+}
+
+/** The account's newest checkpoint (highest seq), or undefined. */
+export async function latestCheckpoint(db: Kysely<DB>, accountId: string) {
+  return db
+    .selectFrom('audit_checkpoints')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+/** Newest first: checkpoints with seq below `beforeSeq`. */
+export async function listCheckpoints(
+  db: Kysely<DB>,
+  accountId: string,
+  page: { beforeSeq?: number | undefined; limit: number },
+) {
+  let query = db.selectFrom('audit_checkpoints').selectAll().where('account_id', '=', accountId);
+  if (page.beforeSeq !== undefined) query = query.where('seq', '<', page.beforeSeq);
+  return query.orderBy('seq', 'desc').limit(page.limit).execute();
+}
+
+/** The account's checkpoints up to `untilSeq`, oldest first, a page at a time. */
+export async function* walkCheckpoints(
+  db: Kysely<DB>,
+  accountId: string,
+  untilSeq: number,
+  pageSize = 1000,
+) {
+  let after = 0;
+  for (;;) {
+    const rows = await db
+      .selectFrom('audit_checkpoints')
+      .selectAll()
+      .where('account_id', '=', accountId)
+      .where('seq', '>', after)
+      .where('seq', '<=', untilSeq)
+      .orderBy('seq', 'asc')
+      .limit(pageSize)
+      .execute();
+    if (rows.length === 0) return;
+    yield* rows;
+    after = rows[rows.length - 1]!.seq;
+  }
+}
+
+/**
+ * Accounts whose chain has entries past their newest checkpoint (or no checkpoint at all).
+ * A skip scan over the primary keys: the recursive part jumps from one account to the next
+ * with one index probe each, and head and checkpoint are each one more probe, so the cost
+ * grows with the number of accounts, not of entries.
+ */
+export async function accountsWithUncheckpointedEntries(db: Kysely<DB>): Promise<string[]> {
+  const result = await sql<{ account_id: string }>`
+    with recursive chains(account_id) as (
+      (select account_id from audit_events order by account_id limit 1)
+      union all
+      select (
+        select e.account_id from audit_events e
+        where e.account_id > chains.account_id order by e.account_id limit 1
+      )
+      from chains where chains.account_id is not null
+    )
+    select account_id from chains
+    where account_id is not null
+      and (select e.seq from audit_events e where e.account_id = chains.account_id
+           order by e.seq desc limit 1)
+        > coalesce((select c.seq from audit_checkpoints c where c.account_id = chains.account_id
+           order by c.seq desc limit 1), 0)`.execute(db);
+  return result.rows.map((row) => row.account_id);
 }
