@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -106,6 +106,9 @@ export async function startService(options: StartOptions): Promise<Target> {
       RATE_LIMIT_WINDOW: '1 minute',
       JWT_SECRET: randomBytes(32).toString('hex'),
       HASH_SECRET: randomBytes(32).toString('hex'),
+      AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString(),
       // The login scenario hammers one account from one address: lift the login throttles.
       LOGIN_MAX_PER_IP_PER_MINUTE: '100000000',
       LOGIN_MAX_FAILURES_PER_CLIENT: '100000000',

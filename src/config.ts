@@ -1,3 +1,4 @@
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
@@ -72,6 +73,30 @@ const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+const ED25519_KEY_FORMS =
+  'must be an Ed25519 private key: PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), or that PEM ' +
+  'base64-encoded on one line';
+
+/**
+ * AUDIT_SIGNING_KEY, parsed here so that a wrong key stops the start rather than the first
+ * checkpoint. PEM as it is (line breaks may be written as `\n`, as env files and secret stores
+ * often need), or the whole PEM base64-encoded. The value is never echoed in an error.
+ */
+const ed25519PrivateKey = optionalString.transform((raw, ctx): KeyObject | undefined => {
+  if (raw === undefined) return undefined;
+  const pem = raw.startsWith('-----BEGIN')
+    ? raw.replaceAll('\\n', '\n')
+    : Buffer.from(raw, 'base64').toString('utf8');
+  try {
+    const key = createPrivateKey({ key: pem, format: 'pem' });
+    if (key.asymmetricKeyType === 'ed25519') return key;
+  } catch {
+    // not a key at all: reported below, like a key of another type
+  }
+  ctx.addIssue({ code: 'custom', message: ED25519_KEY_FORMS });
+  return z.NEVER;
+});
 
 /**
  * zod skips an object's refinements once any field has failed; this runs the cross-field checks
@@ -205,6 +230,15 @@ const envSchema = z
     // were read and more than this fraction of them was rejected (1 never stops).
     IMPORT_MAX_ERROR_RATE: z.coerce.number().min(0).max(1).default(0.5),
     IMPORT_ERROR_RATE_MIN_ROWS: int(1000, 1),
+
+    // Audit checkpoints: the audit chains' heads, signed with Ed25519 so that a customer who
+    // keeps copies can prove entries were removed (see docs/audit-checkpoints.md).
+    // The signing key; required in production. Unset elsewhere: a key generated per process.
+    AUDIT_SIGNING_KEY: ed25519PrivateKey,
+    // An append whose seq is a multiple of this is checkpointed in its own transaction (0 = off).
+    AUDIT_CHECKPOINT_EVERY: int(100, 0, 1_000_000),
+    // This often, every account whose chain grew since its last checkpoint gets one (0 = off).
+    AUDIT_CHECKPOINT_INTERVAL_MS: int(3_600_000, 0, 7 * 86_400_000),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
@@ -214,8 +248,8 @@ const envSchema = z
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
       });
     }
-    for (const key of ['JWT_SECRET', 'HASH_SECRET'] as const) {
-      if (env.NODE_ENV === 'production' && !env[key]) {
+    for (const key of ['JWT_SECRET', 'HASH_SECRET', 'AUDIT_SIGNING_KEY'] as const) {
+      if (env.NODE_ENV === 'production' && env[key] === undefined) {
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
       }
     }

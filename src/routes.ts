@@ -12,6 +12,7 @@ import { apiKeysRoutes } from './modules/api-keys/api-keys.routes.js';
 import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
 import { auditRoutes } from './modules/audit/audit.routes.js';
 import { createAuditService } from './modules/audit/audit.service.js';
+import { checkpointSigningKeyOf } from './modules/audit/checkpoint-signing.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
 import { createConsentLinksService } from './modules/consents/consent-links.service.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
@@ -61,7 +62,16 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   const users = createUsersService({ db, config, principals });
   const apiKeys = createApiKeysService({ db });
   const ops = createOpsService({ db, auth, accounts });
-  const audit = createAuditService({ db });
+  const audit = createAuditService({
+    db,
+    signingKey: checkpointSigningKeyOf(config, v1.log),
+    checkpointEvery: config.AUDIT_CHECKPOINT_EVERY,
+    checkpointIntervalMs: config.AUDIT_CHECKPOINT_INTERVAL_MS,
+    log: v1.log,
+  });
+  // Signed checkpoints of the audit chains, for as long as the app runs.
+  audit.startCheckpointing();
+  v1.addHook('onClose', () => audit.stopCheckpointing());
   const purposes = createPurposesService({ db });
   const hashSecret = hashSecretOf(config, v1.log);
   const consents = createConsentsService({

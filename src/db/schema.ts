@@ -94,6 +94,21 @@ export interface AuditEventsTable {
   changed_fields: string[];
   prev_hash: string;
   hash: string;
+  /** Which formula `hash` was computed with (see entryHash in the audit module). */
+  hash_version: Generated<number>;
+}
+
+/** Ed25519-signed checkpoints of the audit chains; the private key is never stored. */
+export interface AuditCheckpointsTable {
+  account_id: string;
+  seq: number;
+  hash: string;
+  signed_at: Date;
+  key_id: string;
+  /** SPKI of the signing key, PEM. */
+  public_key: string;
+  /** Base64. */
+  signature: string;
 }
 
 export type ContactStatus = 'active' | 'unsubscribed' | 'bounced';
@@ -269,6 +284,7 @@ export interface DB {
   login_throttles: LoginThrottlesTable;
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
+  audit_checkpoints: AuditCheckpointsTable;
   contacts: ContactsTable;
   contact_address_history: ContactAddressHistoryTable;
   suppressions: SuppressionsTable;
@@ -289,6 +305,7 @@ export type NewUser = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type AuditEventRow = Selectable<AuditEventsTable>;
+export type AuditCheckpointRow = Selectable<AuditCheckpointsTable>;
 export type ContactRow = Selectable<ContactsTable>;
 export type PurposeRow = Selectable<PurposesTable>;
 export type NoticeVersionRow = Selectable<NoticeVersionsTable>;

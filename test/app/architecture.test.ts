@@ -42,6 +42,7 @@ const TABLE_OWNERS: Record<string, string> = {
   login_throttles: 'src/modules/identity/',
   api_keys: 'src/modules/api-keys/',
   audit_events: 'src/modules/audit/',
+  audit_checkpoints: 'src/modules/audit/',
   contacts: 'src/modules/contacts/',
   contact_address_history: 'src/modules/contacts/',
   erasures: 'src/modules/contacts/',

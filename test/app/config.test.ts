@@ -1,3 +1,4 @@
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import t from 'tap';
 import { ConfigError, loadConfig } from '../../src/config.js';
 
@@ -216,4 +217,64 @@ t.test('a variable set under its old name stops the start, naming the new one', 
     3_600_000,
     'empty is unset',
   );
+});
+
+t.test('AUDIT_SIGNING_KEY: an Ed25519 PKCS#8 PEM, required in production', async (t) => {
+  const production = {
+    NODE_ENV: 'production',
+    JWT_SECRET: 'production-jwt-secret-0123456789abcdef',
+    HASH_SECRET: 'production-hash-secret-0123456789abcdef',
+  };
+  const err = configError(production);
+  t.same(
+    err.problems,
+    ['AUDIT_SIGNING_KEY: is required in production'],
+    'production without a key does not start',
+  );
+
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  for (const [form, value] of Object.entries({
+    PEM: pem,
+    'base64 of the PEM': Buffer.from(pem).toString('base64'),
+    'PEM with \\n for line breaks': pem.replaceAll('\n', '\\n'),
+  })) {
+    const key = loadConfig({ ...production, AUDIT_SIGNING_KEY: value }).AUDIT_SIGNING_KEY;
+    t.equal(key?.asymmetricKeyType, 'ed25519', `${form} is read`);
+    t.ok(key?.equals(privateKey), `${form}: the same key`);
+  }
+  t.equal(loadConfig({}).AUDIT_SIGNING_KEY, undefined, 'optional outside production');
+
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 })
+    .privateKey.export({ type: 'pkcs8', format: 'pem' })
+    .toString();
+  for (const [what, value] of Object.entries({
+    'an RSA key': rsa,
+    'the public half': createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }),
+    'a word': 'not-a-key-s3cr3t',
+  })) {
+    const bad = configError({ ...production, AUDIT_SIGNING_KEY: value.toString() });
+    t.same(
+      bad.problems.map((p) => p.split(':')[0]),
+      ['AUDIT_SIGNING_KEY'],
+      `${what} is refused`,
+    );
+    t.match(bad.message, /Ed25519/);
+    const body = value.toString().split('\n')[1] ?? value.toString();
+    t.notOk(bad.message.includes(body.slice(0, 24)), 'the value is not echoed');
+  }
+});
+
+t.test('audit checkpoint cadence: defaults, and 0 turns each off', async (t) => {
+  const config = loadConfig({});
+  t.equal(config.AUDIT_CHECKPOINT_EVERY, 100);
+  t.equal(config.AUDIT_CHECKPOINT_INTERVAL_MS, 3_600_000);
+  const off = loadConfig({ AUDIT_CHECKPOINT_EVERY: '0', AUDIT_CHECKPOINT_INTERVAL_MS: '0' });
+  t.equal(off.AUDIT_CHECKPOINT_EVERY, 0);
+  t.equal(off.AUDIT_CHECKPOINT_INTERVAL_MS, 0);
+  const err = configError({ AUDIT_CHECKPOINT_EVERY: '-1', AUDIT_CHECKPOINT_INTERVAL_MS: 'hourly' });
+  t.same(err.problems.map((p) => p.split(':')[0]).sort(), [
+    'AUDIT_CHECKPOINT_EVERY',
+    'AUDIT_CHECKPOINT_INTERVAL_MS',
+  ]);
 });

@@ -259,6 +259,7 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   listContactImports: 'createdAt',
   opsListAccounts: 'createdAt',
   listAuditEvents: 'auditSeq',
+  listAuditCheckpoints: 'auditSeq',
   listPurposes: 'purposeKey',
   listNoticeVersions: 'noticeVersion',
   listContactImportErrors: 'importError',

@@ -132,6 +132,14 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     chainBefore + 1,
     'only B’s own login above was added to B’s chain',
   );
+  // A signed a checkpoint of its own chain above (POST /v1/audit-events/checkpoints): none of B's.
+  const bCheckpoints = await app.inject({
+    method: 'GET',
+    url: '/v1/audit-events/checkpoints',
+    headers: bearer(b.accessToken),
+  });
+  t.same(bCheckpoints.json().data, [], 'A signed no checkpoint of B’s chain');
+  t.equal(verify.json().checkpoint, null);
 });
 
 t.test('operators act through /v1/ops, audited in the account’s chain', async (t) => {

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -104,6 +104,11 @@ interface Server {
   stderr: string[];
 }
 
+/** Production needs one; the same for every start, as a real deployment keeps its key. */
+const AUDIT_SIGNING_KEY = generateKeyPairSync('ed25519')
+  .privateKey.export({ type: 'pkcs8', format: 'pem' })
+  .toString();
+
 async function startServer(store: Storage): Promise<Server> {
   const port = await freePort();
   const stderr: string[] = [];
@@ -118,6 +123,7 @@ async function startServer(store: Storage): Promise<Server> {
       LOG_PRETTY: 'false',
       JWT_SECRET: 'kill-test-jwt-secret-0123456789abcdef0123',
       HASH_SECRET: 'kill-test-hash-secret-0123456789abcdef012',
+      AUDIT_SIGNING_KEY,
       IMPORT_LEASE_SECONDS: '1',
       RATE_LIMIT_MAX: '100000',
       REDIS_URL: '',

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { cursors, keysetPage } from '../../db/keyset.js';
-import type { AuditEventRow, DB } from '../../db/schema.js';
+import type { AuditCheckpointRow, AuditEventRow, DB } from '../../db/schema.js';
+import { uuidV7 } from '../../lib/uuid-v7.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -17,13 +18,25 @@ export interface AuditEntry {
   changedFields: string[];
 }
 
+/** The formula new entries are hashed with (see {@link entryHash}). */
+export const CURRENT_HASH_VERSION = 2;
+
+type HashedFields = Omit<AuditEventRow, 'hash' | 'hash_version'>;
+
 /**
  * The hash of one entry: SHA-256 over a JSON array of its fields in a fixed order, ending with
  * the previous entry's hash. Changing any stored field, or removing or reordering entries,
- * changes every hash after it.
+ * changes every hash after it. Each row says which formula it was hashed with (`hash_version`):
+ * - 1: the fields from `account_id` to `prev_hash` below, without the id (rows written before
+ *   the column existed keep it, and are verified with it);
+ * - 2: the version itself, then the entry's `id`, then the same fields: the id is bound to its
+ *   position, so an entry cannot be swapped for another with the same content.
+ * Versions never go down along a chain: a version-1 entry after a version-2 one is a break
+ * (`hash_version_downgrade`), since relabelling rewritten entries as version 1 would otherwise
+ * drop their ids from the hashes. Returns null for a version this code does not know.
  */
-export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
-  const material = JSON.stringify([
+export function entryHash(row: HashedFields, version: number): string | null {
+  const fields = [
     row.account_id,
     row.seq,
     new Date(row.occurred_at).toISOString(),
@@ -36,8 +49,12 @@ export function entryHash(row: Omit<AuditEventRow, 'id' | 'hash'>): string {
     row.ip,
     row.changed_fields,
     row.prev_hash,
-  ]);
-  return createHash('sha256').update(material).digest('hex');
+  ];
+  let material: unknown[];
+  if (version === 1) material = fields;
+  else if (version === 2) material = [2, row.id, ...fields];
+  else return null;
+  return createHash('sha256').update(JSON.stringify(material)).digest('hex');
 }
 
 /**
@@ -69,10 +86,13 @@ export async function appendAuditEvent(
     .orderBy('seq', 'desc')
     .limit(1)
     .executeTakeFirst();
+  const occurredAt = new Date();
   const base = {
+    // Made here, not by the column default: the hash covers it.
+    id: uuidV7(occurredAt),
     account_id: entry.accountId,
     seq: (last?.seq ?? 0) + 1,
-    occurred_at: new Date(),
+    occurred_at: occurredAt,
     actor_type: entry.actorType,
     actor_id: entry.actorId,
     action: entry.action,
@@ -85,7 +105,11 @@ export async function appendAuditEvent(
   };
   return trx
     .insertInto('audit_events')
-    .values({ ...base, hash: entryHash(base) })
+    .values({
+      ...base,
+      hash: entryHash(base, CURRENT_HASH_VERSION)!,
+      hash_version: CURRENT_HASH_VERSION,
+    })
     .returningAll()
     .executeTakeFirstOrThrow();
 }
@@ -150,4 +174,113 @@ export async function entityAuditTrail(
     .where('entity_id', '=', entity.id)
     .orderBy('seq')
     .execute();
+}
+
+/** The last entry of the account's chain, or undefined for an empty chain. */
+export async function chainHead(db: Kysely<DB>, accountId: string) {
+  return db
+    .selectFrom('audit_events')
+    .select(['seq', 'hash'])
+    .where('account_id', '=', accountId)
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export async function insertCheckpoint(
+  trx: Transaction<DB>,
+  checkpoint: AuditCheckpointRow,
+): Promise<AuditCheckpointRow> {
+  return trx
+    .insertInto('audit_checkpoints')
+    .values(checkpoint)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findCheckpoint(db: Kysely<DB>, accountId: string, seq: number) {
+  return db
+    .selectFrom('audit_checkpoints')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('seq', '=', seq)
+    .executeTakeFirst();
+}
+
+/** The account's newest checkpoint (highest seq), or undefined. */
+export async function latestCheckpoint(db: Kysely<DB>, accountId: string) {
+  return db
+    .selectFrom('audit_checkpoints')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+/** One page of the account's checkpoints, newest first. */
+export function listCheckpoints(
+  db: Kysely<DB>,
+  accountId: string,
+  page: { limit: number; cursor?: string | undefined },
+) {
+  return keysetPage(
+    db.selectFrom('audit_checkpoints').selectAll().where('account_id', '=', accountId),
+    {
+      codec: cursors.auditSeq,
+      keys: [{ column: 'seq', direction: 'desc', cursorValue: (row) => row.seq }],
+      limit: page.limit,
+      cursor: page.cursor,
+    },
+  );
+}
+
+/** The account's checkpoints up to `untilSeq`, oldest first, a page at a time. */
+export async function* walkCheckpoints(
+  db: Kysely<DB>,
+  accountId: string,
+  untilSeq: number,
+  pageSize = 1000,
+) {
+  let after = 0;
+  for (;;) {
+    const rows = await db
+      .selectFrom('audit_checkpoints')
+      .selectAll()
+      .where('account_id', '=', accountId)
+      .where('seq', '>', after)
+      .where('seq', '<=', untilSeq)
+      .orderBy('seq', 'asc')
+      .limit(pageSize)
+      .execute();
+    if (rows.length === 0) return;
+    yield* rows;
+    after = rows[rows.length - 1]!.seq;
+  }
+}
+
+/**
+ * Accounts whose chain has entries past their newest checkpoint (or no checkpoint at all).
+ * A skip scan over the primary keys: the recursive part jumps from one account to the next
+ * with one index probe each, and head and checkpoint are each one more probe, so the cost
+ * grows with the number of accounts, not of entries.
+ */
+export async function accountsWithUncheckpointedEntries(db: Kysely<DB>): Promise<string[]> {
+  const result = await sql<{ account_id: string }>`
+    with recursive chains(account_id) as (
+      (select account_id from audit_events order by account_id limit 1)
+      union all
+      select (
+        select e.account_id from audit_events e
+        where e.account_id > chains.account_id order by e.account_id limit 1
+      )
+      from chains where chains.account_id is not null
+    )
+    select account_id from chains
+    where account_id is not null
+      and (select e.seq from audit_events e where e.account_id = chains.account_id
+           order by e.seq desc limit 1)
+        > coalesce((select c.seq from audit_checkpoints c where c.account_id = chains.account_id
+           order by c.seq desc limit 1), 0)`.execute(db);
+  return result.rows.map((row) => row.account_id);
 }

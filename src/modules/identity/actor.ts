@@ -25,6 +25,8 @@ export const PERMISSIONS = [
   'api-keys:read',
   'api-keys:write',
   'audit:read',
+  // Signing an audit checkpoint on demand: owners and admins, not API keys.
+  'audit:write',
   'contacts:read',
   'contacts:write',
   'consents:read',
