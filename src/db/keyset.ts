@@ -383,3 +383,23 @@ export function pageByDueDate<Row extends { due_at: Date; id: string }>(
     cursor: page.cursor,
   });
 }
+
+/**
+ * Every row of a large set in key order, read `pageSize` rows at a time, so a walk over a whole
+ * chain or ledger runs in bounded memory. `fetchPage(after, size)` returns the next rows after
+ * key `after` (`start` on the first call), in key order; the walk ends at the first empty page.
+ */
+export async function* walkInPages<Row, K>(
+  fetchPage: (after: K, size: number) => Promise<Row[]>,
+  options: { start: K; keyOf: (row: Row) => K; pageSize?: number },
+): AsyncGenerator<Row> {
+  const size = options.pageSize ?? 1000;
+  let after = options.start;
+  for (;;) {
+    const rows = await fetchPage(after, size);
+    const last = rows[rows.length - 1];
+    if (last === undefined) return;
+    yield* rows;
+    after = options.keyOf(last);
+  }
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Kysely, sql, type Transaction } from 'kysely';
-import { cursors, keysetPage } from '../../db/keyset.js';
+import { cursors, keysetPage, walkInPages } from '../../db/keyset.js';
 import type { AuditCheckpointRow, AuditEventRow, DB } from '../../db/schema.js';
 import { uuidV7 } from '../../lib/uuid-v7.js';
 
@@ -143,21 +143,19 @@ export function listAuditEvents(db: Kysely<DB>, accountId: string, filter: Audit
 }
 
 /** Reads the chain in order, a page at a time, so verification runs in bounded memory. */
-export async function* walkChain(db: Kysely<DB>, accountId: string, pageSize = 1000) {
-  let after = 0;
-  for (;;) {
-    const rows = await db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('account_id', '=', accountId)
-      .where('seq', '>', after)
-      .orderBy('seq', 'asc')
-      .limit(pageSize)
-      .execute();
-    if (rows.length === 0) return;
-    yield* rows;
-    after = rows[rows.length - 1]!.seq;
-  }
+export function walkChain(db: Kysely<DB>, accountId: string, pageSize = 1000) {
+  return walkInPages(
+    (after: number, size) =>
+      db
+        .selectFrom('audit_events')
+        .selectAll()
+        .where('account_id', '=', accountId)
+        .where('seq', '>', after)
+        .orderBy('seq', 'asc')
+        .limit(size)
+        .execute(),
+    { start: 0, keyOf: (row) => row.seq, pageSize },
+  );
 }
 
 /** The account's entries about one entity, oldest first (a data export lists them). */
@@ -236,27 +234,25 @@ export function listCheckpoints(
 }
 
 /** The account's checkpoints up to `untilSeq`, oldest first, a page at a time. */
-export async function* walkCheckpoints(
+export function walkCheckpoints(
   db: Kysely<DB>,
   accountId: string,
   untilSeq: number,
   pageSize = 1000,
 ) {
-  let after = 0;
-  for (;;) {
-    const rows = await db
-      .selectFrom('audit_checkpoints')
-      .selectAll()
-      .where('account_id', '=', accountId)
-      .where('seq', '>', after)
-      .where('seq', '<=', untilSeq)
-      .orderBy('seq', 'asc')
-      .limit(pageSize)
-      .execute();
-    if (rows.length === 0) return;
-    yield* rows;
-    after = rows[rows.length - 1]!.seq;
-  }
+  return walkInPages(
+    (after: number, size) =>
+      db
+        .selectFrom('audit_checkpoints')
+        .selectAll()
+        .where('account_id', '=', accountId)
+        .where('seq', '>', after)
+        .where('seq', '<=', untilSeq)
+        .orderBy('seq', 'asc')
+        .limit(size)
+        .execute(),
+    { start: 0, keyOf: (row) => row.seq, pageSize },
+  );
 }
 
 /**
