@@ -37,6 +37,9 @@ export function toIso(value: Date | string | null): string | null {
   return (value instanceof Date ? value : new Date(value)).toISOString();
 }
 
+/** The `Idempotency-Key` header's value: what the idempotency store keys a replay by. */
+export const IdempotencyKey = z.string().min(1).max(255);
+
 export const PageQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50).describe('Page size (1–200).'),
   cursor: z

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ContactImportErrorRow, ContactImportRow } from '../../db/schema.js';
-import { PageQuery, pageOf, Timestamp, toIso } from '../../http/schemas.js';
+import { IdempotencyKey, PageQuery, pageOf, Timestamp, toIso } from '../../http/schemas.js';
 
 export const StartImportQuery = z.object({
   format: z
@@ -41,18 +41,13 @@ export const ImportStatus = z
   );
 
 export const StartImportHeaders = z.looseObject({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .optional()
-    .describe(
-      'Makes the upload safe to retry. The same key with the same file answers the finished ' +
-        'import again (`Idempotent-Replayed: true`); while it still runs, 409 ' +
-        '`idempotency_key_in_progress`; once it is `interrupted` or `failed`, the retry takes ' +
-        'the job over and resumes after its last committed row. Another file or other ' +
-        'parameters with the same key: 422 `idempotency_key_reused`.',
-    ),
+  'idempotency-key': IdempotencyKey.optional().describe(
+    'Makes the upload safe to retry. The same key with the same file answers the finished ' +
+      'import again (`Idempotent-Replayed: true`); while it still runs, 409 ' +
+      '`idempotency_key_in_progress`; once it is `interrupted` or `failed`, the retry takes ' +
+      'the job over and resumes after its last committed row. Another file or other ' +
+      'parameters with the same key: 422 `idempotency_key_reused`.',
+  ),
 });
 
 export const ListImportsQuery = PageQuery.extend({

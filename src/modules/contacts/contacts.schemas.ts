@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ContactRow } from '../../db/schema.js';
-import { Id, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
+import { Id, IdempotencyKey, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
 import { EMAIL_MAX_LENGTH, normalizeEmail } from '../../lib/email.js';
 import { ConsentStateSchema } from '../consents/consents.schemas.js';
 
@@ -180,16 +180,11 @@ export const IfMatchHeaders = z.looseObject({
 });
 
 export const IdempotencyHeaders = z.looseObject({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .optional()
-    .describe(
-      'Makes the request safe to retry: the same key and body replay the first answer ' +
-        '(`Idempotent-Replayed: true`); the same key with another body is refused (422 ' +
-        '`idempotency_key_reused`). Keys are kept 24 hours.',
-    ),
+  'idempotency-key': IdempotencyKey.optional().describe(
+    'Makes the request safe to retry: the same key and body replay the first answer ' +
+      '(`Idempotent-Replayed: true`); the same key with another body is refused (422 ' +
+      '`idempotency_key_reused`). Keys are kept 24 hours.',
+  ),
 });
 
 /** The one place where a contact row becomes an API object. */
