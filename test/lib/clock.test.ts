@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { ConfigError, loadConfig } from '../../src/config.js';
@@ -57,6 +58,9 @@ t.test('CLOCK_START is refused in production and when not an instant', async (t)
     NODE_ENV: 'production',
     JWT_SECRET: 'production-secret-0123456789abcdef0123',
     HASH_SECRET: 'production-hash-secret-0123456789abcdef',
+    AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString(),
   };
   t.ok(loadConfig(production), 'production without CLOCK_START starts');
   const problems = (env: NodeJS.ProcessEnv) => {
