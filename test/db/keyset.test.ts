@@ -218,19 +218,19 @@ t.test('the pager against a real query', async (t) => {
     t.match(statements[1], /where "n" < \$1 order by "n" desc limit \$2$/);
   });
 
+  /** The group letter as a cursor integer (the import-error codec's first element). */
+  const groupKey = {
+    column: 'grp',
+    cursorValue: (row: { grp: string }) => 'abc'.indexOf(row.grp),
+    toSql: (v: number) => sql`${'abc'[v]}`,
+  } as const;
+
   t.test('two keys, one direction: a row-value comparison', async (t) => {
     statements.length = 0;
     const pages = await walk((cursor) =>
       keysetPage(probes(), {
         codec: cursors.importError,
-        keys: [
-          {
-            column: 'grp',
-            cursorValue: (row) => 'abc'.indexOf(row.grp),
-            toSql: (v) => sql`${'abc'[v]}`,
-          },
-          { column: 'n', cursorValue: (row) => row.n },
-        ],
+        keys: [groupKey, { column: 'n', cursorValue: (row) => row.n }],
         limit: 3,
         cursor,
       }),
@@ -249,14 +249,7 @@ t.test('the pager against a real query', async (t) => {
     const pages = await walk((cursor) =>
       keysetPage(probes(), {
         codec: cursors.importError,
-        keys: [
-          {
-            column: 'grp',
-            cursorValue: (row) => 'abc'.indexOf(row.grp),
-            toSql: (v) => sql`${'abc'[v]}`,
-          },
-          { column: 'n', direction: 'desc', cursorValue: (row) => row.n },
-        ],
+        keys: [groupKey, { column: 'n', direction: 'desc', cursorValue: (row) => row.n }],
         limit: 2,
         cursor,
       }),
