@@ -5,6 +5,7 @@ import type { Config } from './config.js';
 import type { Database } from './db/database.js';
 import { accessLog } from './http/access-log.js';
 import { registerBodyTimeout } from './http/body-timeout.js';
+import { declareCommonResponses } from './http/contract.js';
 import { registerErrorHandler } from './http/error-handler.js';
 import { createMetrics } from './http/metrics.js';
 import { registerNotFound } from './http/not-found.js';
@@ -43,8 +44,8 @@ export interface AppDeps {
 
 /**
  * Builds the whole HTTP application; never listens (see `server.ts`). Order matters: hooks run
- * in the order they are added, and `onRoute` hooks (auth, body deadline, OpenAPI, not-found
- * index) only see the routes registered after them.
+ * in the order they are added, and `onRoute` hooks (common responses, auth, body deadline,
+ * OpenAPI, not-found index) only see the routes registered after them.
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, database } = deps;
@@ -75,6 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     namespace: deps.rateLimitNamespace,
     onFailOpen: metrics.rateLimitFailedOpen,
   });
+  declareCommonResponses(app);
   const bodyDeadline = registerBodyTimeout(app, config.BODY_TIMEOUT_MS);
   registerNotFound(app, bodyDeadline);
   const principals = new PrincipalCache(config.AUTH_CACHE_TTL_MS);

@@ -4,7 +4,7 @@ import type { Config } from './config.js';
 import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
-import { idempotency } from './http/idempotency.js';
+import { idempotency, idempotentPosts } from './http/idempotency.js';
 import type { Clock } from './lib/clock.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
@@ -91,7 +91,6 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   v1.addHook('onClose', () => vacuum.stop());
   const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
   const suppressions = createSuppressionsService({ db, hashSecret });
-  const contactIdempotency = idempotency({ db, secret: hashSecret });
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -108,6 +107,8 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
     },
   });
 
+  // Every POST registered below honours Idempotency-Key, or refuses it (see idempotentPosts).
+  idempotentPosts(v1, idempotency({ db, secret: hashSecret }));
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
   await v1.register(accountRoutes, { accounts }); //    /v1/account
@@ -115,7 +116,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
   await v1.register(auditRoutes, { audit }); //         /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)
-  await v1.register(contactsRoutes, { contacts, idempotent: contactIdempotency }); // /v1/contacts/*
+  await v1.register(contactsRoutes, { contacts }); //   /v1/contacts/*
   await v1.register(suppressionsRoutes, { suppressions }); // /v1/suppressions/check
   await v1.register(contactImportsRoutes, { imports, maxBytes: config.IMPORT_MAX_BYTES }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience

@@ -12,8 +12,9 @@ import {
 import { migrateToLatest } from '../src/db/migrate.js';
 import type { Clock } from '../src/lib/clock.js';
 import type { RedisLink } from '../src/lib/redis.js';
+import { checkContract } from './fixtures/contract-check.js';
 
-type Test = Pick<typeof tap, 'teardown'>;
+type Test = Pick<typeof tap, 'teardown' | 'fail'>;
 
 /** Which engine this run uses: Postgres when DATABASE_URL is set, embedded otherwise. */
 export const ENGINE = process.env.DATABASE_URL ? 'postgres' : 'embedded';
@@ -91,7 +92,11 @@ export interface BuildOptions {
   clock?: Clock;
 }
 
-/** The app as production builds it, on this file's database; closed at the test's end. */
+/**
+ * The app as production builds it, on this file's database; closed at the test's end. Every
+ * answer it sends is checked against openapi.yaml (see fixtures/contract-check.ts): a
+ * violation fails `t`.
+ */
 export async function build(
   t: Test,
   options: BuildOptions = {},
@@ -107,6 +112,7 @@ export async function build(
   });
   t.teardown(() => app.close());
   if (options.configure) await options.configure(app);
+  checkContract(app, t);
   await app.ready();
   return Object.assign(app, { database });
 }

@@ -228,6 +228,8 @@ export interface IdempotencyKeysTable {
   response_status: number | null;
   response_content_type: string | null;
   response_body: string | null;
+  response_location: Generated<string | null>;
+  response_etag: Generated<string | null>;
   created_at: CreatedAt;
   completed_at: Date | null;
 }

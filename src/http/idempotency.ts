@@ -1,11 +1,30 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  onSendHookHandler,
+  preHandlerHookHandler,
+} from 'fastify';
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { z } from 'zod';
 import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
-import { ConflictError, UnprocessableError } from '../errors.js';
+import { BadRequestError, ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
 import { keyedHash } from '../lib/keyed-hash.js';
 import { accountIdOf } from './request-context.js';
+import { IdempotencyKey } from './schemas.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * `'handler'`: the handler honours `Idempotency-Key` itself and declares the header (an
+     * import resumes by its key). Other POST routes get the store's hooks, or a refusal (see
+     * `idempotentPosts`).
+     */
+    idempotency?: 'handler';
+  }
+}
 
 /** How long a key is remembered: retries come within minutes, not days (Stripe keeps 24 h). */
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
@@ -34,18 +53,34 @@ export function idempotencyKeyInProgress(detail: string) {
   return new ConflictError('idempotency_key_in_progress', detail);
 }
 
+/** 400: the operation keeps no answers by key; a retry with the key would not be safe. */
+export function idempotencyKeyUnsupported(detail: string) {
+  return new BadRequestError('idempotency_key_unsupported', detail);
+}
+
+/** The header as every operation that honours it declares it. */
+export const IdempotencyKeyHeader = IdempotencyKey.optional().describe(
+  'Makes the request safe to retry: the same key and body replay the first answer ' +
+    '(`Idempotent-Replayed: true`), without doing anything again; the same key with another ' +
+    'body is refused (422 `idempotency_key_reused`), and while the first request runs, 409 ' +
+    '`idempotency_key_in_progress`. Keys are per account and kept 24 hours.',
+);
+
+/** The headers a replay restores besides the body: where the created resource is, its version. */
+const REPLAYED_HEADERS = { location: 'response_location', etag: 'response_etag' } as const;
+
 /** The requests that claimed a key and must record their answer (set in preHandler). */
 const claims = new WeakMap<FastifyRequest, Claim>();
 
 /**
- * `Idempotency-Key` for POST routes (the IETF httpapi draft's semantics): spread the returned
- * hooks into a route's options and declare the header in its schema.
+ * `Idempotency-Key` for POST routes (the IETF httpapi draft's semantics): the returned hooks
+ * are attached to every POST route of an account by `idempotentPosts`.
  *
  * - First request with a key: the key is claimed (`in_progress`) in its own statement before
  *   the handler runs, and completed with the response (status < 500) when it is sent; a 5xx
  *   releases the claim so the client can retry.
- * - Same key, same method, path and body: the stored response is replayed with
- *   `Idempotent-Replayed: true`, nothing is done again.
+ * - Same key, same method, path and body: the stored response (status, body, `Location`,
+ *   `ETag`) is replayed with `Idempotent-Replayed: true`, nothing is done again.
  * - Same key, another request: 422 `idempotency_key_reused`.
  * - Same key while the first request is still running: 409 `idempotency_key_in_progress`.
  *
@@ -58,6 +93,12 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   async function preHandler(request: FastifyRequest, reply: FastifyReply) {
     const key = request.headers['idempotency-key'];
     if (typeof key !== 'string') return;
+    // Keys are kept per account; an operator (the `user` routes) has none.
+    if (request.actor?.accountId === null) {
+      throw idempotencyKeyUnsupported(
+        'Operators’ requests are not kept by Idempotency-Key; send the request without it.',
+      );
+    }
     const accountId = accountIdOf(request);
     const path = request.url.split('?')[0] ?? request.url;
     const requestHash = keyedHash(
@@ -114,6 +155,10 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
     }
     reply.code(existing.response_status).header('idempotent-replayed', 'true');
     if (existing.response_content_type) reply.type(existing.response_content_type);
+    for (const [header, column] of Object.entries(REPLAYED_HEADERS)) {
+      const value = existing[column];
+      if (value !== null) reply.header(header, value);
+    }
     return reply.send(existing.response_body ?? '');
   }
 
@@ -128,12 +173,18 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
     try {
       if (reply.statusCode < 500 && (typeof payload === 'string' || payload === undefined)) {
         const contentType = reply.getHeader('content-type');
+        const header = (name: string) => {
+          const value = reply.getHeader(name);
+          return typeof value === 'string' ? value : null;
+        };
         await where
           .set({
             status: 'completed',
             response_status: reply.statusCode,
             response_content_type: typeof contentType === 'string' ? contentType : null,
             response_body: payload ?? '',
+            response_location: header('location'),
+            response_etag: header('etag'),
             completed_at: new Date(),
           })
           .execute();
@@ -156,6 +207,70 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   }
 
   return { preHandler, onSend };
+}
+
+export type IdempotencyStore = ReturnType<typeof idempotency>;
+
+/** How a POST route treats `Idempotency-Key` (see `idempotentPosts`). */
+export type IdempotencyMode = 'stored' | 'handler' | 'refused';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** How each POST route treats `Idempotency-Key`, by `POST <url>` (for tests). */
+    idempotencyModes(): Map<string, IdempotencyMode>;
+  }
+}
+
+function asArray<T>(value: T | T[] | undefined): T[] {
+  return value === undefined ? [] : Array.isArray(value) ? value : [value];
+}
+
+const refuse: preHandlerHookHandler = async (request) => {
+  if (request.headers['idempotency-key'] === undefined) return;
+  throw idempotencyKeyUnsupported(
+    'This operation keeps no answers by Idempotency-Key (it needs no account, or acts for ' +
+      'the provider); send it without the header.',
+  );
+};
+
+/**
+ * Gives every POST route registered after it one treatment of `Idempotency-Key`, so none
+ * ignores the header silently:
+ * - `stored`: routes of an account (a permission, or any signed-in user) get the store's
+ *   hooks, and the header is added to their schema (validated, and declared in the contract);
+ * - `handler`: the route honours the key itself (`config.idempotency: 'handler'`);
+ * - `refused`: public and operator routes have no account to keep answers under: a request
+ *   with the header is refused (400 `idempotency_key_unsupported`) before anything is done.
+ */
+export function idempotentPosts(app: FastifyInstance, store: IdempotencyStore): void {
+  const modes = new Map<string, IdempotencyMode>();
+  app.decorate('idempotencyModes', () => new Map(modes));
+  app.addHook('onRoute', (route) => {
+    if (!asArray(route.method).some((method) => method.toUpperCase() === 'POST')) return;
+    const auth = route.config?.auth;
+    const key = `POST ${route.url}`;
+    if (route.config?.idempotency === 'handler') {
+      modes.set(key, 'handler');
+      return;
+    }
+    if (auth === undefined || auth === 'public' || auth === 'operator') {
+      modes.set(key, 'refused');
+      route.preValidation = [...asArray(route.preValidation), refuse];
+      return;
+    }
+    modes.set(key, 'stored');
+    const schema = route.schema ?? {};
+    const headers = schema.headers;
+    route.schema = {
+      ...schema,
+      headers:
+        headers instanceof z.ZodObject
+          ? headers.extend({ 'idempotency-key': IdempotencyKeyHeader })
+          : z.looseObject({ 'idempotency-key': IdempotencyKeyHeader }),
+    };
+    route.preHandler = [...asArray(route.preHandler), store.preHandler as preHandlerHookHandler];
+    route.onSend = [...asArray(route.onSend), store.onSend as onSendHookHandler];
+  });
 }
 
 /**

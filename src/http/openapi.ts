@@ -1,7 +1,9 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import type { FastifySchema } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import { ANSWERS_KEY, finishResponses } from './openapi-responses.js';
 import { ProblemSchema } from './problem.js';
 
 export const API_VERSION = '1.0.0';
@@ -77,11 +79,28 @@ export const openApi = fp<OpenApiOptions>(
           },
         },
       },
-      transform: jsonSchemaTransform,
+      // A route's `answers` (descriptions and headers of its success answers) travel to the
+      // finished operation under an extension key, where finishResponses applies them.
+      // A streamed body (read by its handler, not validated by the route) is documented as the
+      // request body with one entry per media type.
+      transform: (input) => {
+        const result = jsonSchemaTransform(input);
+        const { answers, streamedBody, ...schema } = (result.schema ?? {}) as FastifySchema;
+        if (answers) Object.assign(schema, { [ANSWERS_KEY]: answers });
+        if (streamedBody) {
+          const content = Object.entries(streamedBody).map(([mediaType, body]) => [
+            mediaType,
+            { schema: jsonSchemaTransform({ ...input, schema: { body } }).schema.body },
+          ]);
+          schema.body = { content: Object.fromEntries(content) };
+        }
+        return { ...result, schema };
+      },
       // The zod provider emits every registered schema twice (`X` for responses, `XInput` for
       // requests), used or not: keep only what the paths reference, so clients get no dead
       // types.
-      transformObject: (document) => withoutUnusedSchemas(jsonSchemaTransformObject(document)),
+      transformObject: (document) =>
+        withoutUnusedSchemas(finishResponses(jsonSchemaTransformObject(document))),
     });
     await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
 
@@ -100,7 +119,8 @@ type OpenApiDocument = ReturnType<typeof jsonSchemaTransformObject>;
 
 /**
  * Drops the component schemas that nothing outside `components.schemas` reaches through `$ref`
- * (directly, or through another schema that is reached), and lists the rest by name: the zod
+ * (directly, or through another schema that is reached), gives a request-only schema its own
+ * name (not the provider's `XInput`), and lists the rest by name: the zod
  * provider emits them in the order their modules were first imported, which would reorder the
  * contract whenever the code moves between files.
  */
@@ -125,10 +145,23 @@ function withoutUnusedSchemas(document: OpenApiDocument): OpenApiDocument {
       }
     }
   }
+  // A schema used by requests only is emitted as `XInput`: it keeps its own name `X`.
+  const renames = new Map<string, string>();
+  for (const name of used) {
+    const base = name.endsWith('Input') ? name.slice(0, -'Input'.length) : undefined;
+    if (base && !used.has(base)) renames.set(name, base);
+  }
   const kept = Object.fromEntries(
     Object.entries(schemas)
       .filter(([name]) => used.has(name))
+      .map(([name, schema]) => [renames.get(name) ?? name, schema] as const)
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
   );
-  return { ...document, components: { ...components, schemas: kept } } as OpenApiDocument;
+  const result = { ...document, components: { ...components, schemas: kept } };
+  if (renames.size === 0) return result as OpenApiDocument;
+  return JSON.parse(JSON.stringify(result), (key, value) =>
+    key === '$ref' && typeof value === 'string' && value.startsWith(SCHEMA_REF)
+      ? SCHEMA_REF + (renames.get(value.slice(SCHEMA_REF.length)) ?? value.slice(SCHEMA_REF.length))
+      : value,
+  ) as OpenApiDocument;
 }

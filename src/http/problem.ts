@@ -26,16 +26,6 @@ export const ProblemSchema = z
   .meta({
     id: 'Problem',
     description: 'An error, as RFC 9457 problem details (`application/problem+json`).',
-    example: {
-      type: 'urn:custodian:problem:validation_failed',
-      title: 'Validation failed',
-      status: 400,
-      detail: 'The request has invalid fields.',
-      instance: '/v1/example',
-      code: 'validation_failed',
-      requestId: 'a1b2c3d4-0000-4000-8000-000000000000',
-      errors: [{ field: 'body.email', message: 'Invalid email address', code: 'invalid_format' }],
-    },
   });
 
 export type Problem = z.infer<typeof ProblemSchema>;
@@ -44,20 +34,24 @@ export function problemType(code: string): string {
   return `urn:custodian:problem:${code}`;
 }
 
-const DESCRIPTIONS: Record<number, string> = {
+/** What each error status means on this API: the description of its response in the contract. */
+export const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   400: 'The request is malformed or has invalid fields.',
   401: 'Authentication is missing or invalid.',
   403: 'The caller may not do this.',
   404: 'The resource does not exist (or belongs to another account).',
   405: 'The method is not allowed on this path.',
+  408: 'The request body did not arrive in time.',
   409: 'The request conflicts with the current state.',
+  410: 'The resource is gone (an expired link).',
   412: 'The `If-Match` version is stale.',
   413: 'The request body is too large.',
+  414: 'A path segment is longer than any identifier or token of this API (200 characters).',
   415: 'The content type is not supported.',
   422: 'The request is well-formed but cannot be processed.',
   429: 'Too many requests; retry after `Retry-After` seconds.',
   500: 'An unexpected error; nothing internal is disclosed.',
-  503: 'A dependency (the database) is unavailable; retry later.',
+  503: 'The service is unavailable (the database is away); retry after `Retry-After` seconds.',
 };
 
 /** Response-schema entries for the given error statuses, all rendered as problem+json. */
@@ -68,7 +62,7 @@ export function problemResponses<S extends number>(...statuses: S[]) {
   >;
   for (const status of statuses) {
     out[status] = {
-      description: DESCRIPTIONS[status] ?? 'Error',
+      description: PROBLEM_DESCRIPTIONS[status] ?? 'Error',
       content: { [PROBLEM_CONTENT_TYPE]: { schema: ProblemSchema } },
     };
   }

@@ -3,6 +3,13 @@ import { canonicalizeEmail, EMAIL_MAX_LENGTH } from '../lib/email.js';
 
 /** Shared wire primitives: ids, emails, timestamps, pagination. One definition each. */
 
+/**
+ * The longest path segment the router accepts (414 `uri_too_long` past it, before routing).
+ * Every path parameter's schema stays within it, so the contract promises nothing the router
+ * refuses: ids are 36 characters, link tokens 43.
+ */
+export const MAX_PATH_SEGMENT_LENGTH = 200;
+
 export const Id = z.uuid().describe('A UUID.');
 export const IdParams = z.object({ id: Id });
 

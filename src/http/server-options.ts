@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { type Config, trustProxyOption } from '../config.js';
 import { loggerOptions } from '../logger.js';
 import { clientErrorHandler, frameworkErrorHandler } from './error-handler.js';
+import { MAX_PATH_SEGMENT_LENGTH } from './schemas.js';
 
 /** Incoming request ids are echoed only when they are short and harmless. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -55,7 +56,7 @@ export function serverOptions(
     return503OnClosing: true,
     frameworkErrors: frameworkErrorHandler(headers),
     clientErrorHandler: clientErrorHandler(headers),
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PATH_SEGMENT_LENGTH },
   };
   if (logger === false) options.logger = false;
   else if (logger) options.loggerInstance = logger;

@@ -102,15 +102,19 @@ t.test('/openapi.json is an OpenAPI 3.1 document with our security schemes', asy
     },
     'a Problem schema component',
   );
-  const readiness503 = doc.paths['/readyz']?.get?.responses?.['503'];
+  t.same(
+    doc.paths['/readyz']?.get?.responses?.['503'],
+    { $ref: '#/components/responses/ServiceUnavailable' },
+    'error responses refer to a response component',
+  );
   t.match(
-    readiness503,
+    doc.components.responses.ServiceUnavailable,
     {
       content: {
         'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } },
       },
     },
-    'error responses refer to the Problem component',
+    'which refers to the Problem component',
   );
   t.notOk(doc.paths['/openapi.json'], 'the document does not describe itself');
   t.ok(doc.paths['/v1/'] ?? doc.paths['/v1'], 'the API index is described');

@@ -34,6 +34,7 @@ export const apiKeysRoutes: FastifyPluginAsyncZod<{ apiKeys: ApiKeysService }> =
             .default('false')
             .transform((v) => v === 'true'),
         }),
+        answers: { 200: { description: 'One page of API keys (never the keys themselves).' } },
         response: { 200: pageOf(ApiKeySchema), ...problemResponses(400, 401, 403) },
       },
     },
@@ -53,6 +54,7 @@ export const apiKeysRoutes: FastifyPluginAsyncZod<{ apiKeys: ApiKeysService }> =
         summary: 'Create a scoped API key (the key is shown once)',
         security,
         body: CreateApiKeyBody,
+        answers: { 201: { description: 'The new key, shown in full this once.' } },
         response: { 201: CreatedApiKeySchema, ...problemResponses(400, 401, 403) },
       },
     },
@@ -77,6 +79,7 @@ export const apiKeysRoutes: FastifyPluginAsyncZod<{ apiKeys: ApiKeysService }> =
         summary: 'One API key',
         security,
         params: IdParams,
+        answers: { 200: { description: 'The API key (never the key itself).' } },
         response: { 200: ApiKeySchema, ...problemResponses(400, 401, 403, 404) },
       },
     },

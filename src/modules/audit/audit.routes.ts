@@ -36,6 +36,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ audit: AuditService }> = async
         summary: 'The audit trail, newest first, with filters',
         security,
         querystring: AuditQuery,
+        answers: { 200: { description: 'One page of audit events.' } },
         response: { 200: pageOf(AuditEventSchema), ...problemResponses(400, 401, 403) },
       },
     },
@@ -59,6 +60,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ audit: AuditService }> = async
         tags: ['audit'],
         summary: 'Recompute the hash chain and report the first broken entry',
         security,
+        answers: { 200: { description: 'The outcome of the verification.' } },
         response: { 200: VerificationSchema, ...problemResponses(401, 403) },
       },
     },
@@ -80,6 +82,7 @@ export const auditRoutes: FastifyPluginAsyncZod<{ audit: AuditService }> = async
           `even if the rest of the chain was re-hashed. ${CHECKPOINT_MESSAGE_DOC}`,
         security,
         querystring: PageQuery,
+        answers: { 200: { description: 'One page of checkpoints, and the current public key.' } },
         response: { 200: CheckpointPageSchema, ...problemResponses(400, 401, 403) },
       },
     },
@@ -107,6 +110,10 @@ export const auditRoutes: FastifyPluginAsyncZod<{ audit: AuditService }> = async
           `with the existing one when the newest entry has one already. ${CHECKPOINT_MESSAGE_DOC}`,
         // Owners and admins: API keys cannot carry audit:write.
         security: BEARER,
+        answers: {
+          201: { description: 'A new checkpoint of the newest entry.' },
+          200: { description: 'The newest entry’s existing checkpoint.' },
+        },
         response: {
           201: CheckpointSchema,
           200: CheckpointSchema,

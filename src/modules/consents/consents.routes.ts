@@ -46,6 +46,9 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
         security,
         params: IdParams,
         body: RecordConsentBody,
+        answers: {
+          201: { description: 'The recorded event, the consent’s state after it, and its links.' },
+        },
         response: {
           201: RecordedConsentSchema,
           ...problemResponses(400, 401, 403, 404, 409, 422),
@@ -84,6 +87,9 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
         security,
         params: IdParams,
         querystring: ConsentsQuery,
+        answers: {
+          200: { description: 'The current state per purpose and one page of the ledger.' },
+        },
         response: { 200: ContactConsentsSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },
@@ -107,6 +113,7 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
         summary: 'A consent receipt for the contact (Kantara CR v1.1 / ISO/IEC 27560 fields)',
         security,
         params: IdParams,
+        answers: { 200: { description: 'The consent receipt.' } },
         response: { 200: ConsentReceiptSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },
@@ -128,6 +135,7 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
         security,
         params: IdParams,
         querystring: AudienceQuery,
+        answers: { 200: { description: 'One page of the contacts that may be mailed.' } },
         response: {
           200: pageOf(AudienceMemberSchema),
           ...problemResponses(400, 401, 403, 404),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ConsentEventRow } from '../../db/schema.js';
-import { Id, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
+import { Id, MAX_PATH_SEGMENT_LENGTH, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
 import { NoticeVersionNumber } from '../purposes/purposes.schemas.js';
 import type { ConsentState, CurrentConsentRow } from './consents.repository.js';
 
@@ -234,7 +234,7 @@ export const AudienceMemberSchema = z
   });
 
 export const TokenParams = z.object({
-  token: z.string().min(1).max(256).describe('The token from the link.'),
+  token: z.string().min(1).max(MAX_PATH_SEGMENT_LENGTH).describe('The token from the link.'),
 });
 
 export const ConsentLinkOutcomeSchema = z

@@ -11,6 +11,7 @@ import {
   errorCountsOf,
   ListImportErrorsQuery,
   ListImportsQuery,
+  StartImportBody,
   StartImportHeaders,
   StartImportQuery,
   toContactImport,
@@ -50,19 +51,16 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
     {
       bodyLimit: maxBytes,
       // The file streams in while it is imported: IMPORT_BODY_TIMEOUT_MS, not BODY_TIMEOUT_MS.
-      config: { auth: { permission: 'contacts:write' }, longBody: true },
+      // The import resumes by its Idempotency-Key, so it handles the key itself.
+      config: { auth: { permission: 'contacts:write' }, longBody: true, idempotency: 'handler' },
       schema: {
         operationId: 'startContactImport',
         tags,
         summary: 'Import contacts from a streamed NDJSON or CSV file',
         description:
-          'Send the file as the raw body (`Content-Type: application/x-ndjson` or `text/csv`). ' +
-          'NDJSON: one object per line, `{"email", "firstName", "lastName", "language", ' +
-          '"attributes", "consent": {"purpose", "noticeVersion", "method", "grantedAt", "ip", ' +
-          '"userAgent", "sourceUrl"}}`. CSV: a header naming columns `email, first_name, ' +
-          'last_name, language, attributes, consent_purpose, consent_notice_version, ' +
-          'consent_method, consent_granted_at, consent_ip, consent_user_agent, ' +
-          'consent_source_url`. Rows are written in batches of 1,000, each in one transaction ' +
+          'Send the file as the raw body (`Content-Type: application/x-ndjson` or `text/csv`): ' +
+          'NDJSON lines and CSV records are `ContactImportRow`s (see the request body). ' +
+          'Rows are written in batches of 1,000, each in one transaction ' +
           'with its row errors and the job counters, so an interruption leaves only whole ' +
           'batches. Contacts are upserted by email (absent fields keep their value, attributes ' +
           'merge); a consent event already recorded is not recorded again, so re-running a file ' +
@@ -87,6 +85,13 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
         security,
         querystring: StartImportQuery,
         headers: StartImportHeaders,
+        streamedBody: StartImportBody,
+        answers: {
+          201: {
+            description: 'The import, finished: its counts, and its errors to list.',
+            headers: ['Location'],
+          },
+        },
         response: {
           201: ContactImportSchema,
           ...problemResponses(400, 401, 403, 408, 409, 413, 415, 422),
@@ -141,6 +146,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
         summary: 'List import jobs, oldest first (cursor-paginated, filter by status)',
         security,
         querystring: ListImportsQuery,
+        answers: { 200: { description: 'One page of import jobs.' } },
         response: { 200: pageOf(ContactImportSchema), ...problemResponses(400, 401, 403) },
       },
     },
@@ -160,6 +166,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
         summary: 'Get an import job: status and counts',
         security,
         params: IdParams,
+        answers: { 200: { description: 'The import job.' } },
         response: { 200: ContactImportSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },
@@ -177,6 +184,7 @@ export const contactImportsRoutes: FastifyPluginAsyncZod<{
         security,
         params: IdParams,
         querystring: ListImportErrorsQuery,
+        answers: { 200: { description: 'One page of row errors, with the counts.' } },
         response: {
           200: ContactImportErrorsPage,
           ...problemResponses(400, 401, 403, 404),

@@ -1,6 +1,59 @@
 import { z } from 'zod';
 import type { ContactImportErrorRow, ContactImportRow } from '../../db/schema.js';
 import { IdempotencyKey, PageQuery, pageOf, Timestamp, toIso } from '../../http/schemas.js';
+import { CSV_COLUMN_NAMES } from './parser/csv.js';
+import { ImportRowSchema } from './parser/row-schema.js';
+
+/**
+ * One import row as the contract shows it: the parser's own schema (its request side), so the
+ * document cannot drift from what is checked.
+ */
+export const ContactImportRowSchema = ImportRowSchema.meta({
+  id: 'ContactImportRow',
+  description:
+    'One row of a contact import: a line of an NDJSON upload, or a CSV record with the ' +
+    'columns mapped onto these fields. Without `consent`, the row is refused ' +
+    '(`consent_missing`) unless the import creates it pending a double opt-in.',
+  example: {
+    email: 'jane.doe@example.com',
+    firstName: 'Jane',
+    language: 'en',
+    attributes: { plan: 'gold' },
+    consent: {
+      purpose: 'newsletter',
+      noticeVersion: 1,
+      method: 'form',
+      grantedAt: '2026-11-20T16:00:00.000Z',
+      ip: '203.0.113.7',
+      sourceUrl: 'https://shop.example.com/newsletter',
+    },
+  },
+});
+
+/**
+ * The upload's two media types, for the contract only: the handler reads the body as a stream
+ * and parses it itself. The NDJSON lines are `ContactImportRow` objects (`contentSchema`).
+ */
+export const StartImportBody = {
+  'application/x-ndjson': z.string().meta({
+    description: 'NDJSON: one `ContactImportRow` object per line, UTF-8, lines separated by `\\n`.',
+    contentMediaType: 'application/x-ndjson',
+    contentSchema: { $ref: '#/components/schemas/ContactImportRowInput' },
+    example:
+      '{"email":"jane.doe@example.com","consent":{"purpose":"newsletter","noticeVersion":1,' +
+      '"method":"form","grantedAt":"2026-11-20T16:00:00.000Z"}}\n',
+  }),
+  'text/csv': z.string().meta({
+    description:
+      `CSV (RFC 4180, comma-separated), UTF-8: a header row naming columns among ` +
+      `${CSV_COLUMN_NAMES.map((name) => `\`${name}\``).join(', ')}, then one record per ` +
+      'contact. `consent_*` columns fill `consent`, `attributes` holds a JSON object.',
+    contentMediaType: 'text/csv',
+    example:
+      'email,first_name,consent_purpose,consent_notice_version,consent_method,consent_granted_at\n' +
+      'jane.doe@example.com,Jane,newsletter,1,form,2026-11-20T16:00:00.000Z\n',
+  }),
+};
 
 export const StartImportQuery = z.object({
   format: z

@@ -2,7 +2,6 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
-import type { idempotency } from '../../http/idempotency.js';
 import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
@@ -16,7 +15,6 @@ import { ConsentEventSchema, CurrentConsentSchema } from '../consents/consents.s
 import {
   ContactSchema,
   CreateContactBody,
-  IdempotencyHeaders,
   IfMatchHeaders,
   ListContactsQuery,
   RestrictionBody,
@@ -81,11 +79,10 @@ const ContactExportSchema = z
  * `/v1/contacts`: create, read, list, change and erase contacts, restrict them (Art. 18) and
  * export them (Art. 15, 20). Receives its services from the route table.
  */
-export const contactsRoutes: FastifyPluginAsyncZod<{
-  contacts: ContactsService;
-  /** Replays of `Idempotency-Key` requests (the contact creation). */
-  idempotent: ReturnType<typeof idempotency>;
-}> = async (app, { contacts, idempotent }) => {
+export const contactsRoutes: FastifyPluginAsyncZod<{ contacts: ContactsService }> = async (
+  app,
+  { contacts },
+) => {
   const security = BEARER_OR_API_KEY;
   const tags = ['contacts'];
 
@@ -93,8 +90,6 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
     '/contacts',
     {
       config: { auth: { permission: 'contacts:write' } },
-      preHandler: idempotent.preHandler,
-      onSend: idempotent.onSend,
       schema: {
         operationId: 'createContact',
         tags,
@@ -108,8 +103,8 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
           'confirms it, any other grant is refused (422 `suppressed`). Send `Idempotency-Key` ' +
           'to make retries safe.',
         security,
-        headers: IdempotencyHeaders,
         body: CreateContactBody,
+        answers: { 201: { description: 'The new contact.', headers: ['ETag', 'Location'] } },
         response: {
           201: ContactSchema,
           ...problemResponses(400, 401, 403, 409, 422),
@@ -139,6 +134,7 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
         summary: 'List contacts (oldest first, cursor-paginated, filterable)',
         security,
         querystring: ListContactsQuery,
+        answers: { 200: { description: 'One page of contacts.' } },
         response: { 200: pageOf(ContactSchema), ...problemResponses(400, 401, 403) },
       },
     },
@@ -158,6 +154,7 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
         summary: 'One contact (with its ETag)',
         security,
         params: IdParams,
+        answers: { 200: { description: 'The contact.', headers: ['ETag'] } },
         response: { 200: ContactSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },
@@ -184,6 +181,7 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
         params: IdParams,
         headers: IfMatchHeaders,
         body: UpdateContactBody,
+        answers: { 200: { description: 'The contact as changed.', headers: ['ETag'] } },
         response: { 200: ContactSchema, ...problemResponses(400, 401, 403, 404, 409, 412, 422) },
       },
     },
@@ -245,6 +243,7 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
         security,
         params: IdParams,
         body: RestrictionBody,
+        answers: { 200: { description: 'The contact, restricted.', headers: ['ETag'] } },
         response: { 200: ContactSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },
@@ -271,6 +270,7 @@ export const contactsRoutes: FastifyPluginAsyncZod<{
         summary: 'Lift the restriction of a contact (Art. 18(3))',
         security,
         params: IdParams,
+        answers: { 200: { description: 'The contact, no longer restricted.', headers: ['ETag'] } },
         response: { 200: ContactSchema, ...problemResponses(400, 401, 403, 404) },
       },
     },

@@ -179,14 +179,6 @@ export const IfMatchHeaders = z.looseObject({
   'if-match': z.string().max(100).optional().describe('ETag from a previous read; 412 if stale.'),
 });
 
-export const IdempotencyHeaders = z.looseObject({
-  'idempotency-key': IdempotencyKey.optional().describe(
-    'Makes the request safe to retry: the same key and body replay the first answer ' +
-      '(`Idempotent-Replayed: true`); the same key with another body is refused (422 ' +
-      '`idempotency_key_reused`). Keys are kept 24 hours.',
-  ),
-});
-
 /** The one place where a contact row becomes an API object. */
 export function toContact(row: ContactRow): Contact {
   return {

@@ -28,6 +28,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ events: EventsService }> = as
           'what is new. Events about a contact are deleted when the contact is erased.',
         security: BEARER_OR_API_KEY,
         querystring: EventFeedQuery,
+        answers: { 200: { description: 'The events after `cursor`, oldest first.' } },
         response: { 200: EventFeed, ...problemResponses(400, 401, 403) },
       },
     },

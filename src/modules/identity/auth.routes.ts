@@ -121,6 +121,9 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         security: PUBLIC,
         summary: 'Create an account and its first owner (when SIGNUP=open)',
         body: SignupBody,
+        answers: {
+          201: { description: 'The new account, its owner, and a signed-in session’s tokens.' },
+        },
         response: { 201: SignupResponse, ...problemResponses(400, 403, 409, 429) },
       },
     },
@@ -155,6 +158,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
           'slowed per email from anywhere after LOGIN_BACKOFF_AFTER_FAILURES (429 with ' +
           'Retry-After), and the email locks after LOGIN_LOCKOUT_THRESHOLD consecutive failures.',
         body: LoginBody,
+        answers: { 200: { description: 'The session’s tokens.' } },
         response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
       },
     },
@@ -176,6 +180,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
           'its use (two tabs refreshing at once), it returns the same new refresh token and a ' +
           'fresh access token; reused later, it ends the whole session.',
         body: RefreshBody,
+        answers: { 200: { description: 'A new token pair.' } },
         response: { 200: TokenPairSchema, ...problemResponses(400, 401, 429) },
       },
     },
@@ -238,6 +243,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         tags: ['auth'],
         summary: 'The signed-in user, their account, and the age of their password',
         security: BEARER,
+        answers: { 200: { description: 'You, your account and your password’s age.' } },
         response: { 200: MeResponse, ...problemResponses(401, 403) },
       },
     },

@@ -25,6 +25,7 @@ export const metaRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['meta'],
         security: PUBLIC,
         summary: 'API index: version and where the documentation lives',
+        answers: { 200: { description: 'The API index.' } },
         response: { 200: ApiIndexSchema, ...problemResponses(429) },
       },
     },

@@ -23,6 +23,7 @@ export const suppressionsRoutes: FastifyPluginAsyncZod<{
           'stored or logged.',
         security: BEARER_OR_API_KEY,
         body: SuppressionCheckBody,
+        answers: { 200: { description: 'Whether the address is suppressed.' } },
         response: { 200: SuppressionCheckSchema, ...problemResponses(400, 401, 403) },
       },
     },

@@ -25,6 +25,9 @@ const CSV_COLUMNS: ReadonlyMap<string, string> = new Map(
   }),
 );
 
+/** The columns a CSV header may name, in the order the contract lists them. */
+export const CSV_COLUMN_NAMES: readonly string[] = [...CSV_COLUMNS.keys()];
+
 const CSV_COLUMN_OF_FIELD: ReadonlyMap<string, string> = new Map(
   [...CSV_COLUMNS].map(([column, field]) => [field, column]),
 );
