@@ -112,7 +112,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
   await v1.register(accountRoutes, { accounts }); //    /v1/account
-  await v1.register(usersRoutes, { users }); //         /v1/users
+  await v1.register(usersRoutes, { users, passwordMinLength: config.PASSWORD_MIN_LENGTH }); // /v1/users
   await v1.register(apiKeysRoutes, { apiKeys }); //     /v1/api-keys
   await v1.register(auditRoutes, { audit }); //         /v1/audit-events
   await v1.register(purposesRoutes, { purposes }); //   /v1/purposes (+ notice versions)

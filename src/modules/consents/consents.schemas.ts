@@ -29,45 +29,69 @@ export const ConsentStateSchema = z
 /** Clocks disagree a little; an event from the future beyond that is a mistake. */
 const CLOCK_SKEW_MS = 5 * 60_000;
 
-export const RecordConsentBody = z
+const ConsentEventBodyFields = {
+  purposeId: Id,
+  legalBasis: z.enum(LEGAL_BASES).default('consent'),
+  occurredAt: Timestamp.optional().describe('When the person acted; defaults to now.'),
+  evidence: z
+    .object({
+      ip: z.union([z.ipv4(), z.ipv6()]).optional().describe('The person’s IP address.'),
+      userAgent: z.string().max(1024).optional(),
+      sourceUrl: z
+        .url({ protocol: /^https?$/ })
+        .max(2048)
+        .optional()
+        .describe('The page where the person acted.'),
+    })
+    .strict()
+    .default({}),
+};
+
+/** Art. 7(1): a grant is demonstrable only with the notice text the person saw. */
+const GrantBody = z
   .object({
-    purposeId: Id,
-    noticeVersion: NoticeVersionNumber.optional().describe(
-      'The notice version the person saw. Required for `granted`.',
-    ),
-    event: z.enum(['granted', 'withdrawn']),
-    method: z.enum(RECORDABLE_METHODS),
-    legalBasis: z.enum(LEGAL_BASES).default('consent'),
-    occurredAt: Timestamp.optional().describe('When the person acted; defaults to now.'),
-    evidence: z
-      .object({
-        ip: z.union([z.ipv4(), z.ipv6()]).optional().describe('The person’s IP address.'),
-        userAgent: z.string().max(1024).optional(),
-        sourceUrl: z
-          .url({ protocol: /^https?$/ })
-          .max(2048)
-          .optional()
-          .describe('The page where the person acted.'),
+    ...ConsentEventBodyFields,
+    event: z.literal('granted'),
+    noticeVersion: z
+      .number({
+        error: (issue) =>
+          issue.input === undefined
+            ? 'a grant must name the notice version the person saw'
+            : undefined,
       })
-      .strict()
-      .default({}),
+      .int()
+      .min(1)
+      .max(2_147_483_647)
+      .describe('The notice version the person saw.'),
+    method: z.enum(RECORDABLE_METHODS),
   })
-  .strict()
+  .strict();
+
+const WITHDRAWAL_METHODS = RECORDABLE_METHODS.filter((method) => method !== 'double_opt_in');
+
+const WithdrawalBody = z
+  .object({
+    ...ConsentEventBodyFields,
+    event: z.literal('withdrawn'),
+    noticeVersion: NoticeVersionNumber.optional().describe(
+      'The notice version the withdrawal refers to, if known.',
+    ),
+    method: z.enum(WITHDRAWAL_METHODS as ['form', 'import', 'api'], {
+      error: (issue) =>
+        issue.input === 'double_opt_in'
+          ? 'double_opt_in is a way to give consent, not to withdraw it'
+          : undefined,
+    }),
+  })
+  .strict();
+
+/**
+ * A grant or a withdrawal, told apart by `event`: the contract then states what each needs (a
+ * grant names its notice version), and generated clients type each variant.
+ */
+export const RecordConsentBody = z
+  .discriminatedUnion('event', [GrantBody, WithdrawalBody])
   .superRefine((body, ctx) => {
-    if (body.event === 'granted' && body.noticeVersion === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['noticeVersion'],
-        message: 'a grant must name the notice version the person saw',
-      });
-    }
-    if (body.event === 'withdrawn' && body.method === 'double_opt_in') {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['method'],
-        message: 'double_opt_in is a way to give consent, not to withdraw it',
-      });
-    }
     if (body.occurredAt && new Date(body.occurredAt).getTime() > Date.now() + CLOCK_SKEW_MS) {
       ctx.addIssue({ code: 'custom', path: ['occurredAt'], message: 'must not be in the future' });
     }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { ContactRow } from '../../db/schema.js';
-import { Id, IdempotencyKey, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
+import { Id, PageQuery, Timestamp, toIso } from '../../http/schemas.js';
 import { EMAIL_MAX_LENGTH, normalizeEmail } from '../../lib/email.js';
 import { ConsentStateSchema } from '../consents/consents.schemas.js';
 
@@ -24,7 +24,14 @@ export const ContactEmail = z
     }
     return normalized;
   })
-  .describe('An email address; stored normalised (trimmed, lower-cased, ASCII domain).');
+  .meta({
+    // What to send: an address whose domain may be internationalised (`ana@žabe.si`); the
+    // local part must be ASCII. Stored normalised.
+    format: 'idn-email',
+    description:
+      'An email address (an internationalised domain is accepted, the local part is ASCII); ' +
+      'stored normalised (trimmed, lower-cased, ASCII domain).',
+  });
 
 const Name = z.string().trim().min(1).max(200);
 

@@ -10,6 +10,7 @@ import { Email, Instant } from '../../http/schemas.js';
 import type { AuthService } from './auth.service.js';
 import {
   AccountSchema,
+  newPassword,
   Password,
   TimeZone,
   TokenPairSchema,
@@ -45,21 +46,28 @@ export interface AuthRoutesOptions {
   config: Config;
 }
 
-const SignupBody = z
-  .object({
-    accountName: z.string().trim().min(1).max(200).describe('Your organisation (the controller).'),
-    timeZone: TimeZone.optional(),
-    email: Email,
-    password: Password,
-  })
-  .meta({
-    example: {
-      accountName: 'Example Shop d.o.o.',
-      timeZone: 'Europe/Ljubljana',
-      email: 'dpo@example.com',
-      password: 'staple orbit lantern quietly',
-    },
-  });
+function signupBody(passwordMinLength: number) {
+  return z
+    .object({
+      accountName: z
+        .string()
+        .trim()
+        .min(1)
+        .max(200)
+        .describe('Your organisation (the controller).'),
+      timeZone: TimeZone.optional(),
+      email: Email,
+      password: newPassword(passwordMinLength),
+    })
+    .meta({
+      example: {
+        accountName: 'Example Shop d.o.o.',
+        timeZone: 'Europe/Ljubljana',
+        email: 'dpo@example.com',
+        password: 'staple orbit lantern quietly',
+      },
+    });
+}
 
 const LoginBody = z
   .object({ email: Email, password: Password })
@@ -69,12 +77,14 @@ const RefreshBody = z
   .object({ refreshToken: z.string().min(1).max(200) })
   .meta({ example: { refreshToken: 'crt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } });
 
-const PasswordChangeBody = z.object({ currentPassword: Password, newPassword: Password }).meta({
-  example: {
-    currentPassword: 'staple orbit lantern quietly',
-    newPassword: 'marble comet harbour sideways',
-  },
-});
+function passwordChangeBody(passwordMinLength: number) {
+  return z.object({ currentPassword: Password, newPassword: newPassword(passwordMinLength) }).meta({
+    example: {
+      currentPassword: 'staple orbit lantern quietly',
+      newPassword: 'marble comet harbour sideways',
+    },
+  });
+}
 
 const SignupResponse = z.object({
   account: AccountSchema,
@@ -120,7 +130,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         tags: ['auth'],
         security: PUBLIC,
         summary: 'Create an account and its first owner (when SIGNUP=open)',
-        body: SignupBody,
+        body: signupBody(config.PASSWORD_MIN_LENGTH),
         answers: {
           201: { description: 'The new account, its owner, and a signed-in session’s tokens.' },
         },
@@ -216,7 +226,7 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
         tags: ['auth'],
         summary: 'Change your password (ends your other sessions)',
         security: BEARER,
-        body: PasswordChangeBody,
+        body: passwordChangeBody(config.PASSWORD_MIN_LENGTH),
         response: { 204: z.undefined().describe('Changed.'), ...problemResponses(400, 401, 403) },
       },
     },

@@ -8,7 +8,13 @@ import '../users/users.schemas.js';
 import '../accounts/accounts.schemas.js';
 
 export { AccountSchema, TimeZone, toAccount } from '../accounts/accounts.schemas.js';
-export { AccountRoleSchema, Password, toUser, UserSchema } from '../users/users.schemas.js';
+export {
+  AccountRoleSchema,
+  newPassword,
+  Password,
+  toUser,
+  UserSchema,
+} from '../users/users.schemas.js';
 
 export const TokenPairSchema = z
   .object({

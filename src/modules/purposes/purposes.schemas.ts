@@ -75,7 +75,11 @@ export const UpdatePurposeBody = z
   .refine((body) => Object.values(body).some((v) => v !== undefined), {
     message: 'name one field to change',
   })
-  .meta({ example: { name: 'Weekly newsletter', description: 'News, once a week.' } });
+  // The refinement, as the contract can say it.
+  .meta({
+    minProperties: 1,
+    example: { name: 'Weekly newsletter', description: 'News, once a week.' },
+  });
 
 const NOTICE_EXAMPLE = {
   purposeId: '5a7d3c2b-1e0f-4a9b-8c7d-6e5f4a3b2c1d',

@@ -5,14 +5,15 @@ import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, pageOf } from '../../http/schemas.js';
 import { toUser, UserSchema } from '../identity/identity.schemas.js';
-import { ChangeRoleBody, CreateUserBody, ListUsersQuery } from './users.schemas.js';
+import { ChangeRoleBody, createUserBody, ListUsersQuery } from './users.schemas.js';
 import type { UsersService } from './users.service.js';
 
 /** `/v1/users`: the account's people. Owners and admins manage; members read. */
-export const usersRoutes: FastifyPluginAsyncZod<{ users: UsersService }> = async (
-  app,
-  { users },
-) => {
+export const usersRoutes: FastifyPluginAsyncZod<{
+  users: UsersService;
+  /** PASSWORD_MIN_LENGTH, stated in the contract. */
+  passwordMinLength: number;
+}> = async (app, { users, passwordMinLength }) => {
   const security = BEARER;
 
   app.get(
@@ -44,7 +45,7 @@ export const usersRoutes: FastifyPluginAsyncZod<{ users: UsersService }> = async
         tags: ['users'],
         summary: 'Add a user to your account',
         security,
-        body: CreateUserBody,
+        body: createUserBody(passwordMinLength),
         answers: { 201: { description: 'The new user.' } },
         response: { 201: UserSchema, ...problemResponses(400, 401, 403, 409) },
       },

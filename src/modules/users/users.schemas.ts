@@ -2,12 +2,22 @@ import { z } from 'zod';
 import type { UserRow } from '../../db/schema.js';
 import { Email, Id, Instant, PageQuery, toIso } from '../../http/schemas.js';
 
-/** Any string; the policy (length, block list) is checked by the service with a clear reason. */
-export const Password = z
-  .string()
-  .min(1)
-  .max(1024)
-  .describe('At least 15 characters; no composition rules.');
+/** A password as typed at sign-in: any string (one set under an older policy still works). */
+export const Password = z.string().min(1).max(1024).describe('The password.');
+
+/**
+ * A password being chosen. The contract states the configured minimum length; the service
+ * checks it (in code points after NFKC) with the block list, and answers 400 naming the reason
+ * (`password_too_short`, `password_common`, ...), so the schema itself stays at `min(1)`.
+ */
+export function newPassword(minLength: number) {
+  return Password.meta({
+    minLength,
+    description:
+      `At least ${minLength} characters (PASSWORD_MIN_LENGTH); no composition rules; not a ` +
+      'common or breached password, nor built from the email or account name.',
+  });
+}
 
 export const AccountRoleSchema = z.enum(['owner', 'admin', 'member']);
 
@@ -52,15 +62,21 @@ export function toUser(
   };
 }
 
-export const CreateUserBody = z
-  .object({ email: Email, password: Password, role: AccountRoleSchema.default('member') })
-  .meta({
-    example: {
-      email: 'marketing@example.com',
-      password: 'velvet tundra compass ripple',
-      role: 'member',
-    },
-  });
+export function createUserBody(passwordMinLength: number) {
+  return z
+    .object({
+      email: Email,
+      password: newPassword(passwordMinLength),
+      role: AccountRoleSchema.default('member'),
+    })
+    .meta({
+      example: {
+        email: 'marketing@example.com',
+        password: 'velvet tundra compass ripple',
+        role: 'member',
+      },
+    });
+}
 
 export const ChangeRoleBody = z
   .object({ role: AccountRoleSchema })
