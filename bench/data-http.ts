@@ -53,7 +53,7 @@ export async function signUp(
     baseUrl,
     'POST',
     '/v1/auth/signup',
-    { body: { accountName, email, password }, expect: 201 },
+    { body: { name: accountName, email, password }, expect: 201 },
   );
   return { accountId: body.account.id, userId: body.user.id, email, password };
 }

@@ -74,7 +74,7 @@ for (let i = 0; i < Math.ceil((samples + warmup) / PER_ADDRESS); i++) {
   const signup = await app.inject({
     method: 'POST',
     url: '/v1/auth/signup',
-    payload: { accountName: 'Bench', email: known, password: 'vellum quasar tundra obliged' },
+    payload: { name: 'Bench', email: known, password: 'vellum quasar tundra obliged' },
   });
   if (signup.statusCode !== 201) throw new Error(`signup: ${signup.body}`);
   pairs.push({ known, unknown: `unknown-${randomBytes(4).toString('hex')}@example.com` });

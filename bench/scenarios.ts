@@ -86,15 +86,15 @@ function benchUser(baseUrl: string): Promise<{ accessToken: string }> {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({
-          accountName: 'Bench',
+          name: 'Bench',
           email: BENCH_EMAIL,
           password: BENCH_PASSWORD,
         }),
       });
       if (res.status !== 201)
         throw new Error(`bench signup failed: ${res.status} ${await res.text()}`);
-      const body = (await res.json()) as { tokens: { accessToken: string } };
-      return { accessToken: body.tokens.accessToken };
+      const body = (await res.json()) as { accessToken: string };
+      return { accessToken: body.accessToken };
     })();
     signedUp.set(baseUrl, pending);
   }

@@ -119,7 +119,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(contactsRoutes, { contacts }); //   /v1/contacts/*
   await v1.register(suppressionsRoutes, { suppressions }); // /v1/suppressions/check
   await v1.register(contactImportsRoutes, { imports, maxBytes: config.IMPORT_MAX_BYTES }); // /v1/contact-imports/*
-  await v1.register(consentsRoutes, { consents }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
+  await v1.register(consentsRoutes, { consents, purposes }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(opsRoutes, { ops }); //              /v1/ops/*

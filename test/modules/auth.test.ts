@@ -11,7 +11,7 @@ t.test('sign-up creates an account, its owner and a working session', async (t) 
   const res = await app.inject({
     method: 'POST',
     url: '/v1/auth/signup',
-    payload: { accountName: 'Example Shop', email: email.toUpperCase(), password: GOOD_PASSWORD },
+    payload: { name: 'Example Shop', email: email.toUpperCase(), password: GOOD_PASSWORD },
   });
   t.equal(res.statusCode, 201, res.body);
   const body = res.json();
@@ -23,7 +23,7 @@ t.test('sign-up creates an account, its owner and a working session', async (t) 
   const me = await app.inject({
     method: 'GET',
     url: '/v1/me',
-    headers: bearer(body.tokens.accessToken),
+    headers: bearer(body.accessToken),
   });
   t.equal(me.statusCode, 200);
   t.equal(me.json().account.id, body.account.id);
@@ -33,7 +33,7 @@ t.test('sign-up creates an account, its owner and a working session', async (t) 
   const again = await app.inject({
     method: 'POST',
     url: '/v1/auth/signup',
-    payload: { accountName: 'Other', email, password: GOOD_PASSWORD },
+    payload: { name: 'Other', email, password: GOOD_PASSWORD },
   });
   t.equal(again.statusCode, 409);
   t.equal(again.json().code, 'email_taken');
@@ -49,7 +49,7 @@ t.test('weak and common passwords are refused with the reason', async (t) => {
     const res = await app.inject({
       method: 'POST',
       url: '/v1/auth/signup',
-      payload: { accountName: 'Example', email: uniqueEmail(), password },
+      payload: { name: 'Example', email: uniqueEmail(), password },
     });
     t.equal(res.statusCode, 400, `${code}: ${res.body}`);
     t.match(res.headers['content-type'], PROBLEM);
@@ -66,7 +66,7 @@ t.test('weak and common passwords are refused with the reason', async (t) => {
     method: 'POST',
     url: '/v1/auth/signup',
     payload: {
-      accountName: 'Example',
+      name: 'Example',
       email: 'marjetica.kovacic@example.com',
       password: 'marjetica.kovacic 2026 spring',
     },
@@ -90,7 +90,7 @@ t.test('common passwords are refused wherever a password is set', async (t) => {
         app.inject({
           method: 'POST',
           url: '/v1/auth/signup',
-          payload: { accountName: 'Example', email: uniqueEmail(), password },
+          payload: { name: 'Example', email: uniqueEmail(), password },
         }),
     },
     {
@@ -156,7 +156,7 @@ t.test('sign-up can be closed', async (t) => {
   const res = await app.inject({
     method: 'POST',
     url: '/v1/auth/signup',
-    payload: { accountName: 'Example', email: uniqueEmail(), password: GOOD_PASSWORD },
+    payload: { name: 'Example', email: uniqueEmail(), password: GOOD_PASSWORD },
   });
   t.equal(res.statusCode, 403);
   t.equal(res.json().code, 'signup_closed');
@@ -183,18 +183,70 @@ t.test('unknown and known emails get identical login failures', async (t) => {
   t.equal(known.headers['content-type'], unknown.headers['content-type']);
 });
 
-t.test('login is throttled per client address', async (t) => {
+t.test('login is throttled per client address, and its 429 says so', async (t) => {
   const app = await build(t, { env: { LOGIN_MAX_PER_IP_PER_MINUTE: '2' } });
-  const statuses: number[] = [];
+  const answers = [];
   for (let i = 0; i < 3; i++) {
-    const res = await app.inject({
-      method: 'POST',
-      url: '/v1/auth/login',
-      payload: { email: uniqueEmail(`ip${i}`), password: 'wrong password entirely here' },
-    });
-    statuses.push(res.statusCode);
+    answers.push(
+      await app.inject({
+        method: 'POST',
+        url: '/v1/auth/login',
+        payload: { email: uniqueEmail(`ip${i}`), password: 'wrong password entirely here' },
+      }),
+    );
   }
-  t.same(statuses, [401, 401, 429]);
+  t.same(
+    answers.map((res) => res.statusCode),
+    [401, 401, 429],
+  );
+  const limited = answers[2]!;
+  // The headers describe the login limiter that refused (2 a minute), not the global budget.
+  t.equal(limited.headers['x-ratelimit-limit'], '2');
+  t.equal(limited.headers['x-ratelimit-remaining'], '0');
+  const reset = Number(limited.headers['x-ratelimit-reset']);
+  t.ok(reset > 0 && reset <= 60, `X-RateLimit-Reset ${reset}`);
+  t.equal(limited.headers['retry-after'], limited.headers['x-ratelimit-reset']);
+});
+
+t.test('sign-up and login return the tokens the same way', async (t) => {
+  const app = await build(t);
+  const email = uniqueEmail('shape');
+  const signedUp = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: { name: 'Shape Ltd', email, password: GOOD_PASSWORD },
+  });
+  t.equal(signedUp.statusCode, 201, signedUp.body);
+  const loggedIn = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/login',
+    payload: { email, password: GOOD_PASSWORD },
+  });
+  t.equal(loggedIn.statusCode, 200, loggedIn.body);
+  const tokenFields = Object.keys(loggedIn.json()).sort();
+  t.same(tokenFields, [
+    'accessToken',
+    'expiresIn',
+    'refreshToken',
+    'refreshTokenExpiresAt',
+    'tokenType',
+  ]);
+  const body = signedUp.json();
+  t.same(
+    Object.keys(body).sort(),
+    [...tokenFields, 'account', 'user'].sort(),
+    'the token pair at the top level, with the account and its owner',
+  );
+  t.equal(body.tokenType, 'Bearer');
+  t.equal(body.account.name, 'Shape Ltd', 'name is the account’s name, as everywhere');
+  const me = await app.inject({ method: 'GET', url: '/v1/me', headers: bearer(body.accessToken) });
+  t.equal(me.statusCode, 200);
+  const old = await app.inject({
+    method: 'POST',
+    url: '/v1/auth/signup',
+    payload: { accountName: 'Old Shape', email: uniqueEmail('old'), password: GOOD_PASSWORD },
+  });
+  t.equal(old.statusCode, 400, 'accountName is not a field any more');
 });
 
 t.test('consecutive failures lock the account, without saying so', async (t) => {
@@ -390,7 +442,7 @@ t.test('sign-ups and new users racing for one address: one user, the rest 409', 
       app.inject({
         method: 'POST',
         url: '/v1/auth/signup',
-        payload: { accountName, email, password: GOOD_PASSWORD },
+        payload: { name: accountName, email, password: GOOD_PASSWORD },
       }),
     ),
   );

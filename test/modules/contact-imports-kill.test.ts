@@ -232,12 +232,12 @@ t.test(
     t.teardown(() => stop(server, 'SIGKILL'));
 
     const signup = await api(server.base, null, 'POST', '/v1/auth/signup', {
-      accountName: 'Kill Test Ltd',
+      name: 'Kill Test Ltd',
       email: 'kill-owner@example.com',
       password: GOOD_PASSWORD,
     });
     const accountId: string = signup.account.id;
-    let token: string = signup.tokens.accessToken;
+    let token: string = signup.accessToken;
     const purpose = await api(server.base, token, 'POST', '/v1/purposes', {
       key: 'newsletter',
       name: 'Newsletter',

@@ -66,6 +66,9 @@ t.test('the per-client limit: 429 with Retry-After; a success from there resets 
   t.equal(limited.statusCode, 429, 'the fourth failure in the window is refused unread');
   t.match(limited.headers['content-type'], /^application\/problem\+json/);
   t.ok(Number(limited.headers['retry-after']) > 800, 'until the 15-minute window ends');
+  t.equal(limited.headers['x-ratelimit-limit'], '3', 'the failure limit, not the global one');
+  t.equal(limited.headers['x-ratelimit-remaining'], '0');
+  t.equal(limited.headers['x-ratelimit-reset'], limited.headers['retry-after']);
   // IPv6: the whole /64 is one client.
   for (let i = 0; i < 3; i++) {
     t.equal((await attempt(app, owner.email, WRONG, `2001:db8:aa:bb::${i + 1}`)).statusCode, 401);

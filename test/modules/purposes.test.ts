@@ -409,6 +409,70 @@ t.test('another account’s purpose is a 404 everywhere', async (t) => {
   t.equal(unchanged.json().latestNoticeVersion, 1);
 });
 
+t.test('a path names a purpose by its id or by its key', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const intruder = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const purpose = await createPurpose(app, owner, 'newsletter');
+
+  const byKey = await app.inject({ method: 'GET', url: '/v1/purposes/newsletter', headers });
+  t.equal(byKey.statusCode, 200, byKey.body);
+  const byId = await app.inject({ method: 'GET', url: `/v1/purposes/${purpose.id}`, headers });
+  t.same(byKey.json(), byId.json(), 'the same purpose');
+
+  const notice = await app.inject({
+    method: 'POST',
+    url: '/v1/purposes/newsletter/notices',
+    headers,
+    payload: { text: NOTICE_V1, language: 'en' },
+  });
+  t.equal(notice.statusCode, 201, notice.body);
+  t.equal(notice.json().purposeId, purpose.id);
+  const renamed = await app.inject({
+    method: 'PATCH',
+    url: '/v1/purposes/newsletter',
+    headers,
+    payload: { name: 'Weekly newsletter' },
+  });
+  t.equal(renamed.json().name, 'Weekly newsletter');
+  for (const url of [
+    '/v1/purposes/newsletter/notices',
+    '/v1/purposes/newsletter/notices/1',
+    '/v1/purposes/newsletter/audience',
+  ]) {
+    const res = await app.inject({ method: 'GET', url, headers });
+    t.equal(res.statusCode, 200, `${url}: ${res.body}`);
+  }
+
+  // Keys are per account: another account's key is unknown here.
+  for (const url of ['/v1/purposes/newsletter', '/v1/purposes/newsletter/audience']) {
+    const res = await app.inject({ method: 'GET', url, headers: bearer(intruder.accessToken) });
+    assertProblem(t, res, { status: 404, code: 'not_found', instance: url });
+  }
+  const unknown = await app.inject({ method: 'GET', url: '/v1/purposes/no-such-key', headers });
+  assertProblem(t, unknown, {
+    status: 404,
+    code: 'not_found',
+    instance: '/v1/purposes/no-such-key',
+  });
+  const malformed = await app.inject({ method: 'GET', url: '/v1/purposes/Not_A-Key!', headers });
+  assertProblem(t, malformed, {
+    status: 400,
+    code: 'validation_failed',
+    instance: '/v1/purposes/Not_A-Key!',
+  });
+
+  // A key shaped like an id would be ambiguous in a path.
+  const uuidKey = await app.inject({
+    method: 'POST',
+    url: '/v1/purposes',
+    headers,
+    payload: { key: '5a7d3c2b-1e0f-4a9b-8c7d-6e5f4a3b2c1d', name: 'Ambiguous' },
+  });
+  assertProblem(t, uuidKey, { status: 400, code: 'validation_failed', instance: '/v1/purposes' });
+});
+
 t.test('writing purposes needs consents:write', async (t) => {
   const app = await build(t);
   const owner = await signup(app);

@@ -3,6 +3,8 @@ import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
 import { IdParams, pageOf } from '../../http/schemas.js';
+import { PurposeParams } from '../purposes/purposes.schemas.js';
+import type { PurposesService } from '../purposes/purposes.service.js';
 import { ConsentReceiptSchema } from './consent-receipt.js';
 import {
   AudienceMemberSchema,
@@ -20,10 +22,11 @@ import type { ConsentsService } from './consents.service.js';
  * `/v1/contacts/{id}/consents` (the ledger), `/v1/contacts/{id}/consent-receipt` and
  * `/v1/purposes/{id}/audience` (who may be mailed for a purpose).
  */
-export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }> = async (
-  app,
-  { consents },
-) => {
+export const consentsRoutes: FastifyPluginAsyncZod<{
+  consents: ConsentsService;
+  /** Resolves a purpose named by its key in a path. */
+  purposes: Pick<PurposesService, 'resolveId'>;
+}> = async (app, { consents, purposes }) => {
   const security = BEARER_OR_API_KEY;
 
   app.post(
@@ -133,7 +136,7 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
           'double opt-in is not), who are active (not unsubscribed or bounced) and not ' +
           'restricted (Art. 18). Ask before every send.',
         security,
-        params: IdParams,
+        params: PurposeParams,
         querystring: AudienceQuery,
         answers: { 200: { description: 'One page of the contacts that may be mailed.' } },
         response: {
@@ -143,7 +146,9 @@ export const consentsRoutes: FastifyPluginAsyncZod<{ consents: ConsentsService }
       },
     },
     async (request) => {
-      const page = await consents.audience(accountIdOf(request), request.params.id, request.query);
+      const accountId = accountIdOf(request);
+      const purposeId = await purposes.resolveId(accountId, request.params.id);
+      const page = await consents.audience(accountId, purposeId, request.query);
       return {
         data: page.rows.map((row) => ({
           contactId: row.contact_id,

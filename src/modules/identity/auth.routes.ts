@@ -21,7 +21,11 @@ import {
 import { passwordAge } from './password.js';
 import type { SessionPrincipal } from './principal-cache.js';
 
-/** A preHandler that counts requests under its own key and answers 429 past `max`. */
+/**
+ * A preHandler that counts requests under its own key and answers 429 past `max`. The answer's
+ * rate-limit headers describe this counter (the global limiter set its own before): a client
+ * told "600 per minute, 590 left" while refused would retry at once.
+ */
 function throttle(
   app: FastifyInstance,
   options: { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string },
@@ -30,7 +34,13 @@ function throttle(
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const result = await check(request);
     if (!result.isAllowed && result.isExceeded) {
-      reply.header('retry-after', String(result.ttlInSeconds));
+      const seconds = String(result.ttlInSeconds);
+      reply.headers({
+        'x-ratelimit-limit': String(result.max),
+        'x-ratelimit-remaining': '0',
+        'x-ratelimit-reset': seconds,
+        'retry-after': seconds,
+      });
       throw new AppError(
         429,
         'rate_limited',
@@ -49,19 +59,19 @@ export interface AuthRoutesOptions {
 function signupBody(passwordMinLength: number) {
   return z
     .object({
-      accountName: z
+      name: z
         .string()
         .trim()
         .min(1)
         .max(200)
-        .describe('Your organisation (the controller).'),
+        .describe('Your organisation (the controller): the account’s name.'),
       timeZone: TimeZone.optional(),
       email: Email,
       password: newPassword(passwordMinLength),
     })
     .meta({
       example: {
-        accountName: 'Example Shop d.o.o.',
+        name: 'Example Shop d.o.o.',
         timeZone: 'Europe/Ljubljana',
         email: 'dpo@example.com',
         password: 'staple orbit lantern quietly',
@@ -86,10 +96,10 @@ function passwordChangeBody(passwordMinLength: number) {
   });
 }
 
-const SignupResponse = z.object({
-  account: AccountSchema,
-  user: UserSchema,
-  tokens: TokenPairSchema,
+/** The session's tokens as login and refresh return them, with the new account and owner. */
+const SignupResponse = TokenPairSchema.extend({ account: AccountSchema, user: UserSchema }).meta({
+  id: 'SignedUp',
+  description: 'The session’s tokens (as login returns them), the new account and its owner.',
 });
 
 const MeResponse = z
@@ -138,16 +148,13 @@ export const authRoutes: FastifyPluginAsyncZod<AuthRoutesOptions> = async (
       },
     },
     async (request, reply) => {
-      const result = await auth.signup(request.body, {
-        requestId: String(request.id),
-        ip: request.ip,
-      });
+      const { name, ...rest } = request.body;
+      const result = await auth.signup(
+        { ...rest, accountName: name },
+        { requestId: String(request.id), ip: request.ip },
+      );
       reply.code(201);
-      return {
-        account: toAccount(result.account),
-        user: toUser(result.user),
-        tokens: result.tokens,
-      };
+      return { ...result.tokens, account: toAccount(result.account), user: toUser(result.user) };
     },
   );
 

@@ -78,15 +78,24 @@ export function clientNetwork(ip: string): string {
     .join(':')}::/64`;
 }
 
-function tooManyAttempts(until: Date, now: Date): AppError {
-  const seconds = Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000));
+/**
+ * 429 for failed sign-ins. `limit` is the count of failures that triggered it: the rate-limit
+ * headers describe this counter, not the global request budget the limiter set before.
+ */
+function tooManyAttempts(until: Date, now: Date, limit: number): AppError {
+  const seconds = String(Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000)));
   return new AppError(
     429,
     'rate_limited',
     'Too many requests',
     `Too many failed sign-ins; retry after ${seconds} s.`,
     undefined,
-    { 'retry-after': String(seconds) },
+    {
+      'retry-after': seconds,
+      'x-ratelimit-limit': String(limit),
+      'x-ratelimit-remaining': '0',
+      'x-ratelimit-reset': seconds,
+    },
   );
 }
 
@@ -291,13 +300,15 @@ export function createAuthService(deps: {
         pair.resets_at > now &&
         pair.failures >= config.LOGIN_MAX_FAILURES_PER_CLIENT
       ) {
-        throw tooManyAttempts(pair.resets_at, now);
+        throw tooManyAttempts(pair.resets_at, now, config.LOGIN_MAX_FAILURES_PER_CLIENT);
       }
       if (address && address.failures >= config.LOGIN_BACKOFF_AFTER_FAILURES) {
         const exponent = Math.min(30, address.failures - config.LOGIN_BACKOFF_AFTER_FAILURES);
         const delaySeconds = Math.min(2 ** exponent, config.LOGIN_BACKOFF_MAX_SECONDS);
         const waitUntil = new Date(address.last_failure_at.getTime() + delaySeconds * 1000);
-        if (waitUntil > now) throw tooManyAttempts(waitUntil, now);
+        if (waitUntil > now) {
+          throw tooManyAttempts(waitUntil, now, config.LOGIN_BACKOFF_AFTER_FAILURES);
+        }
       }
 
       const passwordOk = await verifyPassword(

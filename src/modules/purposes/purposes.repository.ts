@@ -28,6 +28,11 @@ export async function findPurpose(db: Db, accountId: string, id: string) {
   return purposes(db, accountId).where('purposes.id', '=', id).executeTakeFirst();
 }
 
+/** A purpose by its key (keys never change, and are unique in the account). */
+export async function findPurposeByKey(db: Db, accountId: string, key: string) {
+  return purposes(db, accountId).where('purposes.key', '=', key).executeTakeFirst();
+}
+
 /** Just the purpose's id and key: what a consent check needs, without the notice subquery. */
 export async function findPurposeRef(db: Db, accountId: string, id: string) {
   return db

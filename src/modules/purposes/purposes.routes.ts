@@ -2,13 +2,14 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
-import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
+import { PageQuery, pageOf } from '../../http/schemas.js';
 import {
   CreateNoticeBody,
   CreatePurposeBody,
   NoticeParams,
   NoticeVersionSchema,
   NoticeVersionSummarySchema,
+  PurposeParams,
   PurposeSchema,
   toNoticeVersion,
   toNoticeVersionSummary,
@@ -76,9 +77,9 @@ export const purposesRoutes: FastifyPluginAsyncZod<{ purposes: PurposesService }
       schema: {
         operationId: 'getPurpose',
         tags: ['purposes'],
-        summary: 'One purpose',
+        summary: 'One purpose, by its id or its key',
         security,
-        params: IdParams,
+        params: PurposeParams,
         answers: { 200: { description: 'The purpose.' } },
         response: { 200: PurposeSchema, ...problemResponses(400, 401, 403, 404) },
       },
@@ -95,7 +96,7 @@ export const purposesRoutes: FastifyPluginAsyncZod<{ purposes: PurposesService }
         tags: ['purposes'],
         summary: 'Rename or describe a purpose (the key never changes)',
         security,
-        params: IdParams,
+        params: PurposeParams,
         body: UpdatePurposeBody,
         answers: { 200: { description: 'The purpose as changed.' } },
         response: { 200: PurposeSchema, ...problemResponses(400, 401, 403, 404) },
@@ -121,7 +122,7 @@ export const purposesRoutes: FastifyPluginAsyncZod<{ purposes: PurposesService }
         tags: ['purposes'],
         summary: 'List the notice versions of a purpose, oldest first (without their text)',
         security,
-        params: IdParams,
+        params: PurposeParams,
         querystring: PageQuery,
         answers: { 200: { description: 'One page of notice versions.' } },
         response: {
@@ -153,7 +154,7 @@ export const purposesRoutes: FastifyPluginAsyncZod<{ purposes: PurposesService }
           'delete one. A new wording is a new version; consents keep pointing at the version ' +
           'the person saw (Art. 7(1)).',
         security,
-        params: IdParams,
+        params: PurposeParams,
         body: CreateNoticeBody,
         answers: { 201: { description: 'The new notice version.' } },
         response: { 201: NoticeVersionSchema, ...problemResponses(400, 401, 403, 404) },

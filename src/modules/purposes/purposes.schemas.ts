@@ -2,6 +2,13 @@ import { z } from 'zod';
 import type { NoticeVersionRow, PurposeRow } from '../../db/schema.js';
 import { Id, Timestamp, toIso } from '../../http/schemas.js';
 
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** True for a string shaped like a UUID: in a path, a purpose's id rather than its key. */
+export function looksLikeUuid(value: string): boolean {
+  return UUID_SHAPE.test(value);
+}
+
 /** A purpose's stable handle, chosen by the customer: lower-case words joined by `-` or `_`. */
 export const PurposeKey = z
   .string()
@@ -9,6 +16,21 @@ export const PurposeKey = z
   .max(64)
   .regex(/^[a-z0-9]+(?:[-_][a-z0-9]+)*$/, 'must be a slug such as newsletter or product-news')
   .describe('Slug, unique within the account; cannot be changed.');
+
+/**
+ * A new purpose's key: also not shaped like a UUID, since a path names a purpose by its id or
+ * its key (`/v1/purposes/newsletter`) and must not have to guess which.
+ */
+const NewPurposeKey = PurposeKey.refine((key) => !looksLikeUuid(key), {
+  message: 'must not look like a UUID (paths name a purpose by its id or its key)',
+});
+
+/** A purpose in a path: its id, or its key as imports and consent evidence name it. */
+export const PurposeRef = z
+  .union([Id, PurposeKey])
+  .describe('The purpose’s id, or its key (`newsletter`).');
+
+export const PurposeParams = z.object({ id: PurposeRef });
 
 /** A BCP 47 language tag (`en`, `sl`, `de-AT`). */
 export const LanguageTag = z
@@ -50,7 +72,7 @@ export const PurposeSchema = z
 
 export const CreatePurposeBody = z
   .object({
-    key: PurposeKey,
+    key: NewPurposeKey,
     name: z.string().trim().min(1).max(200),
     description: z.string().trim().max(2000).nullable().optional(),
     category: z.string().trim().min(1).max(100).optional(),
@@ -128,7 +150,7 @@ export const CreateNoticeBody = z
   });
 
 export const NoticeParams = z.object({
-  id: Id,
+  id: PurposeRef,
   version: z.coerce.number().int().min(1).max(2_147_483_647).describe('The notice version number.'),
 });
 

@@ -8,6 +8,7 @@ import type { RequestContext } from '../identity/actor.js';
 import {
   findNoticeVersion,
   findPurpose,
+  findPurposeByKey,
   findPurposeRef,
   insertNoticeVersion,
   insertPurpose,
@@ -22,6 +23,7 @@ import {
   purposeSummaries,
   updatePurpose,
 } from './purposes.repository.js';
+import { looksLikeUuid } from './purposes.schemas.js';
 
 export interface PurposeInput {
   key: string;
@@ -104,10 +106,18 @@ export const purposeLookups = {
 export function createPurposesService(deps: { db: Kysely<DB> }) {
   const { db } = deps;
 
-  async function get(accountId: string, id: string) {
-    const row = await findPurpose(db, accountId, id);
+  /** A purpose by its id or its key (see `PurposeRef`). */
+  async function get(accountId: string, ref: string) {
+    const row = looksLikeUuid(ref)
+      ? await findPurpose(db, accountId, ref)
+      : await findPurposeByKey(db, accountId, ref);
     if (!row) throw new NotFoundError('The purpose does not exist.');
     return row;
+  }
+
+  /** The id of the purpose a path names by id or key; 404 for an unknown key. */
+  async function resolveId(accountId: string, ref: string): Promise<string> {
+    return looksLikeUuid(ref) ? ref : (await get(accountId, ref)).id;
   }
 
   /** Creates a purpose in the caller's transaction; 409 `purpose_key_taken` for a used key. */
@@ -197,6 +207,7 @@ export function createPurposesService(deps: { db: Kysely<DB> }) {
 
   return {
     get,
+    resolveId,
     createIn,
     updateIn,
     createNoticeIn,
@@ -215,24 +226,25 @@ export function createPurposesService(deps: { db: Kysely<DB> }) {
       }
     },
 
-    async update(ctx: RequestContext, accountId: string, id: string, patch: PurposePatch) {
+    async update(ctx: RequestContext, accountId: string, ref: string, patch: PurposePatch) {
+      const id = await resolveId(accountId, ref);
       return db.transaction().execute((trx) => updateIn(trx, ctx, accountId, id, patch));
     },
 
     async listNotices(
       accountId: string,
-      purposeId: string,
+      purposeRef: string,
       query: { limit: number; cursor?: string | undefined },
     ) {
       // A forged cursor is a 400 even for a purpose that does not exist.
       cursors.noticeVersion.decode(query.cursor);
-      await get(accountId, purposeId);
-      return listNoticeVersions(db, accountId, purposeId, query);
+      const { id } = await get(accountId, purposeRef);
+      return listNoticeVersions(db, accountId, id, query);
     },
 
-    async getNotice(accountId: string, purposeId: string, version: number) {
-      await get(accountId, purposeId);
-      const row = await findNoticeVersion(db, accountId, purposeId, version);
+    async getNotice(accountId: string, purposeRef: string, version: number) {
+      const { id } = await get(accountId, purposeRef);
+      const row = await findNoticeVersion(db, accountId, id, version);
       if (!row) throw new NotFoundError(`The purpose has no notice version ${version}.`);
       return row;
     },
@@ -240,9 +252,10 @@ export function createPurposesService(deps: { db: Kysely<DB> }) {
     async createNotice(
       ctx: RequestContext,
       accountId: string,
-      purposeId: string,
+      purposeRef: string,
       input: { text: string; language: string },
     ) {
+      const purposeId = await resolveId(accountId, purposeRef);
       return db
         .transaction()
         .execute((trx) => createNoticeIn(trx, ctx, accountId, purposeId, input));
