@@ -214,11 +214,12 @@ export type IdempotencyStore = ReturnType<typeof idempotency>;
 /** How a POST route treats `Idempotency-Key` (see `idempotentPosts`). */
 export type IdempotencyMode = 'stored' | 'handler' | 'refused';
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** How each POST route treats `Idempotency-Key`, by `POST <url>` (for tests). */
-    idempotencyModes(): Map<string, IdempotencyMode>;
-  }
+/** How each POST route treats `Idempotency-Key`, per app (by its HTTP server), for tests. */
+const modesByServer = new WeakMap<object, Map<string, IdempotencyMode>>();
+
+/** How each POST route of `app` treats `Idempotency-Key`, by `POST <url>`. */
+export function idempotencyModesOf(app: FastifyInstance): ReadonlyMap<string, IdempotencyMode> {
+  return modesByServer.get(app.server) ?? new Map();
 }
 
 function asArray<T>(value: T | T[] | undefined): T[] {
@@ -244,7 +245,7 @@ const refuse: preHandlerHookHandler = async (request) => {
  */
 export function idempotentPosts(app: FastifyInstance, store: IdempotencyStore): void {
   const modes = new Map<string, IdempotencyMode>();
-  app.decorate('idempotencyModes', () => new Map(modes));
+  modesByServer.set(app.server, modes);
   app.addHook('onRoute', (route) => {
     if (!asArray(route.method).some((method) => method.toUpperCase() === 'POST')) return;
     const auth = route.config?.auth;

@@ -1,7 +1,14 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { sql } from 'kysely';
 import t from 'tap';
-import { bearer, signup } from '../fixtures/identity.js';
-import { build } from '../helper.js';
+import { parse } from 'yaml';
+import { OPENAPI_PATH } from '../../scripts/lib/openapi.js';
+import { idempotencyModesOf } from '../../src/http/idempotency.js';
+import { createOperator } from '../../src/modules/ops/operators.js';
+import { bearer, GOOD_PASSWORD, login, signup } from '../fixtures/identity.js';
+import { build, testConfig } from '../helper.js';
+import { consentWorld, insertContact } from '../modules/consents-fixtures.js';
 import { assertProblem } from './assert-problem.js';
 
 t.test('Idempotency-Key on POST /v1/contacts', async (t) => {
@@ -170,4 +177,140 @@ t.test('two concurrent requests with one key: one does the work', async (t) => {
     .where('account_id', '=', owner.accountId)
     .execute();
   t.equal(rows.length, 1);
+});
+
+t.test('a consent event: one key, one ledger event', async (t) => {
+  const app = await build(t);
+  const { owner, purposeId, headers } = await consentWorld(app);
+  const contactId = await insertContact(app, owner.accountId);
+  const body = { purposeId, event: 'granted', method: 'form', noticeVersion: 1 };
+  const post = () =>
+    app.inject({
+      method: 'POST',
+      url: `/v1/contacts/${contactId}/consents`,
+      headers: { ...headers, 'idempotency-key': 'consent-form-7' },
+      payload: body,
+    });
+  const first = await post();
+  t.equal(first.statusCode, 201, first.body);
+  const second = await post();
+  t.equal(second.statusCode, 201);
+  t.equal(second.headers['idempotent-replayed'], 'true');
+  t.equal(second.body, first.body, 'the first answer, links included');
+  const events = await app.database.db
+    .selectFrom('consent_events')
+    .select('id')
+    .where('account_id', '=', owner.accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  t.equal(events.length, 1, 'one event in the ledger');
+});
+
+t.test('a replayed creation keeps its Location and ETag', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const post = () =>
+    app.inject({
+      method: 'POST',
+      url: '/v1/contacts',
+      headers: { ...bearer(owner.accessToken), 'idempotency-key': 'create-9' },
+      payload: { email: 'located@example.com' },
+    });
+  const first = await post();
+  t.equal(first.statusCode, 201);
+  const replay = await post();
+  t.equal(replay.headers['idempotent-replayed'], 'true');
+  t.equal(replay.headers.location, first.headers.location);
+  t.equal(replay.headers.etag, first.headers.etag);
+});
+
+/** The contract's example request body of an operation, if it has one. */
+function exampleBody(operation: Record<string, unknown> | undefined): unknown {
+  const content = (operation?.requestBody as { content?: Record<string, { schema?: Json }> })
+    ?.content;
+  return content?.['application/json']?.schema?.example;
+}
+type Json = Record<string, unknown>;
+
+/**
+ * Walks the route table: every POST either keeps its answers by Idempotency-Key (a second
+ * request with the key replays the first answer), or its handler does (the import), or it
+ * refuses the header with 400. A new POST route falls under one of these by its `auth`, and
+ * this test fails if it falls under none or the contract does not say so.
+ */
+t.test('every POST honours Idempotency-Key, or refuses it', async (t) => {
+  const app = await build(t);
+  const owner = await signup(app);
+  const operatorEmail = 'idempotency-operator@example.com';
+  await createOperator(app.database.db, testConfig(), {
+    email: operatorEmail,
+    password: GOOD_PASSWORD,
+  });
+  const operator = await login(app, operatorEmail);
+  const document = parse(await readFile(OPENAPI_PATH, 'utf8')) as {
+    paths: Record<string, Record<string, Json>>;
+  };
+  const modes = idempotencyModesOf(app);
+  const posts = app.routeTable().filter((route) => route.method === 'POST');
+  t.ok(posts.length >= 15, `${posts.length} POST routes`);
+
+  for (const route of posts) {
+    const mode = modes.get(`POST ${route.url}`);
+    const path = route.url.replace(/:([A-Za-z]+)/g, '{$1}');
+    const operation = document.paths[path]?.post;
+    const declared = ((operation?.parameters ?? []) as { in: string; name: string }[]).some(
+      (p) => p.in === 'header' && p.name === 'idempotency-key',
+    );
+    t.ok(mode, `${route.url}: has an Idempotency-Key treatment`);
+    const url = route.url.replace(/:[A-Za-z]+/g, () => randomUUID());
+    const key = `walk-${randomBytes(6).toString('hex')}`;
+    if (mode === 'refused') {
+      t.notOk(declared, `${route.url}: the contract does not offer the header`);
+      const token = route.auth === 'operator' ? operator.accessToken : owner.accessToken;
+      const res = await app.inject({
+        method: 'POST',
+        url,
+        headers: { ...bearer(token), 'idempotency-key': key },
+        payload: exampleBody(operation) ?? {},
+      });
+      assertProblem(t, res, {
+        status: 400,
+        code: 'idempotency_key_unsupported',
+        instance: url,
+      });
+      continue;
+    }
+    t.ok(declared, `${route.url}: the contract declares the header`);
+    if (mode === 'handler') continue; // the import: see contact-imports-resume.test.ts
+    // The example body of the contract, against ids that do not exist: whatever the first
+    // answer (a 404 is an answer too), the second is its replay.
+    // Logout ends the session it is sent with: a session of its own.
+    const token =
+      route.url === '/v1/auth/logout'
+        ? (await login(app, owner.email)).accessToken
+        : owner.accessToken;
+    const send = () =>
+      app.inject({
+        method: 'POST',
+        url,
+        headers: { ...bearer(token), 'idempotency-key': key },
+        payload: (exampleBody(operation) ?? {}) as object,
+      });
+    const first = await send();
+    t.ok(first.statusCode < 500, `${route.url}: answered ${first.statusCode}`);
+    const code = first.body ? first.json().code : undefined;
+    t.not(code, 'validation_failed', `${route.url}: the example is valid`);
+    const stored = await app.database.db
+      .selectFrom('idempotency_keys')
+      .select(['status', 'response_status'])
+      .where('account_id', '=', owner.accountId)
+      .where('key', '=', key)
+      .executeTakeFirst();
+    t.same(stored, { status: 'completed', response_status: first.statusCode }, route.url);
+    if (route.url === '/v1/auth/logout') continue; // the session has ended: 401 from now on
+    const second = await send();
+    t.equal(second.statusCode, first.statusCode, `${route.url}: same status`);
+    t.equal(second.headers['idempotent-replayed'], 'true', `${route.url}: a replay`);
+    t.equal(second.body, first.body, `${route.url}: same body`);
+  }
 });
