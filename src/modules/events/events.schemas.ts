@@ -4,25 +4,76 @@ import { Timestamp, toIso } from '../../http/schemas.js';
 import type { LinkSealer } from '../../lib/link-sealing.js';
 import { EVENT_TYPES, servedEventData } from './events.repository.js';
 
-export const EventSchema = z
+/** What every consent event says: ids, the notice version and how consent was given. */
+const ConsentEventData = z.object({
+  contactId: z.uuid(),
+  purposeId: z.uuid(),
+  consentEventId: z.uuid().describe('The ledger entry (`GET /v1/contacts/{id}/consents`).'),
+  noticeVersion: z.number().int().nullable(),
+  method: z.string().describe('How consent was given or withdrawn, as in the ledger.'),
+});
+
+const eventFields = {
+  id: z.uuid(),
+  seq: z.number().int().describe('Position in the account’s feed; increases with each event.'),
+  contactId: z.uuid().nullable(),
+  createdAt: Timestamp,
+};
+
+/**
+ * One event of each type, told apart by `type`: a generated client narrows `data` by it. The
+ * data carries ids, links and times, never an address or a name.
+ */
+const ConsentGrantedEvent = z
+  .object({ ...eventFields, type: z.literal('consent.granted'), data: ConsentEventData })
+  .meta({ id: 'ConsentGrantedEvent', description: 'A consent was recorded (not double opt-in).' });
+
+const ConfirmationRequestedEvent = z
   .object({
-    id: z.uuid(),
-    seq: z.number().int().describe('Position in the account’s feed; increases with each event.'),
-    type: z.enum(EVENT_TYPES),
-    contactId: z.uuid().nullable(),
-    data: z
-      .record(z.string(), z.unknown())
-      .describe('Ids, links and times for the type; never an address or a name.'),
-    createdAt: Timestamp,
+    ...eventFields,
+    type: z.literal('consent.confirmation_requested'),
+    data: ConsentEventData.extend({
+      confirmation: z
+        .object({
+          url: z
+            .string()
+            .nullable()
+            .describe(
+              'Path of the link; null when it can no longer be opened (HASH_SECRET changed).',
+            ),
+          expiresAt: Timestamp,
+        })
+        .describe('The single-use link the contact follows to confirm.'),
+    }),
   })
   .meta({
-    id: 'Event',
+    id: 'ConfirmationRequestedEvent',
     description:
-      '`consent.granted`: a consent was recorded (not double opt-in). ' +
-      '`consent.confirmation_requested`: send the contact the double opt-in message; ' +
-      '`data.confirmation.url` is the single-use link to POST to when they confirm. ' +
-      '`consent.confirmed`: the contact confirmed. `consent.withdrawn`: stop sending for ' +
-      '`data.purposeId`.',
+      'Send the contact the double opt-in message; `data.confirmation.url` is the link to ' +
+      'the confirmation.',
+  });
+
+const ConsentConfirmedEvent = z
+  .object({ ...eventFields, type: z.literal('consent.confirmed'), data: ConsentEventData })
+  .meta({ id: 'ConsentConfirmedEvent', description: 'The contact confirmed a double opt-in.' });
+
+const ConsentWithdrawnEvent = z
+  .object({ ...eventFields, type: z.literal('consent.withdrawn'), data: ConsentEventData })
+  .meta({
+    id: 'ConsentWithdrawnEvent',
+    description: 'A consent was withdrawn: stop sending for `data.purposeId`.',
+  });
+
+export const EventSchema = z
+  .discriminatedUnion('type', [
+    ConsentGrantedEvent,
+    ConfirmationRequestedEvent,
+    ConsentConfirmedEvent,
+    ConsentWithdrawnEvent,
+  ])
+  .meta({
+    id: 'Event',
+    description: 'One event of the feed; its `type` says what `data` holds.',
     example: {
       id: '0b7e6a52-3c1d-4e8f-9a0b-1c2d3e4f5a6b',
       seq: 42,
@@ -31,7 +82,9 @@ export const EventSchema = z
       data: {
         contactId: '3f0c9a1e-7b2d-4c5e-8f9a-0b1c2d3e4f5a',
         purposeId: '5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d',
+        consentEventId: '8e7d6c5b-4a39-4281-9706-f5e4d3c2b1a0',
         noticeVersion: 1,
+        method: 'double_opt_in',
         confirmation: {
           url: '/v1/public/consent-confirmations/q3J0d2xYk1R8nH6pV9sT4wZ2cB7mF5aE0gL1iO3uK8y',
           expiresAt: '2026-11-28T17:00:00.000Z',
@@ -65,12 +118,14 @@ export const EventFeed = z.object({
 });
 
 export function toEvent(row: EventRow, sealer: LinkSealer): z.input<typeof EventSchema> {
+  // `data` is what the writers of each type stored (see consentEvent); the serializer checks
+  // it against the type's schema on the way out.
   return {
     id: row.id,
     seq: Number(row.seq),
-    type: row.type as (typeof EVENT_TYPES)[number],
+    type: row.type,
     contactId: row.contact_id,
     data: servedEventData(sealer, row),
     createdAt: toIso(row.created_at),
-  };
+  } as z.input<typeof EventSchema>;
 }

@@ -125,32 +125,39 @@ function attributesProblem(
   return null;
 }
 
-const attributesSchema = z.unknown().transform((value, ctx) => {
-  if (!isPlainObject(value)) {
-    reject(ctx, 'invalid_type', 'must be a JSON object');
-    return z.NEVER;
-  }
-  // The walk first: it stops at the depth limit, while serialising a value nested thousands of
-  // levels deep (a 64 KiB row holds 30,000 `[`) overflows the stack.
-  const problem = attributesProblem(value, 1);
-  if (problem === 'too_deep') {
-    reject(ctx, 'attributes_too_deep', `must be nested at most ${ATTRIBUTES_MAX_DEPTH} levels`);
-    return z.NEVER;
-  }
-  if (problem === 'encoding') {
-    reject(ctx, 'invalid_encoding', 'contains NUL or characters that are not valid UTF-8');
-    return z.NEVER;
-  }
-  if (problem === 'not_finite') {
-    reject(ctx, 'not_finite', 'contains a number too large to represent');
-    return z.NEVER;
-  }
-  if (Buffer.byteLength(JSON.stringify(value), 'utf8') > ATTRIBUTES_MAX_BYTES) {
-    reject(ctx, 'attributes_too_large', `must be at most ${ATTRIBUTES_MAX_BYTES} bytes as JSON`);
-    return z.NEVER;
-  }
-  return value;
-});
+const attributesSchema = z
+  .unknown()
+  .meta({
+    type: 'object',
+    additionalProperties: {},
+    description: `Custom fields: a JSON object of at most ${ATTRIBUTES_MAX_BYTES} bytes serialised.`,
+  })
+  .transform((value, ctx) => {
+    if (!isPlainObject(value)) {
+      reject(ctx, 'invalid_type', 'must be a JSON object');
+      return z.NEVER;
+    }
+    // The walk first: it stops at the depth limit, while serialising a value nested thousands of
+    // levels deep (a 64 KiB row holds 30,000 `[`) overflows the stack.
+    const problem = attributesProblem(value, 1);
+    if (problem === 'too_deep') {
+      reject(ctx, 'attributes_too_deep', `must be nested at most ${ATTRIBUTES_MAX_DEPTH} levels`);
+      return z.NEVER;
+    }
+    if (problem === 'encoding') {
+      reject(ctx, 'invalid_encoding', 'contains NUL or characters that are not valid UTF-8');
+      return z.NEVER;
+    }
+    if (problem === 'not_finite') {
+      reject(ctx, 'not_finite', 'contains a number too large to represent');
+      return z.NEVER;
+    }
+    if (Buffer.byteLength(JSON.stringify(value), 'utf8') > ATTRIBUTES_MAX_BYTES) {
+      reject(ctx, 'attributes_too_large', `must be at most ${ATTRIBUTES_MAX_BYTES} bytes as JSON`);
+      return z.NEVER;
+    }
+    return value;
+  });
 
 /**
  * The evidence of one consent (Art. 7(1)): for which purpose, after which version of the
