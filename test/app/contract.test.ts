@@ -116,6 +116,29 @@ t.test('the router and the contract agree on the longest path segment', async (t
   assertProblem(t, refused, { status: 414, code: 'uri_too_long', instance: tooLong });
 });
 
+t.test('the import upload declares its two media types and its answer', async (t) => {
+  const operation = document.paths['/v1/contact-imports']?.post ?? {};
+  const content = (operation.requestBody as { required: boolean; content: Record<string, Json> })
+    .content;
+  t.same(Object.keys(content).sort(), ['application/x-ndjson', 'text/csv']);
+  t.match(content['application/x-ndjson']?.schema, {
+    type: 'string',
+    contentMediaType: 'application/x-ndjson',
+    contentSchema: { $ref: '#/components/schemas/ContactImportRow' },
+  });
+  t.match(content['text/csv']?.schema, { type: 'string', contentMediaType: 'text/csv' });
+  t.match(document.components.schemas.ContactImportRow, {
+    type: 'object',
+    required: ['email'],
+    properties: { consent: { required: ['purpose', 'noticeVersion', 'method', 'grantedAt'] } },
+  });
+  const created = (operation.responses as Record<string, Json>)['201'] ?? {};
+  t.match(created, {
+    headers: { Location: { $ref: '#/components/headers/Location' } },
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/ContactImport' } } },
+  });
+});
+
 /**
  * Provokes, on every operation, the answers that come from the machinery in front of the
  * handler; build(t) checks each one against the contract (status, media type, body, headers).
