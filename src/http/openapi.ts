@@ -49,6 +49,11 @@ export const openApi = fp<OpenApiOptions>(
           { name: 'purposes', description: 'Processing purposes and their versioned notices.' },
           { name: 'consents', description: 'The append-only consent ledger (Art. 7).' },
           {
+            name: 'data-subject-requests',
+            description:
+              'Requests under Art. 15–18, 20, 21: deadlines (Art. 12(3)), decisions, actions.',
+          },
+          {
             name: 'contact-imports',
             description: 'Bulk imports of contacts with consent evidence.',
           },

@@ -256,6 +256,7 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   listUsers: 'createdAt',
   listApiKeys: 'createdAt',
   listContacts: 'createdAt',
+  listDataSubjectRequests: 'createdAt',
   listContactImports: 'createdAt',
   opsListAccounts: 'createdAt',
   listAuditEvents: 'auditSeq',

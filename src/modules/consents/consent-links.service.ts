@@ -1,6 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsentEventRow, DB } from '../../db/schema.js';
-import { AppError, ConflictError, NotFoundError } from '../../errors.js';
+import { ConflictError } from '../../errors.js';
+import { TokenExpiredError, TokenInvalidError, TokenUsedError } from '../../lib/link-tokens.js';
 import { recordSubjectAudit } from '../audit/audit.service.js';
 import { clearSuppressedUntilConfirmed, lockContact } from '../contacts/contacts.service.js';
 import { appendEvents } from '../events/events.service.js';
@@ -20,23 +21,7 @@ export interface LinkRequest {
   userAgent: string | null;
 }
 
-export class TokenInvalidError extends NotFoundError {
-  constructor() {
-    super('The link is not valid.', 'token_invalid');
-  }
-}
-
-export class TokenUsedError extends ConflictError {
-  constructor() {
-    super('token_used', 'The link was already used.');
-  }
-}
-
-export class TokenExpiredError extends AppError {
-  constructor() {
-    super(410, 'token_expired', 'Gone', 'The link has expired.');
-  }
-}
+export { TokenExpiredError, TokenInvalidError, TokenUsedError };
 
 /**
  * Consent links: what a data subject does with the single-use links that came with their

@@ -6,7 +6,15 @@ import type { ConsentState, CurrentConsentRow } from './consents.repository.js';
 
 /** How consent was collected; `withdrawal_link` is only ever written by the public link. */
 export const RECORDABLE_METHODS = ['form', 'import', 'api', 'double_opt_in'] as const;
-export const CONSENT_METHODS = [...RECORDABLE_METHODS, 'withdrawal_link'] as const;
+/**
+ * Every method the ledger holds: the recordable ones, a withdrawal link the subject followed,
+ * and an objection carried out through a data-subject request (Art. 21).
+ */
+export const CONSENT_METHODS = [
+  ...RECORDABLE_METHODS,
+  'withdrawal_link',
+  'data_subject_request',
+] as const;
 export type ConsentMethod = (typeof CONSENT_METHODS)[number];
 
 /** Art. 6(1)(a)–(f). A consent ledger mostly holds `consent`; the others are for completeness. */
@@ -89,6 +97,8 @@ export const RecordConsentBody = z
   });
 
 export type RecordConsentInput = z.output<typeof RecordConsentBody>;
+/** What the ledger accepts from this system's own modules: any method it holds. */
+export type LedgerEntryInput = Omit<RecordConsentInput, 'method'> & { method: ConsentMethod };
 
 const EVENT_EXAMPLE = {
   id: '8e7d6c5b-4a39-4281-9706-f5e4d3c2b1a0',

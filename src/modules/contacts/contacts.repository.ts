@@ -280,7 +280,13 @@ function anyText(values: string[]) {
 /** Art. 17: records that the contact was erased; only the keyed hash of its address remains. */
 export async function insertErasure(
   trx: Transaction<DB>,
-  erasure: { accountId: string; contactId: string; emailHash: string; requestId: string },
+  erasure: {
+    accountId: string;
+    contactId: string;
+    emailHash: string;
+    requestId: string;
+    dataSubjectRequestId?: string | undefined;
+  },
 ): Promise<void> {
   await trx
     .insertInto('erasures')
@@ -289,6 +295,7 @@ export async function insertErasure(
       contact_id: erasure.contactId,
       email_hash: erasure.emailHash,
       request_id: erasure.requestId,
+      data_subject_request_id: erasure.dataSubjectRequestId ?? null,
     })
     .execute();
 }

@@ -6,6 +6,7 @@ import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.j
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
+  allPurposeSummaries,
   findNoticeVersion,
   findPurpose,
   findPurposeRef,
@@ -93,6 +94,8 @@ export const purposeLookups = {
   },
 
   summaries: purposeSummaries,
+  /** Every purpose of the account (objections to all, the facts of an access answer). */
+  all: allPurposeSummaries,
   noticeDigests,
 };
 
