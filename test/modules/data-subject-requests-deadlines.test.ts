@@ -72,6 +72,13 @@ t.test('days remaining count local calendar days', async (t) => {
   for (const [dueDate, zone, now, expected, why] of cases) {
     t.equal(daysRemaining(dueDate, zone, new Date(now)), expected, `${now} in ${zone}: ${why}`);
   }
+  // The same instant asked twice in a row, in two zones (the page cache must key by zone).
+  const at = new Date('2027-04-14T15:30:00Z');
+  t.equal(daysRemaining('2027-04-15', 'Asia/Tokyo', at), 0, '15 Apr 00:30 in Tokyo');
+  t.equal(daysRemaining('2027-04-15', 'Europe/Berlin', at), 1, '14 Apr 17:30 in Berlin');
+  for (const bad of ['2027-02-30', '2027-13-01', '27-01-01', '2027-1-1']) {
+    t.throws(() => daysRemaining(bad, LJ, at), RangeError, `${bad} is not a date`);
+  }
 });
 
 t.test('overdue after the due day’s last millisecond', async (t) => {
