@@ -86,7 +86,7 @@ function notFound() {
 function invalidTransition(row: DataSubjectRequestRow, action: string) {
   return new ConflictError(
     'invalid_transition',
-    `The request is ${row.status}; it cannot be ${action} now.`,
+    `The request is ${row.status}: it cannot be ${action}.`,
   );
 }
 
