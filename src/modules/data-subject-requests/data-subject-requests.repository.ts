@@ -122,6 +122,31 @@ export async function updateRequest(
     .executeTakeFirstOrThrow();
 }
 
+/**
+ * What a list shows of each request: the facts for tracking deadlines, not the subject's
+ * address, notes or evidence (those are read one request at a time, where they are needed).
+ */
+export const SUMMARY_COLUMNS = [
+  'id',
+  'type',
+  'status',
+  'external_id',
+  'channel',
+  'contact_id',
+  'received_at',
+  'time_zone',
+  'calendar',
+  'due_date',
+  'due_at',
+  'extension_months',
+  'decided_at',
+  'decided_late',
+  'created_at',
+  'updated_at',
+  'version',
+] as const;
+export type RequestSummaryRow = Pick<DataSubjectRequestRow, (typeof SUMMARY_COLUMNS)[number]>;
+
 export interface RequestListFilter {
   status?: DataSubjectRequestStatus | undefined;
   type?: DataSubjectRequestType | undefined;
@@ -134,7 +159,10 @@ export interface RequestListFilter {
 
 /** The account's requests, filtered; the caller pages it (by created_at or due_at). */
 export function requestsQuery(db: Kysely<DB>, accountId: string, filter: RequestListFilter) {
-  let q = db.selectFrom('data_subject_requests').selectAll().where('account_id', '=', accountId);
+  let q = db
+    .selectFrom('data_subject_requests')
+    .select(SUMMARY_COLUMNS)
+    .where('account_id', '=', accountId);
   if (filter.status) q = q.where('status', '=', filter.status);
   if (filter.type) q = q.where('type', '=', filter.type);
   if (filter.contactId) q = q.where('contact_id', '=', filter.contactId);

@@ -18,12 +18,14 @@ import {
   CreateHeaders,
   CreateRequestBody,
   DataSubjectRequestSchema,
+  DataSubjectRequestSummarySchema,
   ExtendBody,
   IfMatchOnly,
   ListRequestsQuery,
   RejectBody,
   TokenParams,
   toDataSubjectRequest,
+  toDataSubjectRequestSummary,
   VerificationOutcomeSchema,
   VerifyIdentityBody,
 } from './data-subject-requests.schemas.js';
@@ -125,14 +127,25 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
         operationId: 'listDataSubjectRequests',
         tags,
         summary: 'List requests (by creation or by deadline; filterable)',
+        description:
+          'Each item is a summary (deadline and state); the subject’s address, notes and ' +
+          'decision details are read one request at a time with `GET …/{id}`.',
         security,
         querystring: ListRequestsQuery,
-        response: { 200: pageOf(one), ...problemResponses(400, 401, 403) },
+        response: {
+          200: pageOf(DataSubjectRequestSummarySchema),
+          ...problemResponses(400, 401, 403),
+        },
       },
     },
     async (request) => {
       const page = await requests.list(accountIdOf(request), request.query);
-      return { data: page.rows.map(show), nextCursor: page.nextCursor };
+      // One instant for the whole page: every row's daysRemaining is counted from it.
+      const now = clock.now();
+      return {
+        data: page.rows.map((row) => toDataSubjectRequestSummary(row, now)),
+        nextCursor: page.nextCursor,
+      };
     },
   );
 

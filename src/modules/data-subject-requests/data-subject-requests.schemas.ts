@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { DataSubjectRequestRow } from '../../db/schema.js';
 import { Id, IdempotencyKey, Instant, PageQuery, toIso } from '../../http/schemas.js';
 import { ContactEmail } from '../contacts/contacts.schemas.js';
+import type { RequestSummaryRow } from './data-subject-requests.repository.js';
 import { daysRemaining, isOverdue } from './deadlines.js';
 
 export const REQUEST_TYPES = [
@@ -280,6 +281,60 @@ export const DataSubjectRequestSchema = z
     version: z.number().int().describe('The ETag is `"v<version>"`.'),
   })
   .meta({ id: 'DataSubjectRequest' });
+
+export const DataSubjectRequestSummarySchema = z
+  .object({
+    id: Id,
+    type: z.enum(REQUEST_TYPES),
+    status: z.enum(REQUEST_STATUSES),
+    externalId: z.string().nullable(),
+    channel: z.string().nullable(),
+    contactId: z.string().nullable(),
+    receivedAt: Instant,
+    timeZone: z.string(),
+    calendar: z.string(),
+    dueDate: z.string(),
+    dueAt: Instant,
+    daysRemaining: z.number().int(),
+    overdue: z.boolean(),
+    extendedMonths: z.number().int().nullable().describe('1 or 2 once extended.'),
+    decidedAt: Instant.nullable(),
+    late: z.boolean().nullable().describe('Decided after the due time; null while open.'),
+    createdAt: Instant,
+    updatedAt: Instant,
+    version: z.number().int(),
+  })
+  .meta({
+    id: 'DataSubjectRequestSummary',
+    description:
+      'A request as lists show it: its deadline and state. The subject, notes, evidence and ' +
+      'decision details are in `GET /v1/data-subject-requests/{id}`.',
+  });
+
+export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
+  const open = row.status === 'received' || row.status === 'identity_verified';
+  return {
+    id: row.id,
+    type: row.type,
+    status: row.status,
+    externalId: row.external_id,
+    channel: row.channel,
+    contactId: row.contact_id,
+    receivedAt: row.received_at.toISOString(),
+    timeZone: row.time_zone,
+    calendar: row.calendar,
+    dueDate: row.due_date,
+    dueAt: row.due_at.toISOString(),
+    daysRemaining: daysRemaining(row.due_date, row.time_zone, open ? now : row.decided_at!),
+    overdue: open && isOverdue(row.due_at, now),
+    extendedMonths: row.extension_months,
+    decidedAt: row.decided_at ? row.decided_at.toISOString() : null,
+    late: open ? null : (row.decided_late ?? false),
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    version: row.version,
+  };
+}
 
 export function toDataSubjectRequest(row: DataSubjectRequestRow, now: Date) {
   const open = row.status === 'received' || row.status === 'identity_verified';
