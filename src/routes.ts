@@ -117,7 +117,11 @@ export async function v1Routes(
     consents,
     verificationTtlHours: config.REQUEST_VERIFICATION_TTL_HOURS,
     exportTtlDays: config.REQUEST_EXPORT_TTL_DAYS,
+    // Stored exports past their time go within a quarter of an hour.
+    exportSweepIntervalMs: 15 * 60_000,
   });
+  requests.startSweeping(v1.log);
+  v1.addHook('onClose', () => requests.stopSweeping());
   const imports = createContactImportsService({
     db,
     hashSecret,

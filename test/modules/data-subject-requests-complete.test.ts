@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
 import { TestClock } from '../../src/lib/clock.js';
 import { decryptExport } from '../../src/lib/export-encryption.js';
+import { createDataSubjectRequestsService } from '../../src/modules/data-subject-requests/data-subject-requests.service.js';
 import { assertProblem } from '../app/assert-problem.js';
 import { bearer, type SignedUp, signup } from '../fixtures/identity.js';
 import { whereIs } from '../fixtures/where-is.js';
@@ -345,6 +346,24 @@ t.test(
       code: 'export_expired',
       instance: `${BASE}/${id}/export`,
     });
+    // The sweep drops the ciphertext; the digest and size stay.
+    const sweeper = createDataSubjectRequestsService({
+      db: app.database.db,
+      hashSecret: 'x'.repeat(32),
+      clock,
+      contacts: {} as never,
+      consents: {} as never,
+      verificationTtlHours: 1,
+      exportTtlDays: 1,
+    });
+    t.equal(await sweeper.sweepExpiredExports(), 1, 'one export dropped');
+    const stored = await app.database.db
+      .selectFrom('data_subject_requests')
+      .select(['export_ciphertext', 'outcome'])
+      .where('id', '=', id)
+      .executeTakeFirstOrThrow();
+    t.equal(stored.export_ciphertext, null);
+    t.equal((stored.outcome as { export: { sha256: string } }).export.sha256, file.sha256);
   },
 );
 

@@ -242,19 +242,19 @@ export async function forgetSubjectPlaintext(
   return rows.length;
 }
 
-/** Drops stored exports whose time is up (the digest and size stay in `outcome`). */
-export async function dropExpiredExports(
-  trx: Transaction<DB>,
-  accountId: string,
-  now: Date,
-): Promise<void> {
-  await trx
+/**
+ * Drops stored exports whose time is up, in every account (the digest and size stay in
+ * `outcome`). Returns how many were dropped.
+ */
+export async function dropExpiredExports(db: Kysely<DB>, now: Date): Promise<number> {
+  const rows = await db
     .updateTable('data_subject_requests')
     .set({ export_ciphertext: null })
-    .where('account_id', '=', accountId)
     .where('export_ciphertext', 'is not', null)
     .where('export_expires_at', '<=', now)
+    .returning('id')
     .execute();
+  return rows.length;
 }
 
 export async function insertVerificationToken(

@@ -353,16 +353,17 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
       },
     },
     async (request, reply) => {
-      const accountId = accountIdOf(request);
-      const current = await requests.get(accountId, request.params.id);
-      authorize(request.actor!, { permission: COMPLETION_PERMISSION[current.type] });
       const row = await requests.complete(
         requestContext(request),
-        accountId,
+        accountIdOf(request),
         request.params.id,
         request.body,
-        protectionOf(request),
-        expectedVersion(request),
+        {
+          protection: protectionOf(request),
+          expectedVersion: expectedVersion(request),
+          authorizeAction: (type) =>
+            authorize(request.actor!, { permission: COMPLETION_PERMISSION[type] }),
+        },
       );
       request.log.info({ requestId: row.id, type: row.type }, 'data-subject request completed');
       setEtag(reply, row.version);

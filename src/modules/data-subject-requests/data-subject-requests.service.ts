@@ -104,6 +104,8 @@ const PLAINTEXT_CLEARED: RequestChanges = {
 };
 
 export interface RequestsDeps {
+  /** How often stored exports past their time are dropped (0: never; tests call the sweep). */
+  exportSweepIntervalMs?: number;
   db: Kysely<DB>;
   hashSecret: string;
   clock: Clock;
@@ -250,8 +252,27 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
     };
   }
 
+  let sweepTimer: NodeJS.Timeout | undefined;
+
   const service = {
     get,
+
+    /** Drops stored exports past REQUEST_EXPORT_TTL_DAYS, in every account. */
+    sweepExpiredExports: () => dropExpiredExports(db, clock.now()),
+
+    /** Runs the export sweep every `exportSweepIntervalMs` until {@link stopSweeping}. */
+    startSweeping(log: { warn: (obj: object, msg: string) => void }) {
+      const every = deps.exportSweepIntervalMs ?? 0;
+      if (every <= 0 || sweepTimer) return;
+      sweepTimer = setInterval(() => {
+        service.sweepExpiredExports().catch((err) => log.warn({ err }, 'export sweep failed'));
+      }, every);
+      sweepTimer.unref();
+    },
+    stopSweeping() {
+      if (sweepTimer) clearInterval(sweepTimer);
+      sweepTimer = undefined;
+    },
 
     async list(
       accountId: string,
@@ -630,49 +651,56 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
       accountId: string,
       id: string,
       input: CompleteInput,
-      protection: ExportProtection | undefined,
-      expectedVersion?: number,
+      options: {
+        protection?: ExportProtection | undefined;
+        expectedVersion?: number | undefined;
+        /** Throws when the caller may not perform this type's action (403). */
+        authorizeAction: (type: DataSubjectRequestRow['type']) => void;
+      },
     ) {
       const informs = input.recipientsInformed !== undefined;
       const explains = input.recipientsNotInformedReason !== undefined;
-      const request = await get(accountId, id);
-      if (RECIPIENT_ACTIONS.has(request.type)) {
-        if (informs === explains) {
+      const { protection } = options;
+      let erased = false;
+      // Every check runs on the locked row, inside the transaction: one read, and nothing
+      // decided on a version another request is changing.
+      const row = await db.transaction().execute(async (trx) => {
+        const now = clock.now();
+        const current = await lockForChange(trx, accountId, id, options.expectedVersion);
+        options.authorizeAction(current.type);
+        if (RECIPIENT_ACTIONS.has(current.type)) {
+          if (informs === explains) {
+            throw new ValidationError([
+              {
+                field: 'body.recipientsInformed',
+                code: 'recipients_required',
+                message:
+                  'Art. 19: give recipientsInformed or recipientsNotInformedReason (one of them)',
+              },
+            ]);
+          }
+        } else if (informs || explains) {
           throw new ValidationError([
             {
-              field: 'body.recipientsInformed',
-              code: 'recipients_required',
-              message:
-                'Art. 19: give recipientsInformed or recipientsNotInformedReason (one of them)',
+              field: informs ? 'body.recipientsInformed' : 'body.recipientsNotInformedReason',
+              code: 'not_applicable',
+              message: 'only for rectification, erasure and restriction (Art. 19)',
             },
           ]);
         }
-      } else if (informs || explains) {
-        throw new ValidationError([
-          {
-            field: informs ? 'body.recipientsInformed' : 'body.recipientsNotInformedReason',
-            code: 'not_applicable',
-            message: 'only for rectification, erasure and restriction (Art. 19)',
-          },
-        ]);
-      }
-      const exporting = request.type === 'access' || request.type === 'portability';
-      if (exporting && !protection) {
-        throw new BadRequestError(
-          'export_protection_required',
-          'An access or portability answer is stored encrypted: send X-Export-Passphrase or ' +
-            'X-Export-Recipient.',
-        );
-      }
-      let erased = false;
-      const row = await db.transaction().execute(async (trx) => {
-        const now = clock.now();
-        const current = await lockForChange(trx, accountId, id, expectedVersion);
+        const exporting = current.type === 'access' || current.type === 'portability';
+        if (exporting && !protection) {
+          throw new BadRequestError(
+            'export_protection_required',
+            'An access or portability answer is stored encrypted: send X-Export-Passphrase or ' +
+              'X-Export-Recipient.',
+          );
+        }
         if (current.status !== 'identity_verified') {
           throw invalidTransition(
             current,
             current.status === 'received'
-              ? 'completed before the identity is verified'
+              ? 'completed until the identity is verified'
               : 'completed',
           );
         }
@@ -771,7 +799,6 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
             break;
           }
         }
-        await dropExpiredExports(trx, accountId, now);
         const row = await updateRequest(
           trx,
           current,
@@ -785,7 +812,9 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
           },
           now,
         );
-        await revokeVerificationTokens(trx, accountId, id, now);
+        if (current.verification_requested_at) {
+          await revokeVerificationTokens(trx, accountId, id, now);
+        }
         await audit(trx, ctx, accountId, row, 'completed', [
           'status',
           'result',
