@@ -490,3 +490,16 @@ t.test('a member reads but cannot write; a key needs requests:write', async (t) 
     instance: `${BASE}/${eid}/complete`,
   });
 });
+
+t.test('Idempotency-Key makes a retried creation safe', async (t) => {
+  const { app, owner } = await setup(t, '2026-12-02T10:00:00.000Z');
+  const body = { type: 'access', subject: { email: 'retry@example.com' } };
+  const first = await post(app, owner, BASE, body, { 'idempotency-key': 'dsr-retry-1' });
+  const second = await post(app, owner, BASE, body, { 'idempotency-key': 'dsr-retry-1' });
+  t.equal(first.statusCode, 201);
+  t.equal(second.statusCode, 201);
+  t.equal(second.headers['idempotent-replayed'], 'true');
+  t.equal(second.json().id, first.json().id, 'one request, not two');
+  const list = await app.inject({ method: 'GET', url: BASE, headers: bearer(owner.accessToken) });
+  t.equal(list.json().data.length, 1);
+});
