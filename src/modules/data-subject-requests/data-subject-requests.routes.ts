@@ -233,97 +233,85 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
     },
   );
 
-  app.post(
-    '/data-subject-requests/:id/extend',
-    {
-      config: { auth: { permission: 'requests:write' } },
-      schema: {
-        operationId: 'extendDataSubjectRequest',
-        tags,
-        summary: 'Extend the deadline once by 1 or 2 months (Art. 12(3))',
-        description:
-          'Counted again from the receipt. Only while open and at or before the original due ' +
-          'time (409 `extension_too_late`), once (409 `already_extended`). Tell the subject, ' +
-          'with the reason, by `extension.subjectMustBeInformedBy`.',
-        security,
-        params: IdParams,
-        headers: IfMatchOnly,
-        body: ExtendBody,
-        response: { 200: one, ...problemResponses(400, 401, 403, 404, 409, 412) },
+  /** A decision on an open request: POST …/{id}/<action>, If-Match honoured, the request back. */
+  function transition<B extends z.ZodType>(
+    action: string,
+    doc: { operationId: string; summary: string; description?: string },
+    body: B,
+    run: (
+      ctx: ReturnType<typeof requestContext>,
+      accountId: string,
+      id: string,
+      input: z.output<B>,
+      version: number | undefined,
+    ) => Promise<Parameters<typeof show>[0]>,
+  ) {
+    app.post(
+      `/data-subject-requests/:id/${action}`,
+      {
+        config: { auth: { permission: 'requests:write' } },
+        schema: {
+          ...doc,
+          tags,
+          security,
+          params: IdParams,
+          headers: IfMatchOnly,
+          body,
+          response: { 200: one, ...problemResponses(400, 401, 403, 404, 409, 412) },
+        },
       },
+      async (request, reply) => {
+        const row = await run(
+          requestContext(request),
+          accountIdOf(request),
+          request.params.id,
+          request.body as z.output<B>,
+          expectedVersion(request),
+        );
+        setEtag(reply, row.version);
+        return show(row);
+      },
+    );
+  }
+
+  transition(
+    'extend',
+    {
+      operationId: 'extendDataSubjectRequest',
+      summary: 'Extend the deadline once by 1 or 2 months (Art. 12(3))',
+      description:
+        'Counted again from the receipt. Only while open and at or before the original due ' +
+        'time (409 `extension_too_late`), once (409 `already_extended`). Tell the subject, ' +
+        'with the reason, by `extension.subjectMustBeInformedBy`.',
     },
-    async (request, reply) => {
-      const row = await requests.extend(
-        requestContext(request),
-        accountIdOf(request),
-        request.params.id,
-        request.body,
-        expectedVersion(request),
-      );
-      setEtag(reply, row.version);
-      return show(row);
-    },
+    ExtendBody,
+    (ctx, accountId, id, input, version) => requests.extend(ctx, accountId, id, input, version),
   );
 
-  app.post(
-    '/data-subject-requests/:id/reject',
+  transition(
+    'reject',
     {
-      config: { auth: { permission: 'requests:write' } },
-      schema: {
-        operationId: 'rejectDataSubjectRequest',
-        tags,
-        summary: 'Refuse the request, with reasons (Art. 12(4))',
-        description:
-          'The subject must have been told why and of the right to complain to a supervisory ' +
-          'authority and to seek a judicial remedy (`complaintInformationGiven: true`). An ' +
-          'objection to direct marketing cannot be refused (409 `objection_absolute`, Art. ' +
-          '21(3)). A decision after the due time is kept and marked `late`.',
-        security,
-        params: IdParams,
-        headers: IfMatchOnly,
-        body: RejectBody,
-        response: { 200: one, ...problemResponses(400, 401, 403, 404, 409, 412) },
-      },
+      operationId: 'rejectDataSubjectRequest',
+      summary: 'Refuse the request, with reasons (Art. 12(4))',
+      description:
+        'The subject must have been told why and of the right to complain to a supervisory ' +
+        'authority and to seek a judicial remedy (`complaintInformationGiven: true`). An ' +
+        'objection to direct marketing cannot be refused (409 `objection_absolute`, Art. ' +
+        '21(3)). A decision after the due time is kept and marked `late`.',
     },
-    async (request, reply) => {
-      const row = await requests.reject(
-        requestContext(request),
-        accountIdOf(request),
-        request.params.id,
-        request.body,
-        expectedVersion(request),
-      );
-      setEtag(reply, row.version);
-      return show(row);
-    },
+    RejectBody,
+    (ctx, accountId, id, input, version) => requests.reject(ctx, accountId, id, input, version),
   );
 
-  app.post(
-    '/data-subject-requests/:id/cancel',
+  transition(
+    'cancel',
     {
-      config: { auth: { permission: 'requests:write' } },
-      schema: {
-        operationId: 'cancelDataSubjectRequest',
-        tags,
-        summary: 'Close the request because the subject withdrew it',
-        security,
-        params: IdParams,
-        headers: IfMatchOnly,
-        body: CancelBody,
-        response: { 200: one, ...problemResponses(400, 401, 403, 404, 409, 412) },
-      },
+      operationId: 'cancelDataSubjectRequest',
+      summary: 'Close the request because the subject withdrew it',
     },
-    async (request, reply) => {
-      const row = await requests.cancel(
-        requestContext(request),
-        accountIdOf(request),
-        request.params.id,
-        request.body.reason,
-        expectedVersion(request),
-      );
-      setEtag(reply, row.version);
-      return show(row);
-    },
+    CancelBody,
+    (ctx, accountId, id, input, version) =>
+      requests.cancel(ctx, accountId, id, input.reason, version),
   );
 
   app.post(

@@ -232,14 +232,29 @@ const Decision = z
   })
   .nullable();
 
+/** What every view of a request starts with: which request, and where its deadline stands. */
+const RequestFacts = {
+  id: Id,
+  type: z.enum(REQUEST_TYPES),
+  status: z.enum(REQUEST_STATUSES),
+  externalId: z.string().nullable(),
+  channel: z.string().nullable(),
+  contactId: z.string().nullable(),
+  receivedAt: Instant,
+  timeZone: z.string(),
+  calendar: z.string().describe('Which days postpone the due date: weekends, public holidays.'),
+  dueDate: z.string().describe('The last day to answer (YYYY-MM-DD, in timeZone).'),
+  dueAt: Instant.describe('The last millisecond of dueDate in timeZone.'),
+  daysRemaining: z
+    .number()
+    .int()
+    .describe('Calendar days to dueDate (at the decision once decided); negative when late.'),
+  overdue: z.boolean().describe('Open and past dueAt.'),
+};
+
 export const DataSubjectRequestSchema = z
   .object({
-    id: Id,
-    type: z.enum(REQUEST_TYPES),
-    status: z.enum(REQUEST_STATUSES),
-    externalId: z.string().nullable(),
-    channel: z.string().nullable(),
-    contactId: z.uuid().nullable(),
+    ...RequestFacts,
     subject: z.object({
       email: z.string().nullable().describe('Cleared once not needed, and after an erasure.'),
       customerId: z.string().nullable(),
@@ -247,13 +262,6 @@ export const DataSubjectRequestSchema = z
     notes: z.string().nullable(),
     purposeIds: z.array(z.string()).nullable(),
     corrections: z.record(z.string(), z.string().nullable()).nullable(),
-    receivedAt: Instant,
-    timeZone: z.string(),
-    calendar: z.string().describe('Which days postpone the due date: weekends, public holidays.'),
-    dueDate: z.string().describe('The last day to answer (YYYY-MM-DD, in timeZone).'),
-    dueAt: Instant.describe('The last millisecond of dueDate in timeZone.'),
-    daysRemaining: z.number().int().describe('Calendar days to dueDate; negative when late.'),
-    overdue: z.boolean(),
     extension: z
       .object({
         months: z.number().int(),
@@ -284,19 +292,7 @@ export const DataSubjectRequestSchema = z
 
 export const DataSubjectRequestSummarySchema = z
   .object({
-    id: Id,
-    type: z.enum(REQUEST_TYPES),
-    status: z.enum(REQUEST_STATUSES),
-    externalId: z.string().nullable(),
-    channel: z.string().nullable(),
-    contactId: z.string().nullable(),
-    receivedAt: Instant,
-    timeZone: z.string(),
-    calendar: z.string(),
-    dueDate: z.string(),
-    dueAt: Instant,
-    daysRemaining: z.number().int(),
-    overdue: z.boolean(),
+    ...RequestFacts,
     extendedMonths: z.number().int().nullable().describe('1 or 2 once extended.'),
     decidedAt: Instant.nullable(),
     late: z.boolean().nullable().describe('Decided after the due time; null while open.'),
@@ -311,7 +307,8 @@ export const DataSubjectRequestSummarySchema = z
       'decision details are in `GET /v1/data-subject-requests/{id}`.',
   });
 
-export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
+/** The facts of {@link RequestFacts} from a row; `now` counts the open request's days. */
+function requestFacts(row: RequestSummaryRow, now: Date) {
   const open = row.status === 'received' || row.status === 'identity_verified';
   return {
     id: row.id,
@@ -320,13 +317,20 @@ export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
     externalId: row.external_id,
     channel: row.channel,
     contactId: row.contact_id,
-    receivedAt: row.received_at.toISOString(),
+    receivedAt: toIso(row.received_at),
     timeZone: row.time_zone,
     calendar: row.calendar,
     dueDate: row.due_date,
-    dueAt: row.due_at.toISOString(),
+    dueAt: toIso(row.due_at),
     daysRemaining: daysRemaining(row.due_date, row.time_zone, open ? now : row.decided_at!),
     overdue: open && isOverdue(row.due_at, now),
+  };
+}
+
+export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
+  const open = row.status === 'received' || row.status === 'identity_verified';
+  return {
+    ...requestFacts(row, now),
     extendedMonths: row.extension_months,
     decidedAt: row.decided_at ? row.decided_at.toISOString() : null,
     late: open ? null : (row.decided_late ?? false),
@@ -337,26 +341,13 @@ export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
 }
 
 export function toDataSubjectRequest(row: DataSubjectRequestRow, now: Date) {
-  const open = row.status === 'received' || row.status === 'identity_verified';
-  const decided = !open;
+  const decided = row.status !== 'received' && row.status !== 'identity_verified';
   return {
-    id: row.id,
-    type: row.type,
-    status: row.status,
-    externalId: row.external_id,
-    channel: row.channel,
-    contactId: row.contact_id,
+    ...requestFacts(row, now),
     subject: { email: row.subject_email, customerId: row.subject_customer_id },
     notes: row.notes,
     purposeIds: row.purpose_ids,
     corrections: row.corrections,
-    receivedAt: toIso(row.received_at),
-    timeZone: row.time_zone,
-    calendar: row.calendar,
-    dueDate: row.due_date,
-    dueAt: toIso(row.due_at),
-    daysRemaining: daysRemaining(row.due_date, row.time_zone, decided ? row.decided_at! : now),
-    overdue: open && isOverdue(row.due_at, now),
     extension:
       row.extension_months !== null
         ? {
