@@ -206,6 +206,12 @@ t.test('lifecycle: verify, extend once, reject; wrong transitions are 409', asyn
     instance: `${BASE}/${id}/verify-identity`,
   });
 
+  const beforeRefusals = await counts(app, owner);
+  const readBack = async () =>
+    (
+      await app.inject({ method: 'GET', url: `${BASE}/${id}`, headers: bearer(owner.accessToken) })
+    ).json();
+  const unrefused = await readBack();
   const threeMonths = await post(app, owner, `${BASE}/${id}/extend`, {
     months: 3,
     reason: 'Busy.',
@@ -230,6 +236,8 @@ t.test('lifecycle: verify, extend once, reject; wrong transitions are 409', asyn
     'body.reason named',
   );
 
+  t.same(await counts(app, owner), beforeRefusals, 'refused changes write nothing');
+  t.same(await readBack(), unrefused, 'the request is as it was');
   const extended = await post(app, owner, `${BASE}/${id}/extend`, {
     months: 2,
     reason: 'Many systems hold the data.',
