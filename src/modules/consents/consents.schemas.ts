@@ -247,6 +247,34 @@ export const TokenParams = z.object({
   token: z.string().min(1).max(256).describe('The token from the link.'),
 });
 
+/**
+ * A link's POST body: nothing is needed (the token is the authority), so JSON clients send `{}`
+ * (or nothing) and the link page's form sends an empty form.
+ */
+export const ConfirmLinkBody = z
+  .object({})
+  .describe('Empty: the token in the path is all the link needs.');
+
+/** The withdrawal link's POST body, which RFC 8058 one-click unsubscribe fills. */
+export const WithdrawLinkBody = z
+  .object({
+    'List-Unsubscribe': z
+      .literal('One-Click')
+      .optional()
+      .describe(
+        'What a mail client sends for RFC 8058 one-click unsubscribe, as ' +
+          '`application/x-www-form-urlencoded`; optional otherwise.',
+      ),
+  })
+  .describe('Empty, or the RFC 8058 one-click field.');
+
+/** A page for a person in a browser: no script, nothing loaded from elsewhere. */
+export const HtmlPageSchema = z.string().meta({
+  id: 'HtmlPage',
+  description: 'An HTML page for a person in a browser: no script, nothing loaded from elsewhere.',
+  example: '<!doctype html>\n<html lang="en">…<h1>Confirm your consent</h1>…</html>\n',
+});
+
 export const ConsentLinkOutcomeSchema = z
   .object({
     state: z.enum(['granted', 'withdrawn']),

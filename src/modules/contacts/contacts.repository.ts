@@ -73,7 +73,10 @@ export async function lockContact(
     .executeTakeFirst();
 }
 
-/** The contact's id and language, if it exists (what a ledger read or a receipt needs). */
+/**
+ * The contact's id, language and restriction, if it exists (what a ledger read, a receipt or a
+ * consent link's page needs).
+ */
 export async function findContactRef(
   db: Kysely<DB> | Transaction<DB>,
   accountId: string,
@@ -81,7 +84,7 @@ export async function findContactRef(
 ) {
   return db
     .selectFrom('contacts')
-    .select(['id', 'language'])
+    .select(['id', 'language', 'restricted_at'])
     .where('account_id', '=', accountId)
     .where('id', '=', contactId)
     .executeTakeFirst();
