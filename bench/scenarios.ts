@@ -73,7 +73,67 @@ export const scenarios: Scenario[] = [
     },
     baseline: 'service /healthz',
   },
+  // Lists of equal length: a page of data-subject requests (with their computed deadline
+  // fields) against a page of contacts, both 50 of the same number of rows.
+  {
+    name: 'service GET /v1/contacts?limit=50',
+    target: 'service',
+    method: 'GET',
+    path: '/v1/contacts?limit=50',
+    setup: async (baseUrl) => ({
+      authorization: `Bearer ${(await seededRows(baseUrl)).accessToken}`,
+    }),
+    baseline: 'service /healthz',
+  },
+  {
+    name: 'service GET /v1/data-subject-requests?limit=50',
+    target: 'service',
+    method: 'GET',
+    path: '/v1/data-subject-requests?limit=50',
+    setup: async (baseUrl) => ({
+      authorization: `Bearer ${(await seededRows(baseUrl)).accessToken}`,
+    }),
+    baseline: 'service GET /v1/contacts?limit=50',
+    minRatio: 0.8,
+  },
 ];
+
+/** How many contacts, and requests (one about each contact), the list scenarios read. */
+const SEEDED_ROWS = 200;
+const seeded = new Map<string, Promise<{ accessToken: string }>>();
+
+/** Creates SEEDED_ROWS contacts and as many data-subject requests, once per target. */
+function seededRows(baseUrl: string): Promise<{ accessToken: string }> {
+  let pending = seeded.get(baseUrl);
+  if (!pending) {
+    pending = (async () => {
+      const user = await benchUser(baseUrl);
+      const headers = {
+        'content-type': 'application/json',
+        authorization: `Bearer ${user.accessToken}`,
+      };
+      for (let i = 0; i < SEEDED_ROWS; i++) {
+        const email = `bench-subject-${i}@example.com`;
+        for (const [path, body] of [
+          ['/v1/contacts', { email, firstName: 'Bench', attributes: { plan: 'gold' } }],
+          ['/v1/data-subject-requests', { type: 'access', subject: { email }, channel: 'email' }],
+        ] as const) {
+          const res = await fetch(`${baseUrl}${path}`, {
+            method: 'POST',
+            headers,
+            body: JSON.stringify(body),
+          });
+          if (res.status !== 201) {
+            throw new Error(`bench seed ${path} failed: ${res.status} ${await res.text()}`);
+          }
+        }
+      }
+      return user;
+    })();
+    seeded.set(baseUrl, pending);
+  }
+  return pending;
+}
 
 const signedUp = new Map<string, Promise<{ accessToken: string }>>();
 

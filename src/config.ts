@@ -214,6 +214,9 @@ const envSchema = z
     ),
     // Double opt-in confirmation and withdrawal links stay valid this long.
     CONSENT_TOKEN_TTL_HOURS: int(72, 1, 24 * 30),
+    // A data-subject request's identity-verification link, and its encrypted export, last this long.
+    REQUEST_VERIFICATION_TTL_HOURS: int(168, 1, 24 * 30),
+    REQUEST_EXPORT_TTL_DAYS: int(7, 1, 90),
     // A running import renews its lease every third of this; a job whose lease ran out (its
     // process died) shows as `interrupted` and can be resumed with the same Idempotency-Key.
     IMPORT_LEASE_SECONDS: int(60, 1, 3600),

@@ -24,6 +24,12 @@ import {
   createContactsService,
   ERASURE_TOUCHED_TABLES,
 } from './modules/contacts/contacts.service.js';
+import { dataSubjectRequestsRoutes } from './modules/data-subject-requests/data-subject-requests.routes.js';
+import {
+  createDataSubjectRequestsService,
+  requestPlaintextForgetter,
+  requestsExportSection,
+} from './modules/data-subject-requests/data-subject-requests.service.js';
 import { eventsRoutes } from './modules/events/events.routes.js';
 import { createEventsService } from './modules/events/events.service.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
@@ -56,7 +62,10 @@ export interface V1Options {
  * The route table: every resource module mounted under `/v1`, one visible line each, with the
  * services it needs. Adding an endpoint starts here. Each route declares its `config.auth`.
  */
-export async function v1Routes(v1: FastifyInstance, { db, engine, config, principals }: V1Options) {
+export async function v1Routes(
+  v1: FastifyInstance,
+  { db, engine, config, principals, clock }: V1Options,
+) {
   const auth = createAuthService({ db, config, app: v1, principals });
   const accounts = createAccountsService({ db, principals });
   const users = createUsersService({ db, config, principals });
@@ -89,8 +98,31 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
     log: v1.log,
   });
   v1.addHook('onClose', () => vacuum.stop());
-  const contacts = createContactsService({ db, hashSecret, onErased: vacuum.request });
+  const contacts = createContactsService({
+    db,
+    hashSecret,
+    onErased: vacuum.request,
+    // What other modules hold about the person goes with the contact (Art. 17), and shows
+    // in its export (Art. 15).
+    forgetters: [requestPlaintextForgetter(clock)],
+    exportSections: [requestsExportSection(clock)],
+  });
   const suppressions = createSuppressionsService({ db, hashSecret });
+  // One store of idempotent answers: every POST of an account uses it (see idempotentPosts).
+  const idempotent = idempotency({ db, secret: hashSecret });
+  const requests = createDataSubjectRequestsService({
+    db,
+    hashSecret,
+    clock,
+    contacts,
+    consents,
+    verificationTtlHours: config.REQUEST_VERIFICATION_TTL_HOURS,
+    exportTtlDays: config.REQUEST_EXPORT_TTL_DAYS,
+    // Stored exports past their time go within a quarter of an hour.
+    exportSweepIntervalMs: 15 * 60_000,
+  });
+  requests.startSweeping(v1.log);
+  v1.addHook('onClose', () => requests.stopSweeping());
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -108,7 +140,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   });
 
   // Every POST registered below honours Idempotency-Key, or refuses it (see idempotentPosts).
-  idempotentPosts(v1, idempotency({ db, secret: hashSecret }));
+  idempotentPosts(v1, idempotent);
   await v1.register(metaRoutes); //                      GET /v1
   await v1.register(authRoutes, { auth, config }); //   /v1/auth/*, /v1/me
   await v1.register(accountRoutes, { accounts }); //    /v1/account
@@ -121,6 +153,7 @@ export async function v1Routes(v1: FastifyInstance, { db, engine, config, princi
   await v1.register(contactImportsRoutes, { imports, maxBytes: config.IMPORT_MAX_BYTES }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents, purposes }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
+  await v1.register(dataSubjectRequestsRoutes, { requests, clock, idempotent }); // /v1/data-subject-requests/*
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(opsRoutes, { ops }); //              /v1/ops/*
 }

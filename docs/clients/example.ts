@@ -107,5 +107,10 @@ export function describe(event: Event): string {
     case 'consent.granted':
     case 'consent.confirmed':
       return `${event.data.contactId} may be mailed for ${event.data.purposeId}`;
+    case 'data_subject_request.extended':
+      return `tell the subject of ${event.data.requestId} by ${event.data.subjectMustBeInformedBy}`;
+    default:
+      // The other data-subject request events: the request as it now stands.
+      return `request ${event.data.requestId} is ${event.data.status}, due ${event.data.dueDate}`;
   }
 }

@@ -152,6 +152,86 @@ export interface ErasuresTable {
   email_hash: string;
   erased_at: CreatedAt;
   request_id: string | null;
+  /** The data-subject request the erasure answered, if any. */
+  data_subject_request_id: string | null;
+}
+
+export type DataSubjectRequestType =
+  | 'access'
+  | 'portability'
+  | 'rectification'
+  | 'erasure'
+  | 'restriction'
+  | 'objection';
+export type DataSubjectRequestStatus =
+  | 'received'
+  | 'identity_verified'
+  | 'completed'
+  | 'rejected'
+  | 'cancelled';
+export type RejectionBasis =
+  | 'identity_not_verified'
+  | 'manifestly_unfounded_or_excessive'
+  | 'erasure_exception'
+  | 'other';
+
+type Json<T> = ColumnType<T, string | null | undefined, string | null>;
+
+/** Art. 12: a data-subject request and the controller's answer. Plaintext only while needed. */
+export interface DataSubjectRequestsTable {
+  account_id: string;
+  id: Generated<string>;
+  type: DataSubjectRequestType;
+  status: DataSubjectRequestStatus;
+  external_id: string | null;
+  channel: string | null;
+  contact_id: string | null;
+  subject_email: string | null;
+  /** Keyed fingerprint of the address (the suppression list's); kept for good. */
+  subject_email_hash: string;
+  subject_customer_id: string | null;
+  notes: string | null;
+  purpose_ids: Json<string[] | null>;
+  corrections: Json<Record<string, string | null> | null>;
+  received_at: Date;
+  time_zone: string;
+  holiday_country: string | null;
+  calendar: string;
+  due_date: string;
+  due_at: Date;
+  original_due_at: Date;
+  extension_months: number | null;
+  extension_reason: string | null;
+  extended_at: Date | null;
+  subject_informed_at: Date | null;
+  identity_verified_at: Date | null;
+  identity_method: 'manual' | 'link' | null;
+  identity_evidence: string | null;
+  verification_requested_at: Date | null;
+  decided_at: Date | null;
+  decided_late: boolean | null;
+  decision_reason: string | null;
+  rejection_basis: RejectionBasis | null;
+  complaint_information_given: boolean | null;
+  recipients_informed: Json<{ name: string; informedAt: string }[] | null>;
+  recipients_not_informed_reason: string | null;
+  outcome: Json<Record<string, unknown> | null>;
+  /** The encrypted (age, armored) access/portability export, until `export_expires_at`. */
+  export_ciphertext: string | null;
+  export_expires_at: Date | null;
+  version: Generated<number>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Single-use identity-verification links of data-subject requests (SHA-256 of the token). */
+export interface DataSubjectRequestTokensTable {
+  token_hash: string;
+  account_id: string;
+  request_id: string;
+  expires_at: Date;
+  used_at: Date | null;
+  created_at: Date;
 }
 
 export interface PurposesTable {
@@ -299,9 +379,12 @@ export interface DB {
   idempotency_keys: IdempotencyKeysTable;
   contact_imports: ContactImportsTable;
   contact_import_errors: ContactImportErrorsTable;
+  data_subject_requests: DataSubjectRequestsTable;
+  data_subject_request_tokens: DataSubjectRequestTokensTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
+export type DataSubjectRequestRow = Selectable<DataSubjectRequestsTable>;
 export type UserRow = Selectable<UsersTable>;
 export type NewUser = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;

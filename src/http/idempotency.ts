@@ -269,8 +269,12 @@ export function idempotentPosts(app: FastifyInstance, store: IdempotencyStore): 
           ? headers.extend({ 'idempotency-key': IdempotencyKeyHeader })
           : z.looseObject({ 'idempotency-key': IdempotencyKeyHeader }),
     };
-    route.preHandler = [...asArray(route.preHandler), store.preHandler as preHandlerHookHandler];
-    route.onSend = [...asArray(route.onSend), store.onSend as onSendHookHandler];
+    // A route may attach the store's hooks itself (to order them among its own): once only.
+    const preHandlers = asArray(route.preHandler);
+    if (!preHandlers.includes(store.preHandler as preHandlerHookHandler)) {
+      route.preHandler = [...preHandlers, store.preHandler as preHandlerHookHandler];
+      route.onSend = [...asArray(route.onSend), store.onSend as onSendHookHandler];
+    }
   });
 }
 

@@ -217,6 +217,23 @@ export function finishResponses<D extends object>(document: D): D {
           }
           continue;
         }
+        if (status >= 400) {
+          // An error with another media type besides, or instead (an HTML page for a person):
+          // the problem document, if any, gets its example; the other media types stay.
+          const content = { ...((response.content ?? {}) as Record<string, Json>) };
+          const problem = content[PROBLEM_CONTENT_TYPE];
+          if (problem) {
+            content[PROBLEM_CONTENT_TYPE] = { ...problem, example: problemExample(status, path) };
+          }
+          const names = PROBLEM_HEADERS[status] ?? [];
+          noteHeaders(names);
+          const headers = headerRefs(names);
+          finished.push([
+            statusText,
+            { description: response.description, ...(headers ? { headers } : {}), content },
+          ]);
+          continue;
+        }
         const answer = answers[statusText];
         const names: ResponseHeaderName[] = [...(answer?.headers ?? [])];
         if (status < 300 && rateLimited) names.push(...RATE_LIMIT_HEADERS);

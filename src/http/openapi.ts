@@ -3,6 +3,14 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifySchema } from 'fastify';
 import fp from 'fastify-plugin';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+import {
+  apiOriginOf,
+  DOCS_FAVICON_SVG,
+  DOCS_LOGO_SVG,
+  DOCS_THEME_CSS,
+  DOCS_UI_CONFIG,
+  docsContentSecurityPolicy,
+} from './docs-page.js';
 import { ANSWERS_KEY, finishResponses } from './openapi-responses.js';
 import { ProblemSchema } from './problem.js';
 
@@ -50,6 +58,11 @@ export const openApi = fp<OpenApiOptions>(
           { name: 'suppressions', description: 'Keyed hashes of erased addresses (Art. 17).' },
           { name: 'purposes', description: 'Processing purposes and their versioned notices.' },
           { name: 'consents', description: 'The append-only consent ledger (Art. 7).' },
+          {
+            name: 'data-subject-requests',
+            description:
+              'Requests under Art. 15–18, 20, 21: deadlines (Art. 12(3)), decisions, actions.',
+          },
           {
             name: 'contact-imports',
             description: 'Bulk imports of contacts with consent evidence.',
@@ -102,7 +115,38 @@ export const openApi = fp<OpenApiOptions>(
       transformObject: (document) =>
         withoutUnusedSchemas(finishResponses(jsonSchemaTransformObject(document))),
     });
-    await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+    // In a context of its own, so the policy hook below covers /docs and its static files and
+    // nothing else. It runs after the global headers hook and replaces the API's `default-src
+    // 'none'`, which would blank the page.
+    const apiOrigin = apiOriginOf(publicBaseUrl);
+    await app.register(async (docs) => {
+      docs.addHook('onRequest', (request, reply, done) => {
+        reply.header(
+          'content-security-policy',
+          docsContentSecurityPolicy({ https: request.protocol === 'https', apiOrigin }),
+        );
+        done();
+      });
+      await docs.register(swaggerUi, {
+        routePrefix: '/docs',
+        uiConfig: DOCS_UI_CONFIG,
+        // Not shown (the layout has no top bar), but given so no other product's logo ships.
+        logo: { type: 'image/svg+xml', content: Buffer.from(DOCS_LOGO_SVG) },
+        theme: {
+          title: 'Custodian API',
+          css: [{ filename: 'custodian.css', content: DOCS_THEME_CSS }],
+          favicon: [
+            {
+              filename: 'favicon.svg',
+              rel: 'icon',
+              sizes: 'any',
+              type: 'image/svg+xml',
+              content: Buffer.from(DOCS_FAVICON_SVG),
+            },
+          ],
+        },
+      });
+    });
 
     // Referenced so the component is always present, even before any route uses it.
     void ProblemSchema;

@@ -55,6 +55,8 @@ const TABLE_OWNERS: Record<string, string> = {
   contact_imports: 'src/modules/contact-imports/',
   contact_import_errors: 'src/modules/contact-imports/',
   idempotency_keys: 'src/http/idempotency.ts',
+  data_subject_requests: 'src/modules/data-subject-requests/',
+  data_subject_request_tokens: 'src/modules/data-subject-requests/',
 };
 
 /**

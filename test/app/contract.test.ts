@@ -50,9 +50,12 @@ t.test('every answer is described, every error with an example of its own status
       const where = `${method} ${path} ${status}`;
       t.not(response.description, 'Default Response', `${where}: described`);
       if (Number(status) < 400) continue;
-      const media = (response.content as Record<string, Json>)['application/problem+json'];
-      t.ok(media, `${where}: a problem document`);
-      const example = media?.example as { status?: number; type?: string; code?: string };
+      const content = response.content as Record<string, Json>;
+      const media = content['application/problem+json'];
+      // An error is a problem document, or (a link page for a person) an HTML page.
+      t.ok(media ?? content['text/html'], `${where}: a problem document or a page`);
+      if (!media) continue;
+      const example = media.example as { status?: number; type?: string; code?: string };
       t.equal(example?.status, Number(status), `${where}: the example is a ${status}`);
       t.equal(example?.type, `urn:custodian:problem:${example?.code}`, `${where}: type and code`);
     }

@@ -28,10 +28,18 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
   const b = await signup(app, { accountName: 'Tenant B' });
   const bMember = await addUser(app, b, 'member');
   const bKey = await createApiKey(app, b, ['contacts:read', 'account:read']);
+  const bRequest = await app.inject({
+    method: 'POST',
+    url: '/v1/data-subject-requests',
+    headers: bearer(b.accessToken),
+    payload: { type: 'access', subject: { email: 'tenant-b-subject@example.com' } },
+  });
+  t.equal(bRequest.statusCode, 201, bRequest.body);
   const bIds: Record<string, string> = {
     users: bMember.userId,
     'api-keys': bKey.id,
     accounts: b.accountId,
+    'data-subject-requests': bRequest.json().id,
   };
   const bSecrets = [
     b.accountId,
@@ -41,6 +49,8 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     bKey.id,
     bKey.prefix,
     'Tenant B',
+    bRequest.json().id,
+    'tenant-b-subject@example.com',
   ];
 
   const bChain = await app.inject({

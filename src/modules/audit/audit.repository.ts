@@ -63,9 +63,30 @@ export function entryHash(row: HashedFields, version: number): string | null {
  * orders: per account, entries are numbered in the order their transactions commit.
  */
 export async function lockAccountJournal(trx: Transaction<DB>, accountId: string): Promise<void> {
+  const held = journals(trx);
+  if (held.has(accountId)) return;
   await sql`select pg_advisory_xact_lock(hashtextextended(${`audit:${accountId}`}, 0))`.execute(
     trx,
   );
+  held.set(accountId, null);
+}
+
+/**
+ * What a transaction knows of the journals it has locked: per account, the chain's head as its
+ * own last append left it (null until it appended or read it). A transaction that appends
+ * several entries, or entries and feed events (an erasure through a data-subject request),
+ * takes the lock and reads the head once. The lock is held until the transaction ends, so no
+ * one else can move the head meanwhile; keyed by the transaction object, the memory goes with it.
+ */
+const heldJournals = new WeakMap<object, Map<string, { seq: number; hash: string } | null>>();
+
+function journals(trx: Transaction<DB>) {
+  let held = heldJournals.get(trx);
+  if (!held) {
+    held = new Map();
+    heldJournals.set(trx, held);
+  }
+  return held;
 }
 
 /**
@@ -79,13 +100,16 @@ export async function appendAuditEvent(
   entry: AuditEntry,
 ): Promise<AuditEventRow> {
   await lockAccountJournal(trx, entry.accountId);
-  const last = await trx
-    .selectFrom('audit_events')
-    .select(['seq', 'hash'])
-    .where('account_id', '=', entry.accountId)
-    .orderBy('seq', 'desc')
-    .limit(1)
-    .executeTakeFirst();
+  const held = journals(trx);
+  const last =
+    held.get(entry.accountId) ??
+    (await trx
+      .selectFrom('audit_events')
+      .select(['seq', 'hash'])
+      .where('account_id', '=', entry.accountId)
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .executeTakeFirst());
   const occurredAt = new Date();
   const base = {
     // Made here, not by the column default: the hash covers it.
@@ -103,7 +127,7 @@ export async function appendAuditEvent(
     changed_fields: [...entry.changedFields].sort(),
     prev_hash: last?.hash ?? GENESIS_HASH,
   };
-  return trx
+  const row = await trx
     .insertInto('audit_events')
     .values({
       ...base,
@@ -112,6 +136,8 @@ export async function appendAuditEvent(
     })
     .returningAll()
     .executeTakeFirstOrThrow();
+  held.set(entry.accountId, { seq: row.seq, hash: row.hash });
+  return row;
 }
 
 export interface AuditFilter {

@@ -1,12 +1,20 @@
 import type { Kysely, Transaction } from 'kysely';
-import type { ConsentEventRow, DB } from '../../db/schema.js';
-import { AppError, ConflictError, NotFoundError } from '../../errors.js';
+import type { ConsentEventRow, ConsentTokensTable, DB } from '../../db/schema.js';
+import { type AppError, ConflictError } from '../../errors.js';
+import { TokenExpiredError, TokenInvalidError, TokenUsedError } from '../../lib/link-tokens.js';
 import { recordSubjectAudit } from '../audit/audit.service.js';
-import { clearSuppressedUntilConfirmed, lockContact } from '../contacts/contacts.service.js';
+import {
+  clearSuppressedUntilConfirmed,
+  findContactRef,
+  lockContact,
+} from '../contacts/contacts.service.js';
 import { appendEvents } from '../events/events.service.js';
+import { purposeLookups } from '../purposes/purposes.service.js';
 import { type ConsentLinkKind, consentLinkTokenHash } from './consent-links.js';
+import type { ConsentLinkPageFacts } from './consent-links.pages.js';
 import {
   deriveState,
+  findConsentLink,
   lockConsentLink,
   markConsentLinkUsed,
   newestConsentEvent,
@@ -20,22 +28,42 @@ export interface LinkRequest {
   userAgent: string | null;
 }
 
-export class TokenInvalidError extends NotFoundError {
-  constructor() {
-    super('The link is not valid.', 'token_invalid');
-  }
+export { TokenExpiredError, TokenInvalidError, TokenUsedError };
+
+type ConsentLinkRow = Pick<ConsentTokensTable, 'kind' | 'used_at' | 'expires_at'>;
+
+/** Why a link row cannot be used now (unknown or of the other kind, used, expired), or null. */
+function linkRefusal(row: ConsentLinkRow | undefined, kind: ConsentLinkKind): AppError | null {
+  if (!row || row.kind !== kind) return new TokenInvalidError();
+  if (row.used_at) return new TokenUsedError();
+  if (row.expires_at.getTime() <= Date.now()) return new TokenExpiredError();
+  return null;
 }
 
-export class TokenUsedError extends ConflictError {
-  constructor() {
-    super('token_used', 'The link was already used.');
+/**
+ * Why a confirmation cannot be recorded for this contact now, or null. Only a pending consent
+ * can be confirmed: after a withdrawal, an old confirmation link must not bring it back.
+ */
+function confirmationRefusal(
+  contact: { restricted_at: Date | null },
+  newest: Pick<ConsentEventRow, 'event' | 'method'> | undefined,
+): AppError | null {
+  if (contact.restricted_at) return restrictedError();
+  if (!newest || deriveState(newest.event, newest.method) !== 'pending') {
+    return new ConflictError(
+      'consent_not_pending',
+      'There is no pending consent for this link to confirm (it was withdrawn or replaced).',
+    );
   }
+  return null;
 }
 
-export class TokenExpiredError extends AppError {
-  constructor() {
-    super(410, 'token_expired', 'Gone', 'The link has expired.');
-  }
+/** What a link's page shows, and what a POST of the link would run into. */
+export interface ConsentLinkView extends ConsentLinkPageFacts {
+  /** The contact's language tag; null when the link is not known. */
+  language: string | null;
+  /** What a POST would fail with now; null when it would act. */
+  refusal: AppError | null;
 }
 
 /**
@@ -54,9 +82,8 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
     const hash = consentLinkTokenHash(token);
     if (!hash) throw new TokenInvalidError();
     const row = await lockConsentLink(trx, hash);
-    if (!row || row.kind !== kind) throw new TokenInvalidError();
-    if (row.used_at) throw new TokenUsedError();
-    if (row.expires_at.getTime() <= Date.now()) throw new TokenExpiredError();
+    const refusal = linkRefusal(row, kind);
+    if (refusal || !row) throw refusal ?? new TokenInvalidError();
     await markConsentLinkUsed(trx, hash);
     return row;
   }
@@ -80,6 +107,43 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
 
   return {
     /**
+     * What the page of a link shows (the purpose, the notice version and its text, in the
+     * contact's language) and whether a POST would act, without changing anything: opening a
+     * link, as a mail scanner does, records nothing. Takes no lock.
+     */
+    async view(kind: ConsentLinkKind, token: string): Promise<ConsentLinkView> {
+      const unknown: ConsentLinkView = {
+        language: null,
+        purposeName: null,
+        noticeVersion: null,
+        notice: null,
+        refusal: new TokenInvalidError(),
+      };
+      const hash = consentLinkTokenHash(token);
+      const row = hash ? await findConsentLink(db, hash) : undefined;
+      if (!row || row.kind !== kind) return unknown;
+      const contact = await findContactRef(db, row.account_id, row.contact_id);
+      if (!contact) return unknown;
+      const refusal = linkRefusal(row, kind);
+      if (refusal) return { ...unknown, language: contact.language, refusal };
+      const newest = await newestConsentEvent(db, row.account_id, row.contact_id, row.purpose_id);
+      const noticeVersion = newest?.notice_version ?? null;
+      const purpose = await purposeLookups.forLinkPage(
+        db,
+        row.account_id,
+        row.purpose_id,
+        noticeVersion,
+      );
+      return {
+        language: contact.language,
+        purposeName: purpose?.name ?? null,
+        noticeVersion,
+        notice: purpose?.notice ?? null,
+        refusal: kind === 'confirm' ? confirmationRefusal(contact, newest) : null,
+      };
+    },
+
+    /**
      * Double opt-in: the person followed the confirmation link. Records a `confirmed` event with
      * the time, IP and user agent of the click. Only a pending consent can be confirmed: after a
      * withdrawal, an old confirmation link must not bring the consent back.
@@ -89,19 +153,14 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
         const redeemed = await redeem(trx, 'confirm', token);
         const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
         if (!contact) throw new TokenInvalidError();
-        if (contact.restricted_at) throw restrictedError();
         const newest = await newestConsentEvent(
           trx,
           redeemed.account_id,
           redeemed.contact_id,
           redeemed.purpose_id,
         );
-        if (!newest || deriveState(newest.event, newest.method) !== 'pending') {
-          throw new ConflictError(
-            'consent_not_pending',
-            'There is no pending consent for this link to confirm (it was withdrawn or replaced).',
-          );
-        }
+        const refusal = confirmationRefusal(contact, newest);
+        if (refusal || !newest) throw refusal ?? new TokenInvalidError();
         const event = await appendConsentEvent(trx, {
           accountId: redeemed.account_id,
           contactId: redeemed.contact_id,

@@ -231,6 +231,18 @@ export function listConsentEvents(
   });
 }
 
+/** The consent link whose token hashes to `tokenHash`, read without a lock (a page that shows it). */
+export async function findConsentLink(
+  db: Kysely<DB>,
+  tokenHash: string,
+): Promise<Selectable<DB['consent_tokens']> | undefined> {
+  return db
+    .selectFrom('consent_tokens')
+    .selectAll()
+    .where('token_hash', '=', tokenHash)
+    .executeTakeFirst();
+}
+
 /**
  * The consent link whose token hashes to `tokenHash`, locked until the transaction ends, so two
  * clicks on one link cannot both use it.

@@ -6,7 +6,15 @@ import type { ConsentState, CurrentConsentRow } from './consents.repository.js';
 
 /** How consent was collected; `withdrawal_link` is only ever written by the public link. */
 export const RECORDABLE_METHODS = ['form', 'import', 'api', 'double_opt_in'] as const;
-export const CONSENT_METHODS = [...RECORDABLE_METHODS, 'withdrawal_link'] as const;
+/**
+ * Every method the ledger holds: the recordable ones, a withdrawal link the subject followed,
+ * and an objection carried out through a data-subject request (Art. 21).
+ */
+export const CONSENT_METHODS = [
+  ...RECORDABLE_METHODS,
+  'withdrawal_link',
+  'data_subject_request',
+] as const;
 export type ConsentMethod = (typeof CONSENT_METHODS)[number];
 
 /** Art. 6(1)(a)–(f). A consent ledger mostly holds `consent`; the others are for completeness. */
@@ -113,6 +121,8 @@ export const RecordConsentBody = z
   });
 
 export type RecordConsentInput = z.output<typeof RecordConsentBody>;
+/** What the ledger accepts from this system's own modules: any method it holds. */
+export type LedgerEntryInput = Omit<RecordConsentInput, 'method'> & { method: ConsentMethod };
 
 const EVENT_EXAMPLE = {
   id: '8e7d6c5b-4a39-4281-9706-f5e4d3c2b1a0',
@@ -259,6 +269,34 @@ export const AudienceMemberSchema = z
 
 export const TokenParams = z.object({
   token: z.string().min(1).max(MAX_PATH_SEGMENT_LENGTH).describe('The token from the link.'),
+});
+
+/**
+ * A link's POST body: nothing is needed (the token is the authority), so JSON clients send `{}`
+ * (or nothing) and the link page's form sends an empty form.
+ */
+export const ConfirmLinkBody = z
+  .object({})
+  .describe('Empty: the token in the path is all the link needs.');
+
+/** The withdrawal link's POST body, which RFC 8058 one-click unsubscribe fills. */
+export const WithdrawLinkBody = z
+  .object({
+    'List-Unsubscribe': z
+      .literal('One-Click')
+      .optional()
+      .describe(
+        'What a mail client sends for RFC 8058 one-click unsubscribe, as ' +
+          '`application/x-www-form-urlencoded`; optional otherwise.',
+      ),
+  })
+  .describe('Empty, or the RFC 8058 one-click field.');
+
+/** A page for a person in a browser: no script, nothing loaded from elsewhere. */
+export const HtmlPageSchema = z.string().meta({
+  id: 'HtmlPage',
+  description: 'An HTML page for a person in a browser: no script, nothing loaded from elsewhere.',
+  example: '<!doctype html>\n<html lang="en">…<h1>Confirm your consent</h1>…</html>\n',
 });
 
 export const ConsentLinkOutcomeSchema = z

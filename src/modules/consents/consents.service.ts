@@ -35,7 +35,7 @@ import {
   newestConsentEventsByKind,
   newestEventPerPurpose,
 } from './consents.repository.js';
-import type { RecordConsentInput } from './consents.schemas.js';
+import type { LedgerEntryInput, RecordConsentInput } from './consents.schemas.js';
 
 const HOUR_MS = 3_600_000;
 
@@ -87,7 +87,7 @@ export function createConsentsService(deps: ConsentsDeps) {
     ctx: RequestContext,
     accountId: string,
     contactId: string,
-    input: RecordConsentInput,
+    input: LedgerEntryInput,
   ) {
     const contact = await lockContact(trx, accountId, contactId);
     if (!contact) throw new NotFoundError('The contact does not exist.');

@@ -73,7 +73,10 @@ export async function lockContact(
     .executeTakeFirst();
 }
 
-/** The contact's id and language, if it exists (what a ledger read or a receipt needs). */
+/**
+ * The contact's id, language and restriction, if it exists (what a ledger read, a receipt or a
+ * consent link's page needs).
+ */
 export async function findContactRef(
   db: Kysely<DB> | Transaction<DB>,
   accountId: string,
@@ -81,7 +84,7 @@ export async function findContactRef(
 ) {
   return db
     .selectFrom('contacts')
-    .select(['id', 'language'])
+    .select(['id', 'language', 'restricted_at'])
     .where('account_id', '=', accountId)
     .where('id', '=', contactId)
     .executeTakeFirst();
@@ -280,7 +283,13 @@ function anyText(values: string[]) {
 /** Art. 17: records that the contact was erased; only the keyed hash of its address remains. */
 export async function insertErasure(
   trx: Transaction<DB>,
-  erasure: { accountId: string; contactId: string; emailHash: string; requestId: string },
+  erasure: {
+    accountId: string;
+    contactId: string;
+    emailHash: string;
+    requestId: string;
+    dataSubjectRequestId?: string | undefined;
+  },
 ): Promise<void> {
   await trx
     .insertInto('erasures')
@@ -289,6 +298,7 @@ export async function insertErasure(
       contact_id: erasure.contactId,
       email_hash: erasure.emailHash,
       request_id: erasure.requestId,
+      data_subject_request_id: erasure.dataSubjectRequestId ?? null,
     })
     .execute();
 }

@@ -69,6 +69,20 @@ const ContactExportSchema = z
         'What the controller’s systems were told about this contact on the event feed (e.g. ' +
           'to send a double opt-in message), oldest first.',
       ),
+    dataSubjectRequests: z
+      .array(
+        z.object({
+          id: z.string(),
+          type: z.string(),
+          status: z.string(),
+          receivedAt: Timestamp,
+          dueDate: z.string(),
+          decidedAt: Timestamp.nullable(),
+          overdue: z.boolean(),
+        }),
+      )
+      .optional()
+      .describe('The data-subject requests about this contact, oldest first.'),
   })
   .meta({
     id: 'ContactExport',

@@ -107,11 +107,33 @@ export const ERASURE_TOUCHED_TABLES = [
  * rectification (Art. 16), erasure (Art. 17) and restriction (Art. 18). Every change is audited
  * in its own transaction, by field name only.
  */
+/**
+ * What another module keeps about a person that an erasure must also forget, inside the
+ * erasure's transaction: the contact's id and the keyed hashes of every address it held.
+ * Wired in the route table, so this module does not depend on the modules that hold such data.
+ */
+export type ErasureForgetter = (
+  trx: Transaction<DB>,
+  accountId: string,
+  subject: { contactId: string; fingerprints: readonly string[] },
+) => Promise<unknown>;
+
+/** More of what is held about a contact, for its export (Art. 15), from other modules. */
+export type ExportSection = (
+  db: Kysely<DB>,
+  accountId: string,
+  contactId: string,
+) => Promise<Record<string, unknown>>;
+
 export function createContactsService(deps: {
   db: Kysely<DB>;
   hashSecret: string;
   /** Called after each erasure has committed (to vacuum the touched tables). */
   onErased?: () => void;
+  /** Other modules' data about the person, forgotten with the contact (Art. 17). */
+  forgetters?: readonly ErasureForgetter[];
+  /** Other modules' data about the contact, added to its export (Art. 15). */
+  exportSections?: readonly ExportSection[];
 }) {
   const { db, hashSecret } = deps;
 
@@ -352,6 +374,7 @@ export function createContactsService(deps: {
     ctx: RequestContext,
     accountId: string,
     id: string,
+    options: { dataSubjectRequestId?: string } = {},
   ): Promise<void> {
     const current = await lockOrThrow(trx, accountId, id);
     const fingerprint = emailFingerprint(hashSecret, current.email);
@@ -367,7 +390,11 @@ export function createContactsService(deps: {
       contactId: id,
       emailHash: fingerprint,
       requestId: ctx.requestId,
+      dataSubjectRequestId: options.dataSubjectRequestId,
     });
+    for (const forget of deps.forgetters ?? []) {
+      await forget(trx, accountId, { contactId: id, fingerprints: [...held] });
+    }
     await forgetContactConsents(trx, accountId, id);
     await forgetContactEvents(trx, accountId, id);
     await forgetIdempotentRequests(
@@ -406,6 +433,10 @@ export function createContactsService(deps: {
     const current = await currentConsentEvents(trx, accountId, id);
     const audit = await entityAuditTrail(trx, accountId, { type: 'contact', id });
     const notifications = await contactEvents(trx, accountId, id);
+    const sections: Record<string, unknown> = {};
+    for (const section of deps.exportSections ?? []) {
+      Object.assign(sections, await section(trx, accountId, id));
+    }
     await recordAudit(trx, ctx, {
       accountId,
       action: 'contact.exported',
@@ -432,6 +463,7 @@ export function createContactsService(deps: {
         occurredAt: toIso(row.created_at),
         purposeId: typeof row.data.purposeId === 'string' ? row.data.purposeId : null,
       })),
+      ...sections,
     };
   }
 }

@@ -78,17 +78,46 @@ function isWorkingDay(day: DateTime, holidayCountry: string | null): boolean {
   return !holidayCountry || !isPublicHoliday(holidayCountry, day.toISODate() as string);
 }
 
+const DAY_MS = 86_400_000;
+const ISO_DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
+
+/** Days since 1970-01-01 of a calendar date (no zone: a date, not an instant). */
+function dayNumber(year: number, month: number, day: number): number {
+  return Date.UTC(year, month - 1, day) / DAY_MS;
+}
+
+/**
+ * Today's day number in `timeZone` at `now`. A page of requests asks this once per row with
+ * the same zone and instant, and placing an instant in a zone is the expensive part, so the
+ * last answer is kept.
+ */
+let lastToday: { timeZone: string; nowMs: number; day: number } | undefined;
+function todayIn(timeZone: string, now: Date): number {
+  const nowMs = now.getTime();
+  if (lastToday && lastToday.nowMs === nowMs && lastToday.timeZone === timeZone) {
+    return lastToday.day;
+  }
+  const today = DateTime.fromJSDate(now, { zone: timeZone });
+  if (!today.isValid) throw new RangeError(`cannot place ${String(now)} in ${timeZone}`);
+  const day = dayNumber(today.year, today.month, today.day);
+  lastToday = { timeZone, nowMs, day };
+  return day;
+}
+
 /**
  * Whole days from today's local date in `timeZone` to `dueDate`: 0 on the due day, negative
  * once it has passed. A day count, not a duration, as the deadline is a calendar day.
  */
 export function daysRemaining(dueDate: string, timeZone: string, now: Date): number {
-  const today = DateTime.fromJSDate(now, { zone: timeZone });
-  if (!today.isValid) throw new RangeError(`cannot place ${String(now)} in ${timeZone}`);
-  const due = DateTime.fromISO(dueDate, { zone: 'utc' });
-  if (!due.isValid) throw new RangeError(`not a date: ${dueDate}`);
-  const start = DateTime.fromISO(today.toISODate() as string, { zone: 'utc' });
-  return Math.round(due.diff(start, 'days').days);
+  const match = ISO_DATE.exec(dueDate);
+  if (!match) throw new RangeError(`not a date: ${dueDate}`);
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const due = dayNumber(year, month, day);
+  // Date.UTC rolls 30 February over into March: a date that does not exist is refused.
+  if (new Date(due * DAY_MS).getUTCDate() !== day || month < 1 || month > 12) {
+    throw new RangeError(`not a date: ${dueDate}`);
+  }
+  return due - todayIn(timeZone, now);
 }
 
 /** Whether the due day has ended. */

@@ -11,6 +11,13 @@ export const EVENT_TYPES = [
   'consent.confirmation_requested',
   'consent.confirmed',
   'consent.withdrawn',
+  'data_subject_request.received',
+  'data_subject_request.identity_verification_requested',
+  'data_subject_request.identity_verified',
+  'data_subject_request.extended',
+  'data_subject_request.completed',
+  'data_subject_request.rejected',
+  'data_subject_request.cancelled',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -30,6 +37,23 @@ export interface StoredLink {
 
 function linkContext(accountId: string, consentEventId: string): string {
   return `events/${accountId}/${consentEventId}`;
+}
+
+function requestLinkContext(accountId: string, requestId: string): string {
+  return `events/${accountId}/data-subject-requests/${requestId}`;
+}
+
+/** A data-subject request's identity-verification link for `events.data`, sealed likewise. */
+export function storedRequestLink(
+  sealer: LinkSealer,
+  accountId: string,
+  requestId: string,
+  link: { url: string; expiresAt: string },
+): StoredLink {
+  return {
+    sealedUrl: sealer.seal(link.url, requestLinkContext(accountId, requestId)),
+    expiresAt: link.expiresAt,
+  };
 }
 
 /**
@@ -55,6 +79,12 @@ export function storedLink(
  * CONSENT_TOKEN_TTL_HOURS of being written.
  */
 export function servedEventData(sealer: LinkSealer, row: EventRow): Record<string, unknown> {
+  const verification = row.data.verification as Partial<StoredLink> | undefined;
+  if (typeof verification?.sealedUrl === 'string') {
+    const { sealedUrl, ...rest } = verification;
+    const context = requestLinkContext(row.account_id, String(row.data.requestId));
+    return { ...row.data, verification: { url: sealer.open(sealedUrl, context), ...rest } };
+  }
   const confirmation = row.data.confirmation as Partial<StoredLink> | undefined;
   if (typeof confirmation?.sealedUrl !== 'string') return row.data;
   const { sealedUrl, ...rest } = confirmation;

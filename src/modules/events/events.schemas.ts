@@ -64,12 +64,93 @@ const ConsentWithdrawnEvent = z
     description: 'A consent was withdrawn: stop sending for `data.purposeId`.',
   });
 
+/** What every data-subject request event says: the request as it stands after the change. */
+const RequestEventData = z.object({
+  requestId: z.uuid(),
+  requestType: z.string().describe('`access`, `erasure`, … as in the request.'),
+  status: z.string().describe('The request’s status after the change.'),
+  contactId: z.uuid().nullable(),
+  dueDate: z.string().describe('The local due date (Art. 12(3)), `YYYY-MM-DD`.'),
+  dueAt: Timestamp,
+  externalId: z.string().optional().describe('Your own reference, when the request has one.'),
+});
+
+/** A data-subject request event whose data is the request's, plus `extra`. */
+function requestEvent<T extends string, E extends z.ZodRawShape>(
+  type: T,
+  id: string,
+  description: string,
+  extra: E,
+) {
+  return z
+    .object({ ...eventFields, type: z.literal(type), data: RequestEventData.extend(extra) })
+    .meta({ id, description });
+}
+
+const RequestEvents = [
+  requestEvent(
+    'data_subject_request.received',
+    'RequestReceivedEvent',
+    'A request was recorded.',
+    {},
+  ),
+  requestEvent(
+    'data_subject_request.identity_verification_requested',
+    'RequestVerificationRequestedEvent',
+    'Send the subject the identity verification link (`data.verification.url`).',
+    {
+      verification: z.object({
+        url: z
+          .string()
+          .nullable()
+          .describe('Path of the link; null when it can no longer be opened.'),
+        expiresAt: Timestamp,
+      }),
+    },
+  ),
+  requestEvent(
+    'data_subject_request.identity_verified',
+    'RequestIdentityVerifiedEvent',
+    'The subject’s identity was verified (`manual`, or by the `link`).',
+    { method: z.string() },
+  ),
+  requestEvent(
+    'data_subject_request.extended',
+    'RequestExtendedEvent',
+    'The deadline was extended (Art. 12(3)); tell the subject by `subjectMustBeInformedBy`.',
+    { months: z.number().int(), subjectMustBeInformedBy: Timestamp },
+  ),
+  requestEvent(
+    'data_subject_request.completed',
+    'RequestCompletedEvent',
+    'The request was carried out.',
+    {
+      late: z.boolean().nullable(),
+      noDataHeld: z.boolean(),
+      recipientsInformed: z.number().int().optional(),
+    },
+  ),
+  requestEvent(
+    'data_subject_request.rejected',
+    'RequestRejectedEvent',
+    'The request was refused, with its basis.',
+    { basis: z.string(), late: z.boolean().nullable() },
+  ),
+  requestEvent(
+    'data_subject_request.cancelled',
+    'RequestCancelledEvent',
+    'The request was withdrawn or recorded in error.',
+    {},
+  ),
+] as const;
+
 export const EventSchema = z
   .discriminatedUnion('type', [
     ConsentGrantedEvent,
     ConfirmationRequestedEvent,
     ConsentConfirmedEvent,
     ConsentWithdrawnEvent,
+    ...RequestEvents,
   ])
   .meta({
     id: 'Event',

@@ -36,8 +36,10 @@ export type EventsService = ReturnType<typeof createEventsService>;
 export {
   appendEvents,
   contactEvents,
+  type EventType,
   forgetContactEvents,
   type NewEvent,
   type StoredLink,
   storedLink,
+  storedRequestLink,
 } from './events.repository.js';

@@ -163,7 +163,12 @@ function sessionActor(
   return { type: 'user', id: user.id, accountId: user.account_id!, role: user.role, sessionId };
 }
 
-function authorize(actor: Actor, auth: Exclude<AuthRequirement, 'public'>): void {
+/**
+ * Throws 403 unless the caller may do what `auth` names. The route guard calls it with the
+ * route's own requirement; a route whose action depends on the request (completing a
+ * data-subject request erases, exports or changes consent) calls it again for that action.
+ */
+export function authorize(actor: Actor, auth: Exclude<AuthRequirement, 'public'>): void {
   if (auth === 'operator') {
     if (actor.type !== 'operator') throw new ForbiddenError('Only operators may do this.');
     return;

@@ -119,6 +119,16 @@ export async function purposeSummaries(db: Db, accountId: string, ids: string[])
     .execute();
 }
 
+/** Every purpose of the account, summarised (an account has tens of purposes, not thousands). */
+export async function allPurposeSummaries(db: Db, accountId: string) {
+  return db
+    .selectFrom('purposes')
+    .select(['id', 'key', 'name', 'category', 'description'])
+    .where('account_id', '=', accountId)
+    .orderBy('key')
+    .execute();
+}
+
 /** One page of a purpose's notice versions (without their text), oldest first. */
 export function listNoticeVersions(
   db: Db,

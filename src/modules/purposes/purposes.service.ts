@@ -6,6 +6,7 @@ import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.j
 import { recordAudit } from '../audit/audit.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
+  allPurposeSummaries,
   findNoticeVersion,
   findPurpose,
   findPurposeByKey,
@@ -95,7 +96,24 @@ export const purposeLookups = {
   },
 
   summaries: purposeSummaries,
+  /** Every purpose of the account (objections to all, the facts of an access answer). */
+  all: allPurposeSummaries,
   noticeDigests,
+
+  /**
+   * What a consent link's page shows of a purpose: its name and, when `version` is given, that
+   * notice version's text and language. Undefined when the purpose is gone.
+   */
+  async forLinkPage(db: Kysely<DB>, accountId: string, purposeId: string, version: number | null) {
+    const purpose = await findPurpose(db, accountId, purposeId);
+    if (!purpose) return undefined;
+    const notice =
+      version === null ? undefined : await findNoticeVersion(db, accountId, purposeId, version);
+    return {
+      name: purpose.name,
+      notice: notice ? { text: notice.text, language: notice.language } : null,
+    };
+  },
 };
 
 /**
