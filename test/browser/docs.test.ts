@@ -62,15 +62,15 @@ t.test(
     await signup.locator('.try-out__btn').click();
     await signup
       .locator('textarea.body-param__text')
-      .fill(JSON.stringify({ accountName: 'Docs Shop', email, password: GOOD_PASSWORD }));
+      .fill(JSON.stringify({ name: 'Docs Shop', email, password: GOOD_PASSWORD }));
     await signup.locator('button.execute').click();
     const signupResponse = signup.locator('.live-responses-table .response').first();
     await signupResponse.waitFor();
     t.equal((await signupResponse.locator('.response-col_status').textContent())?.trim(), '201');
     const body = JSON.parse(
       (await signupResponse.locator('.response-col_description pre').first().textContent()) ?? '',
-    ) as { tokens: { accessToken: string } };
-    t.match(body.tokens.accessToken, /^ey/, 'the page shows the new tokens');
+    ) as { accessToken: string };
+    t.match(body.accessToken, /^ey/, 'the page shows the new tokens');
 
     // Authorize with the access token, then call GET /v1/me with it.
     await page.locator('.auth-wrapper button.authorize').click();
@@ -78,7 +78,7 @@ t.test(
       .locator('.modal-ux .auth-container')
       .filter({ hasText: 'bearerAuth' })
       .first();
-    await bearer.locator('input').fill(body.tokens.accessToken);
+    await bearer.locator('input').fill(body.accessToken);
     await bearer.locator('button.authorize').click();
     await bearer.getByRole('heading', { name: 'Authorized' }).waitFor();
     await page.locator('.modal-ux button.close-modal').click();
