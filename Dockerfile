@@ -1,13 +1,24 @@
 # syntax=docker/dockerfile:1
-# Custodian API image. Build and run both on Debian bookworm (argon2 is a native addon: the
-# binary built or picked for one libc must run on the same one). The steps are CI's:
-# npm ci, npm run build; then the dev dependencies are pruned.
+# Custodian API image, on Node.js 24 (LTS). Build and run both on Debian bookworm (argon2 is a
+# native addon: the binary built or picked for one libc must run on the same one). The steps
+# are CI's: npm ci, npm run build; then the dev dependencies are pruned.
+#
+# The image sets NODE_ENV=production, which requires JWT_SECRET, HASH_SECRET and
+# AUDIT_SIGNING_KEY; keep them in an env file made once (HASH_SECRET must never change):
 #
 #   docker build -t custodian .
-#   docker run -p 3000:3000 -e JWT_SECRET=... -e DATABASE_URL=postgres://... custodian
-#   docker run --rm -e DATABASE_URL=postgres://... custodian node dist/scripts/migrate.js
+#   cat > prod.env <<EOF
+#   DATABASE_URL=postgres://custodian:PASSWORD@db.internal:5432/custodian
+#   JWT_SECRET=$(openssl rand -base64 48)
+#   HASH_SECRET=$(openssl rand -base64 48)
+#   AUDIT_SIGNING_KEY=$(openssl genpkey -algorithm ed25519 | base64 -w0)
+#   EOF
+#   docker run --rm --env-file prod.env custodian node dist/scripts/migrate.js
+#   docker run -p 3000:3000 --env-file prod.env custodian
+#
+# Without DATABASE_URL in prod.env the container runs on the embedded engine in /app/data.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app

@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
+import { type SchemaStatus, schemaStatus } from './db/migrate.js';
 import { accessLog } from './http/access-log.js';
 import { registerBodyTimeout } from './http/body-timeout.js';
 import { declareCommonResponses } from './http/contract.js';
@@ -12,6 +13,7 @@ import { registerNotFound } from './http/not-found.js';
 import { openApi } from './http/openapi.js';
 import { rateLimiting } from './http/rate-limit.js';
 import { schemaCompilers } from './http/schema-compilers.js';
+import { schemaGate } from './http/schema-gate.js';
 import { responseHeaders, securityHeaders } from './http/security-headers.js';
 import { serverOptions } from './http/server-options.js';
 import { type Clock, clockFromConfig } from './lib/clock.js';
@@ -40,6 +42,8 @@ export interface AppDeps {
   redis?: RedisLink;
   /** Separates rate-limit counters of apps sharing one Redis (tests). */
   rateLimitNamespace?: string;
+  /** Whether the schema is behind the code (defaults to checking the project's migrations). */
+  schema?: SchemaStatus;
 }
 
 /**
@@ -76,6 +80,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     namespace: deps.rateLimitNamespace,
     onFailOpen: metrics.rateLimitFailedOpen,
   });
+  // Before authentication, which reads tables an unmigrated database does not have.
+  const schema = deps.schema ?? schemaStatus(database);
+  app.addHook('onRequest', schemaGate(schema));
   declareCommonResponses(app);
   const bodyDeadline = registerBodyTimeout(app, config.BODY_TIMEOUT_MS);
   registerNotFound(app, bodyDeadline);
@@ -86,6 +93,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const health = createHealthService({
     database,
+    schema,
     redis: deps.redis,
     readinessTimeoutMs: Math.min(config.DB_CONNECTION_TIMEOUT_MS, 5_000),
   });

@@ -190,6 +190,9 @@ const envSchema = z
     SIGNUP: z.enum(['open', 'closed']).default('open'),
     PASSWORD_MIN_LENGTH: int(15, 12, 64),
     PASSWORD_MAX_AGE_DAYS: int(365, 0),
+    // A set-password link (an operator-made account's owner chooses their password) stays
+    // valid this long; an expired one is re-issued by an operator.
+    PASSWORD_SETUP_TTL_HOURS: int(72, 1, 24 * 30),
     LOGIN_MAX_PER_IP_PER_MINUTE: int(30, 1),
     // Failed logins allowed per (address, client network) pair within the window; past it that
     // client alone gets 429 for the address, so an attacker cannot lock the owner out.

@@ -77,3 +77,15 @@ export class ServiceUnavailableError extends AppError {
     super(503, code, 'Service unavailable', detail, undefined, { 'retry-after': '5' });
   }
 }
+
+/** The database schema is older than this code: the operator must run the migrations. */
+export class MigrationsPendingError extends ServiceUnavailableError {
+  constructor(pending: readonly string[]) {
+    const noun = pending.length === 1 ? 'migration' : 'migrations';
+    super(
+      `The database schema is ${pending.length} ${noun} behind this version of the service ` +
+        `(newest pending: ${pending.at(-1)}); the operator must run \`npm run migrate\`.`,
+      'migrations_pending',
+    );
+  }
+}

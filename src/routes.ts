@@ -38,6 +38,8 @@ import type { PrincipalCache } from './modules/identity/principal-cache.js';
 import { metaRoutes } from './modules/meta/meta.routes.js';
 import { opsRoutes } from './modules/ops/ops.routes.js';
 import { createOpsService } from './modules/ops/ops.service.js';
+import { passwordSetupsRoutes } from './modules/password-setups/password-setups.routes.js';
+import { createPasswordSetupsService } from './modules/password-setups/password-setups.service.js';
 import { purposesRoutes } from './modules/purposes/purposes.routes.js';
 import { createPurposesService } from './modules/purposes/purposes.service.js';
 import { suppressionsRoutes } from './modules/suppressions/suppressions.routes.js';
@@ -70,7 +72,8 @@ export async function v1Routes(
   const accounts = createAccountsService({ db, principals });
   const users = createUsersService({ db, config, principals });
   const apiKeys = createApiKeysService({ db });
-  const ops = createOpsService({ db, auth, accounts });
+  const passwordSetups = createPasswordSetupsService({ db, config, clock });
+  const ops = createOpsService({ db, auth, accounts, users, passwordSetups });
   const audit = createAuditService({
     db,
     signingKey: checkpointSigningKeyOf(config, v1.log),
@@ -155,5 +158,9 @@ export async function v1Routes(
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(dataSubjectRequestsRoutes, { requests, clock, idempotent }); // /v1/data-subject-requests/*
   await v1.register(eventsRoutes, { events }); //       /v1/events
+  await v1.register(passwordSetupsRoutes, {
+    passwordSetups,
+    passwordMinLength: config.PASSWORD_MIN_LENGTH,
+  }); // /v1/public/password-setups/*
   await v1.register(opsRoutes, { ops }); //              /v1/ops/*
 }

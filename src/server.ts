@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
-import { migrateToLatest } from './db/migrate.js';
+import { prepareSchema } from './db/migrate.js';
 import { createRedis } from './lib/redis.js';
 import { loggerOptions } from './logger.js';
 import { checkPasswordPolicy, DUMMY_HASH } from './modules/identity/password.js';
@@ -16,9 +16,9 @@ export interface StartOptions {
 }
 
 /**
- * Reads the configuration, opens the database (migrating when configured), builds the app,
- * listens, and drains gracefully on SIGTERM/SIGINT: in-flight requests finish, new ones get
- * 503, the database closes, and the process exits 0.
+ * Reads the configuration, opens the database (migrating when configured, else saying whether
+ * the schema is behind), builds the app, listens, and drains gracefully on SIGTERM/SIGINT:
+ * in-flight requests finish, new ones get 503, the database closes, and the process exits 0.
  */
 export async function startServer(options: StartOptions = {}): Promise<FastifyInstance> {
   const config = loadConfig(options.env);
@@ -41,11 +41,10 @@ export async function startServer(options: StartOptions = {}): Promise<FastifyIn
     await redis?.close();
   });
 
-  const migrate = config.MIGRATE_ON_START ?? database.engine === 'embedded';
-  if (migrate) {
-    const applied = await migrateToLatest(database.db, database.schema);
-    logger.info({ applied: applied.map((m) => m.migrationName) }, 'migrations up to date');
-  }
+  await prepareSchema(database, {
+    migrate: config.MIGRATE_ON_START ?? database.engine === 'embedded',
+    logger,
+  });
   // Start with the counters shared if Redis is there; if not, serve anyway (limits fail open).
   await redis?.connected(2_000);
   app = await buildApp({ config, database, logger, redis });

@@ -1,7 +1,14 @@
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { Kysely } from 'kysely';
-import { type Migration, type MigrationProvider, type MigrationResultSet, Migrator } from 'kysely';
+import {
+  type Kysely,
+  type Migration,
+  type MigrationProvider,
+  type MigrationResultSet,
+  Migrator,
+  sql,
+} from 'kysely';
+import type { DB } from './schema.js';
 
 /**
  * `migrations/` sits two levels above this file both in the source tree (src/db) and in the
@@ -17,16 +24,110 @@ export class FolderMigrationProvider implements MigrationProvider {
   constructor(private readonly folder: string = MIGRATIONS_DIR) {}
 
   async getMigrations(): Promise<Record<string, Migration>> {
-    const files = await readdir(this.folder);
     const migrations: Record<string, Migration> = {};
-    for (const file of files.sort()) {
-      if (!/\.(ts|js)$/.test(file) || file.endsWith('.d.ts')) continue;
-      const name = file.replace(/\.(ts|js)$/, '');
+    for (const { file, name } of await migrationFiles(this.folder)) {
       const mod = (await import(pathToFileURL(`${this.folder}/${file}`).href)) as Migration;
       migrations[name] = { up: mod.up, down: mod.down };
     }
     return migrations;
   }
+}
+
+/** The migration files of a folder, in the order they apply, with the names Kysely records. */
+async function migrationFiles(folder: string): Promise<{ file: string; name: string }[]> {
+  return (await readdir(folder))
+    .filter((file) => /\.(ts|js)$/.test(file) && !file.endsWith('.d.ts'))
+    .sort()
+    .map((file) => ({ file, name: file.replace(/\.(ts|js)$/, '') }));
+}
+
+/** The names of the migrations this code ships (of `folder`), oldest first. */
+export async function shippedMigrations(folder: string = MIGRATIONS_DIR): Promise<string[]> {
+  return (await migrationFiles(folder)).map((m) => m.name);
+}
+
+/**
+ * The shipped migrations the database has not applied, oldest first: empty when its schema is
+ * as new as this code (or newer: a later release migrated it, and additive migrations keep the
+ * old code working). One read of Kysely's bookkeeping table; none yet means nothing applied.
+ */
+export async function pendingMigrations(
+  // biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
+  db: Kysely<any>,
+  schema = 'public',
+  folder: string = MIGRATIONS_DIR,
+): Promise<string[]> {
+  const shipped = await shippedMigrations(folder);
+  let applied: Set<string>;
+  try {
+    const { rows } = await sql<{ name: string }>`
+      select name from ${sql.table(`${schema}.kysely_migration`)}`.execute(db);
+    applied = new Set(rows.map((r) => r.name));
+  } catch (err) {
+    // 42P01 undefined_table: a database nobody has migrated yet.
+    if ((err as { code?: string }).code !== '42P01') throw err;
+    applied = new Set();
+  }
+  return shipped.filter((name) => !applied.has(name));
+}
+
+/** A list of migration names for a log line: all of a few, or the first and last of many. */
+function summarise(names: readonly string[]): string {
+  if (names.length <= 3) return names.join(', ');
+  return `${names[0]} … ${names.at(-1)}`;
+}
+
+export interface SchemaLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/**
+ * What the server does about the schema at start. With `migrate` it applies what is pending and
+ * says what it applied (names and count); without, it checks, and when the schema is behind it
+ * says what to run: requests and `/readyz` answer 503 `migrations_pending` until then.
+ */
+export async function prepareSchema(
+  database: { db: Kysely<DB>; schema: string },
+  options: { migrate: boolean; logger: SchemaLogger; folder?: string },
+): Promise<void> {
+  const { logger, folder = MIGRATIONS_DIR } = options;
+  if (options.migrate) {
+    const applied = (await migrateToLatest(database.db, database.schema, folder)).map(
+      (m) => m.migrationName,
+    );
+    if (applied.length === 0) {
+      logger.info({ applied }, 'migrations up to date: nothing to apply');
+    } else {
+      const noun = applied.length === 1 ? 'migration' : 'migrations';
+      logger.info(
+        { applied },
+        `applied ${applied.length} ${noun} (${summarise(applied)}); the schema is up to date`,
+      );
+    }
+    return;
+  }
+  let pending: string[];
+  try {
+    pending = await pendingMigrations(database.db, database.schema, folder);
+  } catch (err) {
+    // Start anyway, as without the check: requests answer 503 while the database is away, and
+    // readiness checks the schema once it answers.
+    logger.warn({ err }, 'could not check the schema for pending migrations');
+    return;
+  }
+  if (pending.length === 0) {
+    logger.info({ pending }, 'migrations up to date');
+    return;
+  }
+  const noun = pending.length === 1 ? 'migration' : 'migrations';
+  logger.warn(
+    { pending },
+    `the database schema is ${pending.length} ${noun} behind this version ` +
+      `(${summarise(pending)}): run \`npm run migrate\` (in the container image: ` +
+      '`node dist/scripts/migrate.js`) with the same DATABASE_URL; until then requests and ' +
+      '/readyz answer 503 migrations_pending',
+  );
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: migrations see an untyped schema
@@ -102,4 +203,39 @@ export async function migrateDown(
   folder: string = MIGRATIONS_DIR,
 ) {
   return unwrap(await withIntrospectionRetry(() => migrator(db, schema, folder).migrateDown()));
+}
+
+/** Whether the schema is behind the code; see {@link schemaStatus}. */
+export interface SchemaStatus {
+  /** Known to be up to date (then it stays so): the synchronous answer for hot paths. */
+  readonly upToDate: boolean;
+  /** The pending migrations' names, oldest first; rejects when the database cannot be read. */
+  pending(): Promise<readonly string[]>;
+}
+
+/**
+ * {@link pendingMigrations} for a running app, asked by readiness probes and by requests while
+ * the schema is behind: once it is up to date it stays so for this code, so from then on the
+ * answer costs no query. Concurrent askers share one query.
+ */
+export function schemaStatus(
+  database: { db: Kysely<DB>; schema: string },
+  folder: string = MIGRATIONS_DIR,
+): SchemaStatus {
+  let upToDate = false;
+  let inFlight: Promise<string[]> | undefined;
+  return {
+    get upToDate() {
+      return upToDate;
+    },
+    async pending() {
+      if (upToDate) return [];
+      inFlight ??= pendingMigrations(database.db, database.schema, folder).finally(() => {
+        inFlight = undefined;
+      });
+      const pending = await inFlight;
+      if (pending.length === 0) upToDate = true;
+      return pending;
+    },
+  };
 }

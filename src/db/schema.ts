@@ -28,7 +28,8 @@ export interface UsersTable {
   id: Generated<string>;
   account_id: string | null;
   email: string;
-  password_hash: string;
+  /** Null until the user sets a password (owners made by operators, through their link). */
+  password_hash: string | null;
   role: UserRole;
   password_changed_at: Timestamp;
   created_at: CreatedAt;
@@ -287,6 +288,16 @@ export interface ConsentTokensTable {
   created_at: CreatedAt;
 }
 
+/** Set-password links (single-use, expiring), by the SHA-256 of their token. */
+export interface PasswordSetupsTable {
+  token_hash: string;
+  account_id: string;
+  user_id: string;
+  expires_at: Date;
+  used_at: Date | null;
+  created_at: CreatedAt;
+}
+
 export interface EventsTable {
   account_id: string;
   /** Feed position: bigint, read back as a string by `pg`, a number by PGlite. */
@@ -375,6 +386,7 @@ export interface DB {
   notice_versions: NoticeVersionsTable;
   consent_events: ConsentEventsTable;
   consent_tokens: ConsentTokensTable;
+  password_setups: PasswordSetupsTable;
   events: EventsTable;
   idempotency_keys: IdempotencyKeysTable;
   contact_imports: ContactImportsTable;

@@ -39,3 +39,17 @@ export class TokenExpiredError extends AppError {
     super(410, 'token_expired', 'Gone', 'The link has expired.');
   }
 }
+
+/**
+ * Refuses a link's row that cannot be redeemed at `now`: none (404 `token_invalid`), used (409
+ * `token_used`) or expired (410 `token_expired`), in that order, so a used link says so even
+ * after it would have expired.
+ */
+export function assertRedeemable<Row extends { used_at: Date | null; expires_at: Date }>(
+  row: Row | undefined,
+  now: Date,
+): asserts row is Row {
+  if (!row) throw new TokenInvalidError();
+  if (row.used_at) throw new TokenUsedError();
+  if (row.expires_at.getTime() <= now.getTime()) throw new TokenExpiredError();
+}

@@ -51,6 +51,7 @@ const TABLE_OWNERS: Record<string, string> = {
   notice_versions: 'src/modules/purposes/',
   consent_events: 'src/modules/consents/',
   consent_tokens: 'src/modules/consents/',
+  password_setups: 'src/modules/password-setups/',
   events: 'src/modules/events/',
   contact_imports: 'src/modules/contact-imports/',
   contact_import_errors: 'src/modules/contact-imports/',

@@ -80,6 +80,8 @@ t.test(
     proxied.port = String(proxy.port);
     const database = createPostgresDatabase({
       url: proxied.toString(),
+      // This file's migrated schema: readiness also asks whether the schema is current.
+      schema: (await testDatabase()).schema,
       poolMax: 2,
       connectionTimeoutMs: 1_000,
       statementTimeoutMs: 2_000,

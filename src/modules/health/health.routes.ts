@@ -39,8 +39,19 @@ export const healthRoutes: FastifyPluginAsyncZod<HealthRoutesOptions> = async (
         operationId: 'getReadiness',
         tags: ['operations'],
         security: PUBLIC,
-        summary: 'Readiness: the database answers a round trip (Redis is only reported)',
-        response: { 200: ReadinessSchema, ...problemResponses(503) },
+        summary: 'Readiness: the database answers and its schema is current',
+        description:
+          'Ready when the database answers a round trip and has every migration this version ' +
+          'ships. Redis is only reported (`checks.redis`), never failing readiness.',
+        response: {
+          200: ReadinessSchema,
+          503: {
+            ...problemResponses(503)[503],
+            description:
+              'Not ready: the database does not answer (`database_unavailable`), or its schema ' +
+              'is behind this version (`migrations_pending`: run `npm run migrate`).',
+          },
+        },
       },
     },
     async (request) => health.readiness(request.log),

@@ -201,18 +201,29 @@ export function createAuthService(deps: {
     return { type: 'user', id: user.id, accountId: user.account_id!, role: user.role, sessionId };
   }
 
-  /** Creates an account with its first owner (self-service sign-up or by an operator). */
+  /**
+   * Creates an account with its first owner: by self-service sign-up, with the owner's password;
+   * or by an operator, without one (`password: null`): the owner then sets it through a
+   * single-use link, and cannot sign in before.
+   */
   async function createAccountWithOwner(
     trx: Transaction<DB>,
-    input: { accountName: string; timeZone?: string | undefined; email: string; password: string },
+    input: {
+      accountName: string;
+      timeZone?: string | undefined;
+      email: string;
+      password: string | null;
+    },
     passwordField = 'body.password',
   ): Promise<{ account: AccountRow; owner: UserRow }> {
-    enforcePasswordPolicy(
-      config,
-      input.password,
-      { email: input.email, accountName: input.accountName },
-      passwordField,
-    );
+    if (input.password !== null) {
+      enforcePasswordPolicy(
+        config,
+        input.password,
+        { email: input.email, accountName: input.accountName },
+        passwordField,
+      );
+    }
     const account = await insertAccount(trx, {
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
@@ -222,7 +233,7 @@ export function createAuthService(deps: {
     const owner = await addUser(trx, {
       account_id: account.id,
       email: input.email,
-      password_hash: await hashPassword(input.password),
+      password_hash: input.password === null ? null : await hashPassword(input.password),
       role: 'owner',
     });
     return { account, owner };
@@ -311,12 +322,16 @@ export function createAuthService(deps: {
         }
       }
 
+      // A user who has not set a password yet (an owner awaiting their set-password link) has
+      // no hash: verified against the dummy like an unknown address, they cannot sign in, and
+      // neither the answer nor its timing tells them apart.
+      const storedHash = user?.password_hash ?? null;
       const passwordOk = await verifyPassword(
-        user ? user.password_hash : await DUMMY_HASH.get(),
+        storedHash ?? (await DUMMY_HASH.get()),
         input.password,
       );
       const locked = address?.locked_until != null && address.locked_until > now;
-      if (!user || !passwordOk || locked) {
+      if (!user || !storedHash || !passwordOk || locked) {
         // While locked, even the right password counts as a failure: answering it with less
         // work would tell the attacker that the guess was right.
         const failures = await recordLoginFailure(db, {
@@ -337,7 +352,7 @@ export function createAuthService(deps: {
         // and skipping the write then keeps a successful login at one statement fewer.
         const toClear = counters.map((row) => row.key);
         if (toClear.length > 0) await resetLoginThrottles(trx, toClear);
-        if (needsRehash(user.password_hash)) {
+        if (needsRehash(storedHash)) {
           // Parameters were raised since this hash was made: upgrade it while we hold the password.
           await replacePasswordHash(trx, user.id, await hashPassword(input.password));
         }
@@ -480,7 +495,7 @@ export function createAuthService(deps: {
       if (ctx.actor.type === 'api_key') throw new ForbiddenError();
       const actor = ctx.actor;
       const user = await findUserById(db, actor.id);
-      if (!user) throw new UnauthorizedError();
+      if (!user?.password_hash) throw new UnauthorizedError();
       if (!(await verifyPassword(user.password_hash, input.currentPassword))) {
         throw new AppError(
           400,

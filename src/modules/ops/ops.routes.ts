@@ -5,6 +5,10 @@ import { problemResponses } from '../../http/problem.js';
 import { requestContext } from '../../http/request-context.js';
 import { IdParams, PageQuery, pageOf } from '../../http/schemas.js';
 import { AccountSchema, toAccount, toUser, UserSchema } from '../identity/identity.schemas.js';
+import {
+  PasswordSetupLinkSchema,
+  toPasswordSetupLink,
+} from '../password-setups/password-setups.schemas.js';
 import { CreateAccountBody } from './ops.schemas.js';
 import type { OpsService } from './ops.service.js';
 
@@ -24,17 +28,63 @@ export const opsRoutes: FastifyPluginAsyncZod<{ ops: OpsService }> = async (app,
         tags: ['ops'],
         summary: 'Create a customer account and its first owner',
         security,
+        description:
+          'The owner gets no password: the response carries, once, a single-use link with which ' +
+          'they choose it (`POST /v1/public/password-setups/{token}`), valid for ' +
+          'PASSWORD_SETUP_TTL_HOURS (72 by default). Until then they cannot sign in. Only the ' +
+          'token’s hash is stored; pass the link to the owner alone.',
         body: CreateAccountBody,
         response: {
-          201: z.object({ account: AccountSchema, owner: UserSchema }),
+          201: z.object({
+            account: AccountSchema,
+            owner: UserSchema,
+            passwordSetup: PasswordSetupLinkSchema,
+          }),
           ...problemResponses(400, 401, 403, 409),
         },
       },
     },
     async (request, reply) => {
-      const { account, owner } = await ops.createAccount(requestContext(request), request.body);
+      const { account, owner, passwordSetup } = await ops.createAccount(
+        requestContext(request),
+        request.body,
+      );
       reply.code(201);
-      return { account: toAccount(account), owner: toUser(owner) };
+      return {
+        account: toAccount(account),
+        owner: toUser(owner),
+        passwordSetup: toPasswordSetupLink(passwordSetup),
+      };
+    },
+  );
+
+  app.post(
+    '/ops/accounts/:id/owner-password-setups',
+    {
+      config: { auth: 'operator' },
+      schema: {
+        operationId: 'opsReissueOwnerPasswordSetup',
+        tags: ['ops'],
+        summary: 'Issue a new set-password link for an account’s owner',
+        description:
+          'For an owner who has not set a password yet (the link expired or was lost): a new ' +
+          'single-use link, returned once; the older one stops working. 409 ' +
+          '`password_already_set` once the owner has a password.',
+        security,
+        params: IdParams,
+        response: {
+          201: z.object({ owner: UserSchema, passwordSetup: PasswordSetupLinkSchema }),
+          ...problemResponses(400, 401, 403, 404, 409),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { owner, passwordSetup } = await ops.reissueOwnerPasswordSetup(
+        requestContext(request),
+        request.params.id,
+      );
+      reply.code(201);
+      return { owner: toUser(owner), passwordSetup: toPasswordSetupLink(passwordSetup) };
     },
   );
 
