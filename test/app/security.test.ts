@@ -103,7 +103,7 @@ t.test('/openapi.json is an OpenAPI 3.1 document with our security schemes', asy
     'a Problem schema component',
   );
   t.same(
-    doc.paths['/readyz']?.get?.responses?.['503'],
+    doc.paths['/v1/me']?.get?.responses?.['503'],
     { $ref: '#/components/responses/ServiceUnavailable' },
     'error responses refer to a response component',
   );
