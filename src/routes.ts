@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Config } from './config.js';
+import { embeddedAutoanalyze } from './db/autoanalyze.js';
 import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
@@ -93,6 +94,13 @@ export async function v1Routes(
   });
   const consentLinks = createConsentLinksService({ db });
   const events = createEventsService({ db, hashSecret });
+  // The embedded engine has no autovacuum: without fresh statistics its planner picks indexes
+  // blindly (see embeddedAutoanalyze). A Postgres server analyses on its own.
+  if (engine === 'embedded') {
+    const analyze = embeddedAutoanalyze({ db, schema: 'public', intervalMs: 15_000, log: v1.log });
+    analyze.start();
+    v1.addHook('onClose', () => analyze.stop());
+  }
   // Erasure leaves the erased data in dead row versions until a vacuum (Art. 17).
   const vacuum = debouncedVacuum({
     db,
