@@ -2,35 +2,42 @@ import { sql } from 'kysely';
 import t from 'tap';
 import { embeddedAutoanalyze } from '../../src/db/autoanalyze.js';
 import { bearer, signup } from '../fixtures/identity.js';
-import { build } from '../helper.js';
+import { build, ENGINE } from '../helper.js';
 
 /**
  * Without statistics the planner listed an account's data-subject requests by scanning another
  * index and sorting them all; after autovacuum's analyze (emulated on the embedded engine) it
  * walks the creation index and stops after the page.
  */
-t.test('analyse tables past autovacuum’s threshold, and the list plan follows', async (t) => {
-  const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
-  const { db, schema } = app.database;
-  const owner = await signup(app);
-  for (let i = 0; i < 120; i++) {
-    const res = await app.inject({
-      method: 'POST',
-      url: '/v1/data-subject-requests',
-      headers: bearer(owner.accessToken),
-      payload: { type: 'access', subject: { email: `analyze-${i}@example.com` } },
-    });
-    t.equal(res.statusCode, 201);
-  }
-  const log = { debug() {}, warn() {} } as never;
-  const analyzer = embeddedAutoanalyze({ db, schema, intervalMs: 0, log });
-  const analysed = await analyzer.runOnce();
-  t.ok(analysed.includes('data_subject_requests'), `analysed: ${analysed.join(', ')}`);
-  t.same(await analyzer.runOnce(), [], 'nothing is due right after');
-  const plan = await sql<{ 'QUERY PLAN': string }>`
+t.test(
+  'analyse tables past autovacuum’s threshold, and the list plan follows',
+  {
+    // A Postgres server analyses on its own, and reports its statistics asynchronously.
+    skip: ENGINE === 'postgres' ? 'the analyser runs on the embedded engine only' : false,
+  },
+  async (t) => {
+    const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
+    const { db, schema } = app.database;
+    const owner = await signup(app);
+    for (let i = 0; i < 120; i++) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/data-subject-requests',
+        headers: bearer(owner.accessToken),
+        payload: { type: 'access', subject: { email: `analyze-${i}@example.com` } },
+      });
+      t.equal(res.statusCode, 201);
+    }
+    const log = { debug() {}, warn() {} } as never;
+    const analyzer = embeddedAutoanalyze({ db, schema, intervalMs: 0, log });
+    const analysed = await analyzer.runOnce();
+    t.ok(analysed.includes('data_subject_requests'), `analysed: ${analysed.join(', ')}`);
+    t.same(await analyzer.runOnce(), [], 'nothing is due right after');
+    const plan = await sql<{ 'QUERY PLAN': string }>`
     explain select * from data_subject_requests where account_id = ${owner.accountId}
     order by created_at, id limit 51`.execute(db);
-  const text = plan.rows.map((row) => row['QUERY PLAN']).join('\n');
-  t.match(text, /data_subject_requests_created_idx/, text);
-  t.notMatch(text, /Sort/, 'no sort of the whole account');
-});
+    const text = plan.rows.map((row) => row['QUERY PLAN']).join('\n');
+    t.match(text, /data_subject_requests_created_idx/, text);
+    t.notMatch(text, /Sort/, 'no sort of the whole account');
+  },
+);
