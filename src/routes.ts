@@ -164,7 +164,7 @@ export async function v1Routes(
   await v1.register(contactImportsRoutes, { imports, maxBytes: config.IMPORT_MAX_BYTES }); // /v1/contact-imports/*
   await v1.register(consentsRoutes, { consents, purposes }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
-  await v1.register(dataSubjectRequestsRoutes, { requests, clock, idempotent }); // /v1/data-subject-requests/*
+  await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(passwordSetupsRoutes, {
     passwordSetups,

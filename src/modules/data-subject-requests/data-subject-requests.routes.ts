@@ -3,7 +3,6 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { BadRequestError } from '../../errors.js';
 import { expectedVersion, setEtag } from '../../http/concurrency.js';
-import type { idempotency } from '../../http/idempotency.js';
 import { BEARER_OR_API_KEY } from '../../http/openapi-security.js';
 import { problemResponses } from '../../http/problem.js';
 import { accountIdOf, requestContext } from '../../http/request-context.js';
@@ -76,8 +75,7 @@ function protectionOf(request: FastifyRequest): ExportProtection | undefined {
 export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
   requests: DataSubjectRequestsService;
   clock: Clock;
-  idempotent: ReturnType<typeof idempotency>;
-}> = async (app, { requests, clock, idempotent }) => {
+}> = async (app, { requests, clock }) => {
   const security = BEARER_OR_API_KEY;
   const tags = ['data-subject-requests'];
   const one = DataSubjectRequestSchema;
@@ -88,8 +86,6 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
     '/data-subject-requests',
     {
       config: { auth: { permission: 'requests:write' } },
-      preHandler: idempotent.preHandler,
-      onSend: idempotent.onSend,
       schema: {
         operationId: 'createDataSubjectRequest',
         tags,
