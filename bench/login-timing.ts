@@ -62,7 +62,7 @@ const database = values.postgres
       idleTimeoutMs: 10_000,
     })
   : await createEmbeddedDatabase({ dataDir: 'memory://' });
-await migrateToLatest(database.db, database.schema);
+await migrateToLatest(database.owner, database.schema);
 // Log lines are written (to nowhere) as in production, so their cost is measured too.
 const logger = pino({ level: 'warn' }, { write: () => {} });
 const app = await buildApp({ config, database, logger, rateLimitNamespace: 'bench' });

@@ -30,7 +30,7 @@ async function main() {
   const database = await openDatabase(config);
   try {
     if (config.MIGRATE_ON_START ?? database.engine === 'embedded') {
-      await migrateToLatest(database.db, database.schema);
+      await migrateToLatest(database.owner, database.schema);
     }
     const operator = await createOperator(database.db, config, { email: email.data, password });
     process.stdout.write(`operator created: ${operator.id}\n`);

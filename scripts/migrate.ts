@@ -6,9 +6,10 @@
  * database in DATA_DIR otherwise (stop the service first: an embedded database has one user).
  * In the container image it runs compiled: `node dist/scripts/migrate.js`.
  */
-import type { MigrationResult } from 'kysely';
+import { type MigrationResult, sql } from 'kysely';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { type Database, DatabaseLockedError, openDatabase } from '../src/db/database.js';
+import { ensureLoginRole } from '../src/db/grants.js';
 import { MigrationError, migrateDown, migrateToLatest } from '../src/db/migrate.js';
 import { describeError, describeTarget } from './lib/describe.js';
 
@@ -53,13 +54,21 @@ async function main(args: string[]): Promise<number> {
     process.stdout.write(`database: ${describeTarget(config)}\n`);
     database = await openDatabase(config);
     // A round trip first, so an unreachable server reads as that, not as a failed migration.
-    await database.ping(config.DB_CONNECTION_TIMEOUT_MS + 1_000).catch((err: unknown) => {
+    // As the owner: the service role may not exist yet (this run creates it).
+    await sql`select 1`.execute(database.owner).catch((err: unknown) => {
       throw new UnreachableError(describeError(err));
     });
+    // With two URLs, the service's login role is created here when missing, with the
+    // password its URL carries (the owner needs CREATEROLE; else an administrator creates it).
+    if (config.DATABASE_URL && config.MIGRATION_DATABASE_URL) {
+      const password = decodeURIComponent(new URL(config.DATABASE_URL).password);
+      const created = await ensureLoginRole(database.owner, database.serviceRole, password);
+      if (created) process.stdout.write(`created the login role ${database.serviceRole}\n`);
+    }
     const results =
       direction === 'up'
-        ? await migrateToLatest(database.db, database.schema)
-        : await migrateDown(database.db, database.schema);
+        ? await migrateToLatest(database.owner, database.schema, undefined, database.serviceRole)
+        : await migrateDown(database.owner, database.schema, undefined, database.serviceRole);
     report(results, direction);
     return 0;
   } catch (err) {

@@ -101,6 +101,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(v1Routes, {
     prefix: '/v1',
     db: database.db,
+    maintenance: database.maintenance,
     engine: database.engine,
     config,
     principals,

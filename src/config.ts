@@ -145,6 +145,15 @@ const envSchema = z
 
     // Database: Postgres when DATABASE_URL is set, embedded Postgres (PGlite) otherwise
     DATABASE_URL: optionalString,
+    // The schema owner's connection, for migrations (`npm run migrate`, MIGRATE_ON_START).
+    // Unset: DATABASE_URL, whose login then switches to DATABASE_SERVICE_ROLE per connection.
+    MIGRATION_DATABASE_URL: optionalString,
+    // The role the service acts as: owns nothing, holds only the grants migrations give it.
+    // Unset: DATABASE_URL's user when MIGRATION_DATABASE_URL is set, else custodian_service.
+    DATABASE_SERVICE_ROLE: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier')
+      .optional(),
     // The Postgres schema that holds Custodian's tables (and its migration history).
     DATABASE_SCHEMA: z
       .string()
@@ -273,11 +282,21 @@ const envSchema = z
         message: 'must not exceed IMPORT_BODY_TIMEOUT_MS (the outer bound of every request)',
       });
     }
-    if (env.DATABASE_URL && !/^postgres(ql)?:\/\//.test(env.DATABASE_URL)) {
+    for (const key of ['DATABASE_URL', 'MIGRATION_DATABASE_URL'] as const) {
+      const url = env[key];
+      if (url && !/^postgres(ql)?:\/\//.test(url)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: 'must be a postgres:// or postgresql:// URL',
+        });
+      }
+    }
+    if (env.MIGRATION_DATABASE_URL && !env.DATABASE_URL) {
       ctx.addIssue({
         code: 'custom',
-        path: ['DATABASE_URL'],
-        message: 'must be a postgres:// or postgresql:// URL',
+        path: ['MIGRATION_DATABASE_URL'],
+        message: 'needs DATABASE_URL (the service connection) too',
       });
     }
   }, ALWAYS_CHECK);

@@ -53,6 +53,8 @@ import { createUsersService } from './modules/users/users.service.js';
 
 export interface V1Options {
   db: Kysely<DB>;
+  /** For VACUUM and ANALYZE (see `Database.maintenance`). */
+  maintenance: Kysely<DB>;
   /** Which engine `db` runs on (imports commit differently on each). */
   engine: Engine;
   config: Config;
@@ -67,7 +69,7 @@ export interface V1Options {
  */
 export async function v1Routes(
   v1: FastifyInstance,
-  { db, engine, config, principals, clock }: V1Options,
+  { db, maintenance, engine, config, principals, clock }: V1Options,
 ) {
   const auth = createAuthService({ db, config, app: v1, principals });
   const accounts = createAccountsService({ db, principals });
@@ -97,13 +99,18 @@ export async function v1Routes(
   // The embedded engine has no autovacuum: without fresh statistics its planner picks indexes
   // blindly (see embeddedAutoanalyze). A Postgres server analyses on its own.
   if (engine === 'embedded') {
-    const analyze = embeddedAutoanalyze({ db, schema: 'public', intervalMs: 15_000, log: v1.log });
+    const analyze = embeddedAutoanalyze({
+      db: maintenance,
+      schema: 'public',
+      intervalMs: 15_000,
+      log: v1.log,
+    });
     analyze.start();
     v1.addHook('onClose', () => analyze.stop());
   }
   // Erasure leaves the erased data in dead row versions until a vacuum (Art. 17).
   const vacuum = debouncedVacuum({
-    db,
+    db: maintenance,
     tables: ERASURE_TOUCHED_TABLES,
     intervalMs: config.ERASURE_VACUUM_INTERVAL_MS,
     log: v1.log,

@@ -47,7 +47,7 @@ export async function openTestDatabase(): Promise<Database> {
   const url = process.env.DATABASE_URL;
   if (!url) {
     const database = await createEmbeddedDatabase({ dataDir: 'memory://' });
-    await migrateToLatest(database.db, database.schema);
+    await migrateToLatest(database.owner, database.schema);
     tap.teardown(() => database.close());
     return database;
   }
@@ -61,7 +61,7 @@ export async function openTestDatabase(): Promise<Database> {
     statementTimeoutMs: 30_000,
     idleTimeoutMs: 10_000,
   });
-  await migrateToLatest(database.db, database.schema);
+  await migrateToLatest(database.owner, database.schema);
   tap.teardown(async () => {
     await database.close();
     await adminQuery(url, `drop schema if exists ${schema} cascade`);

@@ -7,6 +7,12 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { type FolderLock, lockFolder } from './folder-lock.js';
 import type { DB } from './schema.js';
+import {
+  checkedRoleName,
+  DEFAULT_SERVICE_ROLE,
+  roleSwitchingDialects,
+  serviceRoleError,
+} from './service-role.js';
 
 export type Engine = 'postgres' | 'embedded';
 
@@ -18,8 +24,22 @@ export interface PoolStats {
 
 /** A database handle shared by the app: the Kysely instance plus engine-level operations. */
 export interface Database {
+  /**
+   * What the service uses: every connection acts as the service role (see `service-role.ts`),
+   * which owns nothing and may not truncate, disable triggers or rewrite append-only tables.
+   */
   readonly db: Kysely<DB>;
+  /**
+   * The schema owner, for migrations and the grants that follow them: the migration URL on
+   * Postgres (opened on first use), the same PGlite connection back in its own role on the
+   * embedded engine. Never used to serve a request.
+   */
+  readonly owner: Kysely<DB>;
+  /** For VACUUM and ANALYZE after erasures: the owner on the embedded engine, else `db`. */
+  readonly maintenance: Kysely<DB>;
   readonly engine: Engine;
+  /** The role the service's connections act as (see `service-role.ts`). */
+  readonly serviceRole: string;
   /** Postgres schema the tables live in (`public` unless isolated for a test). */
   readonly schema: string;
   /** One round trip; rejects when the database does not answer within `timeoutMs`. */
@@ -30,6 +50,10 @@ export interface Database {
 
 export interface PostgresOptions {
   url: string;
+  /** The schema owner's URL, for migrations (default: `url`). */
+  migrationUrl?: string | undefined;
+  /** The role every service connection acts as (default `custodian_service`). */
+  serviceRole?: string;
   poolMax: number;
   /** Waiting for a pooled connection, and opening a new one (node-postgres uses one timer). */
   connectionTimeoutMs: number;
@@ -50,6 +74,8 @@ export interface PostgresOptions {
 export interface EmbeddedOptions {
   /** A folder for the data, or `memory://` for a throw-away database. */
   dataDir: string;
+  /** The role the service's statements run as (default `custodian_service`). */
+  serviceRole?: string;
   /**
    * A folder lock whose heartbeat is older than this belongs to a crashed process and is taken
    * over (at least 2000 ms; default 10000). A restart after a crash waits up to this long.
@@ -66,11 +92,59 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 export function createPostgresDatabase(options: PostgresOptions): Database {
   const schema = options.schema ?? 'public';
   if (!SCHEMA_NAME.test(schema)) throw new Error(`invalid schema name: ${schema}`);
+  const serviceRole = checkedRoleName(options.serviceRole ?? DEFAULT_SERVICE_ROLE);
   const outage = new OutageLog(options.logger);
+  const service = openPool(options, options.url, outage, serviceRole);
+  // node-postgres opens connections on first use: the owner's pool costs nothing until
+  // something migrates through it.
+  const owner = openPool(
+    { ...options, poolMax: Math.min(options.poolMax, 2) },
+    options.migrationUrl ?? options.url,
+    outage,
+    undefined,
+  );
+  const db = service.db;
+  let closed = false;
+  return {
+    db,
+    owner: owner.db,
+    maintenance: db,
+    engine: 'postgres',
+    serviceRole,
+    schema,
+    // Through the login without its role switch: a schema not yet migrated has no service
+    // role, and that is `migrations_pending` (the schema check), not an unreachable database.
+    ping: (timeoutMs) => outage.watch(withTimeout(sql`select 1`.execute(owner.db), timeoutMs)),
+    poolStats: () => ({
+      total: service.pool.totalCount,
+      idle: service.pool.idleCount,
+      waiting: service.pool.waitingCount,
+    }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await db.destroy();
+      await owner.db.destroy();
+    },
+  };
+}
+
+/**
+ * A node-postgres pool behind Kysely. With `role`, every new connection first does
+ * `SET ROLE role` and is handed out only once that succeeded: a connection that could not take
+ * the role is never used (it would act as whoever logged in).
+ */
+function openPool(
+  options: PostgresOptions,
+  url: string,
+  outage: OutageLog,
+  role: string | undefined,
+): { db: Kysely<DB>; pool: pg.Pool } {
+  const schema = options.schema ?? 'public';
   const queryTimeoutMs =
     options.queryTimeoutMs ?? (options.statementTimeoutMs ? options.statementTimeoutMs + 5_000 : 0);
   const pool = new pg.Pool({
-    connectionString: options.url,
+    connectionString: url,
     max: options.poolMax,
     // Bounds both the wait for a free pooled connection and opening a new one, so a pool
     // exhausted by a stuck database, or a server that does not accept, fails fast (503).
@@ -117,33 +191,34 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
       return result;
     } as typeof client.query;
   });
+  const inRole = new WeakSet<pg.PoolClient>();
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({
       pool: {
         // Failing to get a connection never reaches Kysely's log: note the outage here.
-        connect: () =>
-          pool.connect().catch((err: unknown) => {
+        connect: async () => {
+          const client = await pool.connect().catch((err: unknown) => {
             if (isDatabaseUnavailable(err)) outage.failed(err);
             throw err;
-          }),
+          });
+          if (role && !inRole.has(client)) {
+            try {
+              await client.query(`set role ${role}`);
+            } catch (err) {
+              // Not back into the pool: it still acts as the login role.
+              client.release(true);
+              throw serviceRoleError(role, err);
+            }
+            inRole.add(client);
+          }
+          return client;
+        },
         end: () => pool.end(),
       },
     }),
     log: outage.observe,
   });
-  let closed = false;
-  return {
-    db,
-    engine: 'postgres',
-    schema,
-    ping: (timeoutMs) => outage.watch(withTimeout(sql`select 1`.execute(db), timeoutMs)),
-    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
-    async close() {
-      if (closed) return;
-      closed = true;
-      await db.destroy();
-    },
-  };
+  return { db, pool };
 }
 
 /**
@@ -189,13 +264,21 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
   }
   // PGlite cannot be unreachable, but a closed one (shutdown, lost lock) fails like it.
   const outage = new OutageLog(options.logger);
-  const db = new Kysely<DB>({ dialect: new PGliteDialect(client), log: outage.observe });
+  // One connection, two roles: the service's statements run as the service role, the owner's
+  // (migrations) as PGlite's superuser; each handle switches the connection when it takes it.
+  const serviceRole = checkedRoleName(options.serviceRole ?? DEFAULT_SERVICE_ROLE);
+  const dialects = roleSwitchingDialects(new PGliteDialect(client), serviceRole);
+  const db = new Kysely<DB>({ dialect: dialects.service, log: outage.observe });
+  const owner = new Kysely<DB>({ dialect: dialects.owner, log: outage.observe });
   let closed = false;
   database = {
     db,
+    owner,
+    maintenance: owner,
     engine: 'embedded',
+    serviceRole,
     schema: 'public',
-    ping: (timeoutMs) => outage.watch(withTimeout(sql`select 1`.execute(db), timeoutMs)),
+    ping: (timeoutMs) => outage.watch(withTimeout(sql`select 1`.execute(owner), timeoutMs)),
     // One in-process connection: it is always "open"; the dialect queues the rest.
     poolStats: () => ({ total: 1, idle: 1, waiting: 0 }),
     async close() {
@@ -326,10 +409,29 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<void> {
   }
 }
 
+/**
+ * The role the service acts as: as configured; else, with two URLs, the user DATABASE_URL logs
+ * in as (it is the service role); else `custodian_service`, which the one login switches to.
+ */
+export function serviceRoleOf(config: {
+  DATABASE_URL?: string | undefined;
+  MIGRATION_DATABASE_URL?: string | undefined;
+  DATABASE_SERVICE_ROLE?: string | undefined;
+}): string {
+  if (config.DATABASE_SERVICE_ROLE) return config.DATABASE_SERVICE_ROLE;
+  if (config.DATABASE_URL && config.MIGRATION_DATABASE_URL) {
+    const user = decodeURIComponent(new URL(config.DATABASE_URL).username);
+    if (user) return checkedRoleName(user);
+  }
+  return DEFAULT_SERVICE_ROLE;
+}
+
 /** Opens the engine the configuration selects. */
 export async function openDatabase(
   config: {
     DATABASE_URL?: string | undefined;
+    MIGRATION_DATABASE_URL?: string | undefined;
+    DATABASE_SERVICE_ROLE?: string | undefined;
     DATABASE_SCHEMA?: string | undefined;
     DATA_DIR: string;
     DATA_DIR_LOCK_STALE_MS: number;
@@ -344,6 +446,8 @@ export async function openDatabase(
   if (config.DATABASE_URL) {
     return createPostgresDatabase({
       url: config.DATABASE_URL,
+      migrationUrl: config.MIGRATION_DATABASE_URL,
+      serviceRole: serviceRoleOf(config),
       schema: config.DATABASE_SCHEMA,
       poolMax: config.DB_POOL_MAX,
       connectionTimeoutMs: config.DB_CONNECTION_TIMEOUT_MS,
@@ -355,6 +459,7 @@ export async function openDatabase(
   }
   return createEmbeddedDatabase({
     dataDir: config.DATA_DIR,
+    serviceRole: config.DATABASE_SERVICE_ROLE,
     lockStaleMs: config.DATA_DIR_LOCK_STALE_MS,
     logger,
   });

@@ -8,7 +8,9 @@ import {
   Migrator,
   sql,
 } from 'kysely';
+import { grantServiceRole } from './grants.js';
 import type { DB } from './schema.js';
+import { DEFAULT_SERVICE_ROLE } from './service-role.js';
 
 /**
  * `migrations/` sits two levels above this file both in the source tree (src/db) and in the
@@ -88,14 +90,14 @@ export interface SchemaLogger {
  * says what to run: requests and `/readyz` answer 503 `migrations_pending` until then.
  */
 export async function prepareSchema(
-  database: { db: Kysely<DB>; schema: string },
+  database: { db: Kysely<DB>; owner: Kysely<DB>; schema: string; serviceRole: string },
   options: { migrate: boolean; logger: SchemaLogger; folder?: string },
 ): Promise<void> {
   const { logger, folder = MIGRATIONS_DIR } = options;
   if (options.migrate) {
-    const applied = (await migrateToLatest(database.db, database.schema, folder)).map(
-      (m) => m.migrationName,
-    );
+    const applied = (
+      await migrateToLatest(database.owner, database.schema, folder, database.serviceRole)
+    ).map((m) => m.migrationName);
     if (applied.length === 0) {
       logger.info({ applied }, 'migrations up to date: nothing to apply');
     } else {
@@ -109,7 +111,7 @@ export async function prepareSchema(
   }
   let pending: string[];
   try {
-    pending = await pendingMigrations(database.db, database.schema, folder);
+    pending = await pendingMigrations(database.owner, database.schema, folder);
   } catch (err) {
     // Start anyway, as without the check: requests answer 503 while the database is away, and
     // readiness checks the schema once it answers.
@@ -173,8 +175,15 @@ export async function migrateToLatest(
   db: Kysely<any>,
   schema = 'public',
   folder: string = MIGRATIONS_DIR,
+  serviceRole: string = DEFAULT_SERVICE_ROLE,
 ) {
-  return unwrap(await withIntrospectionRetry(() => migrator(db, schema, folder).migrateToLatest()));
+  const results = unwrap(
+    await withIntrospectionRetry(() => migrator(db, schema, folder).migrateToLatest()),
+  );
+  // Every run, not only one that applied something: a role created or re-granted by hand
+  // since is brought back to exactly what the service needs.
+  await grantServiceRole(db, schema, serviceRole);
+  return results;
 }
 
 /**
@@ -201,8 +210,13 @@ export async function migrateDown(
   db: Kysely<any>,
   schema = 'public',
   folder: string = MIGRATIONS_DIR,
+  serviceRole: string = DEFAULT_SERVICE_ROLE,
 ) {
-  return unwrap(await withIntrospectionRetry(() => migrator(db, schema, folder).migrateDown()));
+  const results = unwrap(
+    await withIntrospectionRetry(() => migrator(db, schema, folder).migrateDown()),
+  );
+  await grantServiceRole(db, schema, serviceRole);
+  return results;
 }
 
 /** Whether the schema is behind the code; see {@link schemaStatus}. */
@@ -219,7 +233,7 @@ export interface SchemaStatus {
  * answer costs no query. Concurrent askers share one query.
  */
 export function schemaStatus(
-  database: { db: Kysely<DB>; schema: string },
+  database: { owner: Kysely<DB>; schema: string },
   folder: string = MIGRATIONS_DIR,
 ): SchemaStatus {
   let upToDate = false;
@@ -230,7 +244,7 @@ export function schemaStatus(
     },
     async pending() {
       if (upToDate) return [];
-      inFlight ??= pendingMigrations(database.db, database.schema, folder).finally(() => {
+      inFlight ??= pendingMigrations(database.owner, database.schema, folder).finally(() => {
         inFlight = undefined;
       });
       const pending = await inFlight;

@@ -206,7 +206,7 @@ t.test('which failures mean "the database is away"', async (t) => {
 
 t.test('a closed embedded database answers 503, not 500', async (t) => {
   const database = await createEmbeddedDatabase({ dataDir: 'memory://' });
-  await migrateToLatest(database.db, database.schema);
+  await migrateToLatest(database.owner, database.schema);
   t.teardown(() => database.close());
   const app = await build(t, { database, configure: dbRoutes(database) });
   t.equal((await app.inject({ method: 'GET', url: '/test/db' })).statusCode, 200);
@@ -342,7 +342,7 @@ t.test(
       statementTimeoutMs: 30_000,
       idleTimeoutMs: 1_000,
     });
-    await migrateToLatest(migrator.db, outage.schema);
+    await migrateToLatest(migrator.owner, outage.schema);
     await migrator.close();
 
     const { database, logs, get, login, alarms, recoveries } = await openApp(t, outage, {

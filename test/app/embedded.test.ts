@@ -78,9 +78,11 @@ t.test('an embedded database on a folder', async (t) => {
     t.equal(first.engine, 'embedded');
     t.ok(statSync(lockFile).isDirectory(), 'the lock is held');
     t.match(JSON.parse(readFileSync(ownerFile, 'utf8')), { pid: process.pid }, 'names us');
-    await sql`create table consent_note (id int primary key, note text not null)`.execute(first.db);
+    await sql`create table consent_note (id int primary key, note text not null)`.execute(
+      first.owner,
+    );
     await sql`insert into consent_note (id, note) values (1, 'survives a restart')`.execute(
-      first.db,
+      first.owner,
     );
     await first.close();
     t.notOk(existsSync(lockFile), 'closing releases the lock');
@@ -90,7 +92,7 @@ t.test('an embedded database on a folder', async (t) => {
     const { rows } = await sql<{
       id: number;
       note: string;
-    }>`select id, note from consent_note`.execute(reopened.db);
+    }>`select id, note from consent_note`.execute(reopened.owner);
     t.same(rows, [{ id: 1, note: 'survives a restart' }], 'the row survived');
 
     // While it is open, a second opener on the same folder is refused, here at once.
@@ -104,7 +106,7 @@ t.test('an embedded database on a folder', async (t) => {
     t.match(message, /Stop that process/, 'says what to do');
     t.match(message, /DATABASE_URL/, 'and the alternative for many processes');
     t.ok(statSync(lockFile).isDirectory(), 'the holder keeps its lock');
-    const again = await sql<{ one: number }>`select 1 as one`.execute(reopened.db);
+    const again = await sql<{ one: number }>`select 1 as one`.execute(reopened.owner);
     t.same(again.rows, [{ one: 1 }], 'the holder still works');
 
     // Another process is refused too, once the holder's heartbeat proved it alive.
@@ -114,7 +116,7 @@ t.test('an embedded database on a folder', async (t) => {
     t.match(result.message, /Stop that process/);
     await once(child, 'exit');
     t.equal(child.exitCode, 1);
-    const still = await sql<{ one: number }>`select 1 as one`.execute(reopened.db);
+    const still = await sql<{ one: number }>`select 1 as one`.execute(reopened.owner);
     t.same(still.rows, [{ one: 1 }], 'the holder outlived the attempt');
 
     await reopened.close();
@@ -135,7 +137,7 @@ t.test('an embedded database on a folder', async (t) => {
     t.ok(waited < STALE_MS + OPEN_SLACK_MS, `taken over within the stale period (${waited} ms)`);
     t.match(JSON.parse(readFileSync(ownerFile, 'utf8')), { pid: process.pid }, 'ours now');
     const { rows } = await sql<{ note: string }>`select note from consent_note`.execute(
-      database.db,
+      database.owner,
     );
     t.same(rows, [{ note: 'survives a restart' }], 'and the data is intact');
   });
@@ -149,7 +151,7 @@ t.test('an embedded database on a folder', async (t) => {
     t.teardown(() => database.close());
     const waited = Date.now() - started;
     t.ok(waited < STALE_MS + OPEN_SLACK_MS, `taken over within the stale period (${waited} ms)`);
-    const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.db);
+    const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.owner);
     t.same(rows, [{ one: 1 }]);
   });
 
@@ -163,7 +165,7 @@ t.test('an embedded database on a folder', async (t) => {
     let err: unknown;
     while (!err && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 200));
-      err = await refusal(sql`select 1`.execute(database.db));
+      err = await refusal(sql`select 1`.execute(database.owner));
     }
     t.ok(err, 'the database stops serving');
     const lines = raw.map((line) => JSON.parse(line) as { level: number; msg: string });
@@ -201,7 +203,7 @@ t.test('an embedded database on a folder', async (t) => {
         );
         t.ok(statSync(lockFile).isDirectory(), 'the lock is ours now');
         const { rows } = await sql<{ note: string }>`select note from consent_note`.execute(
-          database.db,
+          database.owner,
         );
         t.same(rows, [{ note: 'survives a restart' }], 'and the data is intact');
       });

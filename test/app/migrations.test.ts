@@ -65,14 +65,14 @@ async function tablesOf(database: Database): Promise<string[]> {
   const { rows } = await sql<{ table_name: string }>`
     select table_name from information_schema.tables
     where table_schema = ${database.schema} and table_name not like 'kysely_%'
-    order by table_name`.execute(database.db);
+    order by table_name`.execute(database.owner);
   return rows.map((r) => r.table_name);
 }
 
 async function recorded(database: Database): Promise<string[]> {
   const { rows } = await sql<{ name: string }>`
     select name from ${sql.table(`${database.schema}.kysely_migration`)}
-    order by name`.execute(database.db);
+    order by name`.execute(database.owner);
   return rows.map((r) => r.name);
 }
 
@@ -80,7 +80,7 @@ t.test('the migration runner, in order, on one fresh database', async (t) => {
   const database = await freshDatabase();
 
   t.test('a failing migration throws, naming it, and applies nothing', async (t) => {
-    const err = await migrateToLatest(database.db, database.schema, FAILING).then(
+    const err = await migrateToLatest(database.owner, database.schema, FAILING).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -91,31 +91,31 @@ t.test('the migration runner, in order, on one fresh database', async (t) => {
   });
 
   t.test('migrateToLatest applies both migrations and records them', async (t) => {
-    const results = await migrateToLatest(database.db, database.schema, FIXTURES);
+    const results = await migrateToLatest(database.owner, database.schema, FIXTURES);
     t.same(results, [
       { migrationName: WIDGETS, direction: 'Up', status: 'Success' },
       { migrationName: GADGETS, direction: 'Up', status: 'Success' },
     ]);
     t.same(await tablesOf(database), ['gadget', 'widget']);
     t.same(await recorded(database), [WIDGETS, GADGETS], 'names without the file extension');
-    await sql`insert into widget (id, name) values (1, 'w')`.execute(database.db);
-    await sql`insert into gadget (id, widget_id) values (1, 1)`.execute(database.db);
+    await sql`insert into widget (id, name) values (1, 'w')`.execute(database.owner);
+    await sql`insert into gadget (id, widget_id) values (1, 1)`.execute(database.owner);
   });
 
   t.test('running it again applies nothing', async (t) => {
-    t.same(await migrateToLatest(database.db, database.schema, FIXTURES), []);
+    t.same(await migrateToLatest(database.owner, database.schema, FIXTURES), []);
     t.same(await recorded(database), [WIDGETS, GADGETS]);
   });
 
   t.test('migrateDown undoes only the newest', async (t) => {
-    const results = await migrateDown(database.db, database.schema, FIXTURES);
+    const results = await migrateDown(database.owner, database.schema, FIXTURES);
     t.same(results, [{ migrationName: GADGETS, direction: 'Down', status: 'Success' }]);
     t.same(await tablesOf(database), ['widget'], 'gadget is gone, widget stays');
     t.same(await recorded(database), [WIDGETS]);
-    const { rows } = await sql<{ name: string }>`select name from widget`.execute(database.db);
+    const { rows } = await sql<{ name: string }>`select name from widget`.execute(database.owner);
     t.same(rows, [{ name: 'w' }], 'the older table keeps its rows');
 
-    const redo = await migrateToLatest(database.db, database.schema, FIXTURES);
+    const redo = await migrateToLatest(database.owner, database.schema, FIXTURES);
     t.same(
       redo.map((r) => r.migrationName),
       [GADGETS],
@@ -131,14 +131,14 @@ t.test(
     const schema = await freshSchema();
     const [first, second] = [postgres(schema), postgres(schema)];
     const [a, b] = await Promise.all([
-      migrateToLatest(first.db, schema, FIXTURES),
-      migrateToLatest(second.db, schema, FIXTURES),
+      migrateToLatest(first.owner, schema, FIXTURES),
+      migrateToLatest(second.owner, schema, FIXTURES),
     ]);
     const applied = [...a, ...b].map((r) => `${r.migrationName}:${r.status}`).sort();
     t.same(applied, [`${WIDGETS}:Success`, `${GADGETS}:Success`], 'between them, each once');
     const { rows } = await sql<{ name: string; times: number }>`
       select name, count(*)::int as times from ${sql.table(`${schema}.kysely_migration`)}
-      group by name order by name`.execute(first.db);
+      group by name order by name`.execute(first.owner);
     t.same(rows, [
       { name: WIDGETS, times: 1 },
       { name: GADGETS, times: 1 },

@@ -96,15 +96,15 @@ t.test('the shipped migrations are the files in migrations/, oldest first', asyn
 t.test('pendingMigrations compares the database with the shipped migrations', async (t) => {
   const database = await freshDatabase();
   t.same(
-    await pendingMigrations(database.db, database.schema),
+    await pendingMigrations(database.owner, database.schema),
     FILES,
     'an unmigrated database (no bookkeeping table) lacks them all',
   );
-  await migrateToLatest(database.db, database.schema);
-  t.same(await pendingMigrations(database.db, database.schema), [], 'none after migrating');
-  await migrateDown(database.db, database.schema);
+  await migrateToLatest(database.owner, database.schema);
+  t.same(await pendingMigrations(database.owner, database.schema), [], 'none after migrating');
+  await migrateDown(database.owner, database.schema);
   t.same(
-    await pendingMigrations(database.db, database.schema),
+    await pendingMigrations(database.owner, database.schema),
     [FILES.at(-1)],
     'the newest after undoing it',
   );
@@ -123,7 +123,7 @@ t.test('the start log: what to run, what was applied, or that nothing was', asyn
   t.match(warning?.msg, 'run `npm run migrate`', 'says what to run');
   t.match(warning?.msg, 'node dist/scripts/migrate.js', 'and what to run in the image');
   t.match(warning?.msg, '503 migrations_pending');
-  t.same(await pendingMigrations(database.db, database.schema), FILES, 'and applied nothing');
+  t.same(await pendingMigrations(database.owner, database.schema), FILES, 'and applied nothing');
 
   log.lines.length = 0;
   await prepareSchema(database, { migrate: true, logger: log });
@@ -194,7 +194,7 @@ t.test('an app on an unmigrated database is not ready, and says why', async (t) 
     instance: '/v1/auth/signup',
   });
 
-  await migrateToLatest(database.db, database.schema);
+  await migrateToLatest(database.owner, database.schema);
   const readyNow = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(readyNow.statusCode, 200, 'ready once migrated, without a restart');
   t.same(readyNow.json(), {
@@ -208,8 +208,8 @@ t.test('an app on an unmigrated database is not ready, and says why', async (t) 
 
 t.test('an app one migration behind is not ready either', async (t) => {
   const database = await freshDatabase();
-  await migrateToLatest(database.db, database.schema);
-  await migrateDown(database.db, database.schema);
+  await migrateToLatest(database.owner, database.schema);
+  await migrateDown(database.owner, database.schema);
   const app = await build(t, { database, env: { AUDIT_CHECKPOINT_INTERVAL_MS: '0' } });
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   const problem = assertProblem(t, ready, {

@@ -17,7 +17,7 @@ t.test(
   },
   async (t) => {
     const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
-    const { db, schema } = app.database;
+    const { maintenance: db, schema } = app.database;
     const owner = await signup(app);
     for (let i = 0; i < 120; i++) {
       const res = await app.inject({

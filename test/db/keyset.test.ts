@@ -139,7 +139,7 @@ t.test('a codec declared from fields checks each in order', async (t) => {
  * `grp` have ties, so only the keys after them decide the order there.
  */
 t.test('the pager against a real query', async (t) => {
-  const { db: base } = await testDatabase();
+  const { owner: base } = await testDatabase();
   const statements: string[] = [];
   const db = base
     .withTables<{ keyset_probe: { id: string; n: number; grp: string; due_at: Date } }>()

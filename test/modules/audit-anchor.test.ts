@@ -124,7 +124,7 @@ t.test('new entries are hashed with their id, so an id cannot be swapped', async
   const app = await build(t);
   const owner = await signup(app);
   await createApiKey(app, owner, ['audit:read']);
-  const db = app.database.db;
+  const db = app.database.owner;
   for (const row of await entries(db, owner.accountId)) {
     t.equal(row.hash_version, 2);
     const material = JSON.stringify([
@@ -163,7 +163,7 @@ t.test('new entries are hashed with their id, so an id cannot be swapped', async
 
 t.test('version-1 entries still verify; one after a version-2 entry is a break', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const accountId = randomUUID();
   // Entries as the previous release wrote them: no hash_version (the column default, 1), and
   // the version-1 hash, which leaves the id out.
@@ -247,7 +247,7 @@ t.test('every AUDIT_CHECKPOINT_EVERY entries, a checkpoint in the same transacti
   const app = await build(t, { env: { AUDIT_CHECKPOINT_EVERY: '3' } });
   const owner = await signup(app);
   for (let i = 0; i < 5; i++) await createApiKey(app, owner, ['contacts:read']);
-  const db = app.database.db;
+  const db = app.database.owner;
   const chain = await entries(db, owner.accountId);
   t.equal(chain.length, 7);
   const page = await checkpoints(app, owner);
@@ -441,7 +441,7 @@ t.test('a cut-off tail is reported at its first missing entry', async (t) => {
   const owner = await signup(app);
   for (let i = 0; i < 3; i++) await createApiKey(app, owner, ['contacts:read']);
   t.equal((await checkpointNow(app, owner.accessToken)).json().seq, 5);
-  const db = app.database.db;
+  const db = app.database.owner;
   await behindTheApi(db, () =>
     db
       .deleteFrom('audit_events')
@@ -461,7 +461,7 @@ t.test('an entry removed and the rest re-hashed breaks at the next checkpoint', 
   const app = await build(t, { env: { AUDIT_CHECKPOINT_EVERY: '3' } });
   const owner = await signup(app);
   for (let i = 0; i < 5; i++) await createApiKey(app, owner, ['contacts:read']);
-  const db = app.database.db;
+  const db = app.database.owner;
   t.same(
     (await checkpoints(app, owner)).data.map((c) => c.seq),
     [6, 3],
@@ -512,7 +512,7 @@ t.test('an entry removed and the rest re-hashed breaks at the next checkpoint', 
 t.test('checkpoints that do not verify, or come from another key, are shown', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
-  const db = app.database.db;
+  const db = app.database.owner;
   const [head] = (await entries(db, owner.accountId)).slice(-1);
   if (!head) throw new Error('no entries');
 
@@ -562,7 +562,7 @@ t.test('checkpoints are append-only at the database level', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
   t.equal((await checkpointNow(app, owner.accessToken)).statusCode, 201);
-  const db = app.database.db;
+  const db = app.database.owner;
   await t.rejects(
     db
       .updateTable('audit_checkpoints')

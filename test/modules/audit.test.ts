@@ -30,18 +30,26 @@ t.test('changes are audited with actor, request id and field names only', async 
 t.test('the trail is append-only at the database level', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
-  await t.rejects(
-    app.database.db
-      .updateTable('audit_events')
-      .set({ action: 'forged' })
-      .where('account_id', '=', owner.accountId)
-      .execute(),
-    /append-only/,
-  );
-  await t.rejects(
-    app.database.db.deleteFrom('audit_events').where('account_id', '=', owner.accountId).execute(),
-    /append-only/,
-  );
+  // The service role holds no UPDATE or DELETE on it; even the owner is stopped by its trigger.
+  for (const [who, db, refusal] of [
+    ['the service', app.database.db, /permission denied/],
+    ['the owner', app.database.owner, /append-only/],
+  ] as const) {
+    await t.rejects(
+      db
+        .updateTable('audit_events')
+        .set({ action: 'forged' })
+        .where('account_id', '=', owner.accountId)
+        .execute(),
+      refusal,
+      `${who} cannot update an entry`,
+    );
+    await t.rejects(
+      db.deleteFrom('audit_events').where('account_id', '=', owner.accountId).execute(),
+      refusal,
+      `${who} cannot delete an entry`,
+    );
+  }
 });
 
 t.test('verify reports exactly the entry changed behind its back', async (t) => {
@@ -57,7 +65,7 @@ t.test('verify reports exactly the entry changed behind its back', async (t) => 
   t.equal(ok.json().valid, true);
   t.equal(ok.json().checked, 5);
 
-  const db = app.database.db;
+  const db = app.database.owner;
   await sql`alter table audit_events disable trigger audit_events_no_update_delete`.execute(db);
   await db
     .updateTable('audit_events')
@@ -87,7 +95,7 @@ t.test('a removed entry is reported as a gap', async (t) => {
   const owner = await signup(app);
   await createApiKey(app, owner, ['contacts:read']);
   await createApiKey(app, owner, ['contacts:read']);
-  const db = app.database.db;
+  const db = app.database.owner;
   await sql`alter table audit_events disable trigger audit_events_no_update_delete`.execute(db);
   await db
     .deleteFrom('audit_events')

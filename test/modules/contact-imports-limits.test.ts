@@ -224,7 +224,7 @@ t.test('the limits are configuration with documented defaults', async (t) => {
 
 t.test('a limit reached while a batch is being written fails the import cleanly', async (t) => {
   const w = await world(t);
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   // Slow batch writes: the read ahead meets the size limit while batch 1 is still writing.
   await sql`create function slow_import_batch() returns trigger language plpgsql as $$
     begin perform pg_sleep(0.5); return null; end $$`.execute(db);

@@ -105,7 +105,7 @@ t.test('a running import holds its key (409); a dead one reads interrupted', asy
   const key = { 'idempotency-key': 'held' };
   const first = await upload(w, body, 'format=ndjson', 'application/x-ndjson', key);
   const id: string = first.json().id;
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   // Pretend a process is still at work on it: running, lease in the future.
   await db
     .updateTable('contact_imports')
@@ -146,7 +146,7 @@ t.test('a failed import resumes after its last committed row on retry', async (t
   const rows = IMPORT_BATCH_SIZE + 500;
   const body = ndjson(rowsOf(rows));
   const poison = `row-${IMPORT_BATCH_SIZE + 200}@example.com`;
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   await sql`create function refuse_poison_resume() returns trigger language plpgsql as $$
     begin
       if new.email = ${sql.lit(poison)} then raise exception 'injected failure'; end if;
@@ -210,7 +210,7 @@ t.test('an attempt that lost its job to a retry stops before writing', async (t)
     (error: unknown) => error,
   );
   body.write(ndjson(rowsOf(IMPORT_BATCH_SIZE + 1)));
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   let job: Awaited<ReturnType<typeof jobRow>> | undefined;
   for (let i = 0; i < 400 && !(job && job.processed_rows > 0); i++) {
     await sleep(25);

@@ -273,7 +273,7 @@ t.test('a failure in batch 2 leaves batch 1 whole; a re-run completes the file',
   );
   // A database-level failure in the middle of batch 2: a trigger refusing one address. (A
   // process kill would do the same to an open transaction; this makes it deterministic.)
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   await sql`create function refuse_poison() returns trigger language plpgsql as $$
     begin
       if new.email = ${sql.lit(poison)} then

@@ -256,7 +256,7 @@ t.test('the feed is per account and needs events:read', async (t) => {
  */
 t.test('the feed serves the confirmation link, the database holds it only sealed', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const world = await consentWorld(app);
   const contactId = await insertContact(app, world.owner.accountId);
   const granted = await doubleOptIn(app, world, contactId);

@@ -356,7 +356,8 @@ t.test('a used notice version records its first use and cannot be deleted', asyn
       .where('purpose_id', '=', purpose.id)
       .where('version', '=', 1)
       .execute(),
-    /in use/,
+    /permission denied/,
+    'the service may not delete a notice version',
   );
   await t.rejects(
     db

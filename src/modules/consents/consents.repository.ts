@@ -19,15 +19,6 @@ export function deriveState(event: ConsentEventKind, method: string): ConsentSta
   return method === 'double_opt_in' ? 'pending' : 'granted';
 }
 
-/**
- * Art. 17: lets this transaction delete consent events (the ledger's trigger refuses DELETE
- * otherwise), so erasing a contact can cascade to its ledger. Transaction-local: the
- * permission ends with the transaction. Call it in the erasure's transaction before deleting.
- */
-export async function allowLedgerErasure(trx: Transaction<DB>): Promise<void> {
-  await sql`select set_config('custodian.erasure', 'on', true)`.execute(trx);
-}
-
 /** {@link deriveState} as SQL: what the newest event (aliased `newest`) must be for `state`. */
 function stateCondition(state: ConsentState) {
   switch (state) {
@@ -370,22 +361,16 @@ export async function issueConsentLinks(
 }
 
 /**
- * Art. 17: forgets a contact's consent ledger and its links, in the erasure's transaction
- * (which is what lets the ledger's append-only trigger allow the delete).
+ * Art. 17: forgets a contact's consent links, in the erasure's transaction. The ledger itself
+ * goes with the contact row, in `erase_contact()` (the service role cannot delete from it).
  */
 export async function forgetContactConsents(
   trx: Transaction<DB>,
   accountId: string,
   contactId: string,
 ): Promise<void> {
-  await allowLedgerErasure(trx);
   await trx
     .deleteFrom('consent_tokens')
-    .where('account_id', '=', accountId)
-    .where('contact_id', '=', contactId)
-    .execute();
-  await trx
-    .deleteFrom('consent_events')
     .where('account_id', '=', accountId)
     .where('contact_id', '=', contactId)
     .execute();

@@ -303,7 +303,12 @@ export async function insertErasure(
     .execute();
 }
 
-/** Art. 17: deletes the contact and its address history, in the erasure's transaction. */
+/**
+ * Art. 17: deletes the contact, its address history, its consent ledger and its events, in the
+ * erasure's transaction (after its `erasures` row). The service role may delete none of the
+ * last three itself: `erase_contact()` runs as the tables' owner and refuses a contact whose
+ * erasure is not recorded, and it takes the ledger only together with the contact.
+ */
 export async function deleteContact(
   trx: Transaction<DB>,
   accountId: string,
@@ -314,11 +319,7 @@ export async function deleteContact(
     .where('account_id', '=', accountId)
     .where('contact_id', '=', contactId)
     .execute();
-  await trx
-    .deleteFrom('contacts')
-    .where('account_id', '=', accountId)
-    .where('id', '=', contactId)
-    .execute();
+  await sql`select erase_contact(${accountId}::uuid, ${contactId}::uuid)`.execute(trx);
 }
 
 export interface ExistingContact {

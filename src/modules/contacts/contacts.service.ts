@@ -21,7 +21,7 @@ import {
   forgetContactConsents,
 } from '../consents/consents.service.js';
 import { forgetImportKeys } from '../contact-imports/contact-imports.service.js';
-import { contactEvents, forgetContactEvents } from '../events/events.service.js';
+import { contactEvents } from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { grantAllowed, isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
@@ -396,7 +396,6 @@ export function createContactsService(deps: {
       await forget(trx, accountId, { contactId: id, fingerprints: [...held] });
     }
     await forgetContactConsents(trx, accountId, id);
-    await forgetContactEvents(trx, accountId, id);
     await forgetIdempotentRequests(
       trx,
       accountId,

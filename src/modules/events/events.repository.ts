@@ -136,19 +136,6 @@ export function listEvents(
   });
 }
 
-/** Art. 17: forgets a contact's events, in the erasure's transaction. */
-export async function forgetContactEvents(
-  trx: Transaction<DB>,
-  accountId: string,
-  contactId: string,
-): Promise<void> {
-  await trx
-    .deleteFrom('events')
-    .where('account_id', '=', accountId)
-    .where('contact_id', '=', contactId)
-    .execute();
-}
-
 /** Art. 15: the events that concern a contact, in feed order (for its data export). */
 export async function contactEvents(
   db: Kysely<DB>,

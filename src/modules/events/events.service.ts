@@ -37,7 +37,6 @@ export {
   appendEvents,
   contactEvents,
   type EventType,
-  forgetContactEvents,
   type NewEvent,
   type StoredLink,
   storedLink,
