@@ -292,13 +292,6 @@ export const WithdrawLinkBody = z
   })
   .describe('Empty, or the RFC 8058 one-click field.');
 
-/** A page for a person in a browser: no script, nothing loaded from elsewhere. */
-export const HtmlPageSchema = z.string().meta({
-  id: 'HtmlPage',
-  description: 'An HTML page for a person in a browser: no script, nothing loaded from elsewhere.',
-  example: '<!doctype html>\n<html lang="en">…<h1>Confirm your consent</h1>…</html>\n',
-});
-
 export const ConsentLinkOutcomeSchema = z
   .object({
     state: z.enum(['granted', 'withdrawn']),
