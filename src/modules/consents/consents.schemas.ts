@@ -173,7 +173,12 @@ export const ConsentLinkSchema = z
   .object({
     token: z.string().describe('Shown only in this response; only its hash is stored.'),
     expiresAt: Timestamp,
-    url: z.string().describe('Path to POST to (prefix it with the API’s public base URL).'),
+    url: z
+      .string()
+      .describe(
+        'The link’s path (prefix it with the service’s public base URL): opening it shows the ' +
+          'person a page whose button acts; programs may POST to it.',
+      ),
   })
   .meta({
     id: 'ConsentLink',
