@@ -31,6 +31,7 @@ import {
   requestPlaintextForgetter,
   requestsExportSection,
 } from './modules/data-subject-requests/data-subject-requests.service.js';
+import { verificationLinksRoutes } from './modules/data-subject-requests/verification-links.routes.js';
 import { eventsRoutes } from './modules/events/events.routes.js';
 import { createEventsService } from './modules/events/events.service.js';
 import { authRoutes } from './modules/identity/auth.routes.js';
@@ -172,6 +173,7 @@ export async function v1Routes(
   await v1.register(consentsRoutes, { consents, purposes }); //   /v1/contacts/{id}/consent*, /v1/purposes/{id}/audience
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
+  await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(passwordSetupsRoutes, {
     passwordSetups,

@@ -5,7 +5,7 @@ import helmet from 'helmet';
  * The API's security headers, computed once at start-up with helmet's own rules and then set
  * as one fixed object on every response. Running helmet's middleware per request (what
  * @fastify/helmet does) cost about 14% of a trivial request's CPU in our benchmark.
- * The HTML pages (/docs, the consent-link pages) replace the Content-Security-Policy with
+ * The HTML pages (/docs, the public link pages) replace the Content-Security-Policy with
  * their own.
  *
  * Kept: what protects a JSON API and its one HTML page (OWASP's REST Security Cheat Sheet):

@@ -1,31 +1,28 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { AppError } from '../../errors.js';
-import { PROBLEM_CONTENT_TYPE, ProblemSchema, problemResponses } from '../../http/problem.js';
+import {
+  acceptLinkForms,
+  FORM_CONTENT_TYPE,
+  HtmlPageSchema,
+  htmlPage,
+  isFormPost,
+  isLinkPageFailure,
+  problemOrPage,
+  sendPage,
+} from '../../http/link-pages.js';
+import { problemResponses } from '../../http/problem.js';
 import { toIso } from '../../http/schemas.js';
 import type { ConsentLinkKind } from './consent-links.js';
-import {
-  CONSENT_PAGE_CSP,
-  HTML_CONTENT_TYPE,
-  isLinkPageFailure,
-  linkFailurePage,
-  linkFormPage,
-  linkResultPage,
-} from './consent-links.pages.js';
+import { linkFailurePage, linkFormPage, linkResultPage } from './consent-links.pages.js';
 import type { ConsentLinksService, LinkRequest } from './consent-links.service.js';
 import { pageLanguage } from './consent-links.texts.js';
 import {
   ConfirmLinkBody,
   ConsentLinkOutcomeSchema,
-  HtmlPageSchema,
   TokenParams,
   WithdrawLinkBody,
 } from './consents.schemas.js';
-
-const FORM = 'application/x-www-form-urlencoded';
-
-/** A link's form carries at most the RFC 8058 field: a few bytes. */
-const FORM_BODY_LIMIT_BYTES = 1024;
 
 const FAILURES = {
   404: 'The link is not valid (`token_invalid`).',
@@ -34,21 +31,6 @@ const FAILURES = {
     '(`consent_not_pending`), or the contact is restricted (`restricted`).',
   410: 'The link has expired (`token_expired`).',
 } as const;
-
-function htmlPage(description: string) {
-  return { description, content: { 'text/html': { schema: HtmlPageSchema } } };
-}
-
-/** A failure a POST answers as problem+json, or as a page to a form post. */
-function problemOrPage(description: string) {
-  return {
-    description: `${description} A form post gets an HTML page with the same status.`,
-    content: {
-      [PROBLEM_CONTENT_TYPE]: { schema: ProblemSchema },
-      'text/html': { schema: HtmlPageSchema },
-    },
-  };
-}
 
 const PAGE_RESPONSES = {
   200: htmlPage('A page saying what the link is for, with a button that posts the form.'),
@@ -78,20 +60,6 @@ function linkRequest(request: {
   };
 }
 
-/** Whether the request is a form post (a browser's, or RFC 8058 one-click), not JSON. */
-function isFormPost(request: FastifyRequest): boolean {
-  const type = request.headers['content-type'];
-  return typeof type === 'string' && type.split(';')[0]?.trim().toLowerCase() === FORM;
-}
-
-function sendPage(reply: FastifyReply, status: number, html: string) {
-  return reply
-    .code(status)
-    .header('content-security-policy', CONSENT_PAGE_CSP)
-    .type(HTML_CONTENT_TYPE)
-    .send(html);
-}
-
 /**
  * `/v1/public/*`: the one-time links a data subject follows, without an account. A GET shows a
  * page (what the link is for, in the contact's language, and a button); only a POST acts. Mail
@@ -105,20 +73,7 @@ export const consentLinksRoutes: FastifyPluginAsyncZod<{
   consentLinks: ConsentLinksService;
 }> = async (app, { consentLinks }) => {
   // Only the link routes read forms: this plugin's context is theirs alone.
-  app.addContentTypeParser(
-    FORM,
-    { parseAs: 'string', bodyLimit: FORM_BODY_LIMIT_BYTES },
-    (_request, body, done) => {
-      done(null, Object.fromEntries(new URLSearchParams(body as string)));
-    },
-  );
-
-  // Links were posted without a body before they took one, and still may be: no body reads as
-  // the empty one.
-  app.addHook('preValidation', (request, _reply, done) => {
-    if (request.body === null || request.body === undefined) request.body = {};
-    done();
-  });
+  acceptLinkForms(app);
 
   const links = {
     confirm: {
@@ -201,7 +156,7 @@ export const consentLinksRoutes: FastifyPluginAsyncZod<{
           'button) gets an HTML page. A request without a body reads as `{}`.',
         security: [],
         params: TokenParams,
-        consumes: ['application/json', FORM],
+        consumes: ['application/json', FORM_CONTENT_TYPE],
         body: ConfirmLinkBody,
         response: {
           200: {
@@ -260,7 +215,7 @@ export const consentLinksRoutes: FastifyPluginAsyncZod<{
           'HTML page. A request without a body reads as `{}`.',
         security: [],
         params: TokenParams,
-        consumes: ['application/json', FORM],
+        consumes: ['application/json', FORM_CONTENT_TYPE],
         body: WithdrawLinkBody,
         response: {
           200: {

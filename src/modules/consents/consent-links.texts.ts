@@ -1,9 +1,11 @@
+import { type LinkFailureTexts, pageLanguageOf } from '../../http/link-pages.js';
+
 /**
  * The words of the consent-link pages, per language. A page is in the contact's language when
  * it is listed here (by its primary subtag: `de-AT` reads `de`), else in English. Placeholders:
  * `{purpose}`, `{version}`, `{time}`.
  */
-export interface ConsentLinkTexts {
+export interface ConsentLinkTexts extends LinkFailureTexts {
   confirmTitle: string;
   confirmLead: string;
   confirmButton: string;
@@ -17,11 +19,6 @@ export interface ConsentLinkTexts {
   confirmed: string;
   withdrawn: string;
   recordedAt: string;
-  invalid: string;
-  /** Used already, or the consent is no longer pending: which one is not said. */
-  unusable: string;
-  expired: string;
-  askSender: string;
 }
 
 const en: ConsentLinkTexts = {
@@ -105,6 +102,5 @@ export const CONSENT_LINK_TEXTS: Readonly<Record<string, ConsentLinkTexts>> = { 
 
 /** The page language for a contact's language tag: a listed one by primary subtag, else `en`. */
 export function pageLanguage(contactLanguage: string | null | undefined): string {
-  const primary = contactLanguage?.split(/[-_]/)[0]?.toLowerCase();
-  return primary && Object.hasOwn(CONSENT_LINK_TEXTS, primary) ? primary : 'en';
+  return pageLanguageOf(contactLanguage, CONSENT_LINK_TEXTS);
 }

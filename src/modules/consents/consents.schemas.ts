@@ -173,7 +173,12 @@ export const ConsentLinkSchema = z
   .object({
     token: z.string().describe('Shown only in this response; only its hash is stored.'),
     expiresAt: Timestamp,
-    url: z.string().describe('Path to POST to (prefix it with the API’s public base URL).'),
+    url: z
+      .string()
+      .describe(
+        'The link’s path (prefix it with the service’s public base URL): opening it shows the ' +
+          'person a page whose button acts; programs may POST to it.',
+      ),
   })
   .meta({
     id: 'ConsentLink',
@@ -291,13 +296,6 @@ export const WithdrawLinkBody = z
       ),
   })
   .describe('Empty, or the RFC 8058 one-click field.');
-
-/** A page for a person in a browser: no script, nothing loaded from elsewhere. */
-export const HtmlPageSchema = z.string().meta({
-  id: 'HtmlPage',
-  description: 'An HTML page for a person in a browser: no script, nothing loaded from elsewhere.',
-  example: '<!doctype html>\n<html lang="en">…<h1>Confirm your consent</h1>…</html>\n',
-});
 
 export const ConsentLinkOutcomeSchema = z
   .object({

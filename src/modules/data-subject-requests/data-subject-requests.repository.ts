@@ -279,6 +279,15 @@ export async function insertVerificationToken(
     .execute();
 }
 
+/** A verification link by its token's hash, without a lock (its page only reads). */
+export async function findVerificationToken(db: Kysely<DB>, tokenHash: string) {
+  return db
+    .selectFrom('data_subject_request_tokens')
+    .selectAll()
+    .where('token_hash', '=', tokenHash)
+    .executeTakeFirst();
+}
+
 /** A verification link by its token's hash, locked: using it is a once-only act. */
 export async function lockVerificationToken(trx: Transaction<DB>, tokenHash: string) {
   return trx

@@ -22,10 +22,8 @@ import {
   IfMatchOnly,
   ListRequestsQuery,
   RejectBody,
-  TokenParams,
   toDataSubjectRequest,
   toDataSubjectRequestSummary,
-  VerificationOutcomeSchema,
   VerifyIdentityBody,
 } from './data-subject-requests.schemas.js';
 import {
@@ -46,7 +44,12 @@ const VerifyIdentityAnswer = z.object({
   link: z
     .object({
       token: z.string(),
-      url: z.string().describe('Relative to this API; the subject’s page posts the token to it.'),
+      url: z
+        .string()
+        .describe(
+          'The link’s path (prefix it with the service’s public base URL): opening it shows ' +
+            'the subject a page whose button confirms the request.',
+        ),
       expiresAt: Instant,
     })
     .nullable()
@@ -214,9 +217,9 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
         description:
           '`manual` moves the request to `identity_verified`. `link` issues a single-use link ' +
           '(REQUEST_VERIFICATION_TTL_HOURS; a new one replaces the old), put on the event feed ' +
-          'as `data_subject_request.identity_verification_requested` for your systems to send; ' +
-          'the subject’s page posts its token to ' +
-          '`POST /v1/public/data-subject-request-verifications/{token}`.',
+          'as `data_subject_request.identity_verification_requested` for your systems to send. ' +
+          'Opening it (`GET /v1/public/data-subject-request-verifications/{token}`) shows the ' +
+          'subject a page whose button confirms; programs may POST to it directly.',
         security,
         params: IdParams,
         headers: IfMatchOnly,
@@ -399,32 +402,6 @@ export const dataSubjectRequestsRoutes: FastifyPluginAsyncZod<{
           `attachment; filename="data-subject-request-${request.params.id}.json.age"`,
         )
         .send(armored);
-    },
-  );
-
-  app.post(
-    '/public/data-subject-request-verifications/:token',
-    {
-      config: { auth: 'public' },
-      schema: {
-        operationId: 'verifyDataSubjectRequestByLink',
-        tags: ['public'],
-        summary: 'The subject confirms a data-subject request with the link’s token',
-        description:
-          'Moves the request to `identity_verified`. The token works once and expires after ' +
-          'REQUEST_VERIFICATION_TTL_HOURS (404 `token_invalid`, 409 `token_used`, 410 ' +
-          '`token_expired`). The answer names no one.',
-        security: [],
-        params: TokenParams,
-        response: { 200: VerificationOutcomeSchema, ...problemResponses(400, 404, 409, 410, 429) },
-      },
-    },
-    async (request) => {
-      const row = await requests.verifyByLink(request.params.token, String(request.id));
-      return {
-        status: 'identity_verified' as const,
-        verifiedAt: row.identity_verified_at!.toISOString(),
-      };
     },
   );
 };

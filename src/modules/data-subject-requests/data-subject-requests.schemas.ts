@@ -221,6 +221,14 @@ export const TokenParams = z.object({
   token: z.string().min(1).max(200).describe('The token from the link.'),
 });
 
+/**
+ * The verification link's POST body: nothing is needed (the token is the authority), so JSON
+ * clients send `{}` (or nothing) and the link page's form sends an empty form.
+ */
+export const VerificationLinkBody = z
+  .object({})
+  .describe('Empty: the token in the path is all the link needs.');
+
 const Decision = z
   .object({
     outcome: z.enum(['completed', 'rejected', 'cancelled']),

@@ -16,9 +16,9 @@ import { type ExportProtection, encryptExport } from '../../lib/export-encryptio
 import { emailFingerprint } from '../../lib/keyed-hash.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import {
+  assertRedeemable,
   linkTokenHash,
   newLinkToken,
-  TokenExpiredError,
   TokenInvalidError,
   TokenUsedError,
 } from '../../lib/link-tokens.js';
@@ -36,6 +36,7 @@ import {
   dropExpiredExports,
   findRequest,
   findRequestByExternalId,
+  findVerificationToken,
   forgetSubjectPlaintext,
   insertRequest,
   insertVerificationToken,
@@ -88,6 +89,33 @@ function invalidTransition(row: DataSubjectRequestRow, action: string) {
     'invalid_transition',
     `The request is ${row.status}: it cannot be ${action}.`,
   );
+}
+
+/**
+ * Refuses a verification link whose request no longer waits for it (verified another way, or
+ * decided): as a used link, so the subject's page says no more than that.
+ */
+function assertAwaitingVerification(
+  row: DataSubjectRequestRow | undefined,
+): asserts row is DataSubjectRequestRow {
+  if (row?.status !== 'received') throw new TokenUsedError();
+}
+
+/** What the page of a verification link shows, and what a POST of the link would run into. */
+export interface VerificationLinkView {
+  /** The contact's language tag, when the request is matched to a contact that has one. */
+  language: string | null;
+  /** What the subject confirms; null when the link cannot act. */
+  request: {
+    type: DataSubjectRequestRow['type'];
+    receivedAt: Date;
+    /** The zone the request was received in: its local day of receipt. */
+    timeZone: string;
+    /** The controller: the account's name. */
+    controllerName: string | null;
+  } | null;
+  /** What a POST would fail with now; null when it would act. */
+  refusal: AppError | null;
 }
 
 function isOpen(row: DataSubjectRequestRow): boolean {
@@ -463,6 +491,41 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
       });
     },
 
+    /**
+     * What the page of a verification link shows, and whether a POST would act, without
+     * changing anything: opening the link (as a mail scanner does) verifies nothing. Only what
+     * the subject needs to recognise their request: its type, the controller, the day it was
+     * received; nothing of the subject. Takes no lock.
+     */
+    async verificationView(token: string): Promise<VerificationLinkView> {
+      const tokenHash = linkTokenHash(token);
+      const link = tokenHash ? await findVerificationToken(db, tokenHash) : undefined;
+      const row = link && (await findRequest(db, link.account_id, link.request_id));
+      if (!link || !row) return { language: null, request: null, refusal: new TokenInvalidError() };
+      const contact = row.contact_id
+        ? await findContactRef(db, row.account_id, row.contact_id)
+        : undefined;
+      const language = contact?.language ?? null;
+      try {
+        assertRedeemable(link, clock.now());
+        assertAwaitingVerification(row);
+      } catch (err) {
+        if (err instanceof AppError) return { language, request: null, refusal: err };
+        throw err;
+      }
+      const account = await findAccount(db, row.account_id);
+      return {
+        language,
+        request: {
+          type: row.type,
+          receivedAt: row.received_at,
+          timeZone: row.time_zone,
+          controllerName: account?.name ?? null,
+        },
+        refusal: null,
+      };
+    },
+
     /** The subject follows the verification link (public; audited without an IP). */
     async verifyByLink(token: string, requestId: string) {
       const tokenHash = linkTokenHash(token);
@@ -470,11 +533,9 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
       return db.transaction().execute(async (trx) => {
         const now = clock.now();
         const link = await lockVerificationToken(trx, tokenHash);
-        if (!link) throw new TokenInvalidError();
-        if (link.used_at) throw new TokenUsedError();
-        if (link.expires_at.getTime() <= now.getTime()) throw new TokenExpiredError();
+        assertRedeemable(link, now);
         const current = await lockRequest(trx, link.account_id, link.request_id);
-        if (current?.status !== 'received') throw new TokenUsedError();
+        assertAwaitingVerification(current);
         await markVerificationTokenUsed(trx, tokenHash, now);
         const row = await updateRequest(
           trx,
