@@ -11,6 +11,7 @@ import {
   checkedRoleName,
   DEFAULT_SERVICE_ROLE,
   roleSwitchingDialects,
+  ServiceRoleError,
   serviceRoleError,
 } from './service-role.js';
 
@@ -112,9 +113,18 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
     engine: 'postgres',
     serviceRole,
     schema,
-    // Through the login without its role switch: a schema not yet migrated has no service
-    // role, and that is `migrations_pending` (the schema check), not an unreachable database.
-    ping: (timeoutMs) => outage.watch(withTimeout(sql`select 1`.execute(owner.db), timeoutMs)),
+    // A schema not yet migrated has no service role: that is `migrations_pending` (the schema
+    // check), not an unreachable database, so the login itself answers the ping then.
+    ping: (timeoutMs) =>
+      outage.watch(
+        withTimeout(
+          sql`select 1`.execute(db).catch((err: unknown) => {
+            if (!(err instanceof ServiceRoleError) || isDatabaseUnavailable(err)) throw err;
+            return sql`select 1`.execute(owner.db);
+          }),
+          timeoutMs,
+        ),
+      ),
     poolStats: () => ({
       total: service.pool.totalCount,
       idle: service.pool.idleCount,

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import t from 'tap';
 import { z } from 'zod';
+import { signup } from '../fixtures/identity.js';
 import { build, ENGINE } from '../helper.js';
 
 function addTestRoutes(app: FastifyInstance) {
@@ -35,6 +36,8 @@ t.test('/metrics exposes request, latency and pool metrics by route pattern', as
   t.equal(missing.statusCode, 404);
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 200, 'readiness touched the database');
+  // Readiness pings through the login's own pool; a sign-up uses the service's.
+  await signup(app);
 
   const res = await app.inject({ method: 'GET', url: '/metrics' });
   t.equal(res.statusCode, 200);
