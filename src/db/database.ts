@@ -36,7 +36,7 @@ export interface Database {
    * embedded engine. Never used to serve a request.
    */
   readonly owner: Kysely<DB>;
-  /** For VACUUM and ANALYZE after erasures: the owner on the embedded engine, else `db`. */
+  /** For VACUUM and ANALYZE after erasures: `owner`, which on Postgres is the migration URL if given, else DATABASE_URL's own login. */
   readonly maintenance: Kysely<DB>;
   readonly engine: Engine;
   /** The role the service's connections act as (see `service-role.ts`). */
@@ -109,7 +109,9 @@ export function createPostgresDatabase(options: PostgresOptions): Database {
   return {
     db,
     owner: owner.db,
-    maintenance: db,
+    // The owner's URL when the process has it (one URL, or MIGRATION_DATABASE_URL given): VACUUM
+    // needs the owner before Postgres 17. Else the service's login, with MAINTAIN on 17+.
+    maintenance: owner.db,
     engine: 'postgres',
     serviceRole,
     schema,
