@@ -103,7 +103,7 @@ export async function v1Routes(
     const analyze = embeddedAutoanalyze({
       db: maintenance,
       schema: 'public',
-      intervalMs: 15_000,
+      intervalMs: config.EMBEDDED_ANALYZE_INTERVAL_MS,
       log: v1.log,
     });
     analyze.start();
