@@ -384,6 +384,7 @@ async function main(): Promise<number> {
           (sample.cpuMicrosPerRequest === undefined
             ? ''
             : `  ${sample.cpuMicrosPerRequest.toFixed(0)} µs CPU/req`) +
+          `  (client ${sample.clientCpuMicrosPerRequest.toFixed(0)} µs)` +
           (sample.failures ? `  ${sample.failures} FAILED` : ''),
       );
     }
