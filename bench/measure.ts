@@ -30,6 +30,12 @@ export interface Sample {
    * it hardly depends on how much of the shared machine the target got.
    */
   cpuMicrosPerRequest?: number;
+  /**
+   * CPU time this process (autocannon, the client) spent per request, in µs. It shares the
+   * machine with the target, so a scenario whose responses cost the client more leaves the
+   * target less of it: requests/s ratios then fall below the CPU-time ratios.
+   */
+  clientCpuMicrosPerRequest: number;
 }
 
 /**
@@ -86,6 +92,7 @@ export async function fire(
 ): Promise<Sample> {
   const { scenario } = prepared;
   const cpuBefore = cpuTimeMs(pid);
+  const clientBefore = process.cpuUsage();
   // autocannon's own histogram has 1 ms resolution; the per-response times are in fractions.
   let latencies = new Float64Array(1 << 16);
   let count = 0;
@@ -113,6 +120,7 @@ export async function fire(
     });
   });
   const cpuAfter = cpuTimeMs(pid);
+  const client = process.cpuUsage(clientBefore);
   const sorted = latencies.subarray(0, count).sort();
   const expected = result.statusCodeStats?.[`${prepared.expectStatus}`]?.count ?? 0;
   const answered = Object.values(result.statusCodeStats ?? {}).reduce(
@@ -126,6 +134,7 @@ export async function fire(
     latencyP99Ms: percentile(sorted, 99),
     requests: result.requests.total,
     failures: answered - expected + result.errors + result.mismatches,
+    clientCpuMicrosPerRequest: (client.user + client.system) / Math.max(1, result.requests.total),
     ...(cpuBefore !== undefined && cpuAfter !== undefined && result.requests.total > 0
       ? { cpuMicrosPerRequest: ((cpuAfter - cpuBefore) * 1000) / result.requests.total }
       : {}),

@@ -80,11 +80,18 @@ function functionKey(frame: CallFrame): string {
 /**
  * Breaks a profile down; with `window`, only the samples taken inside it count (so that
  * start-up, e.g. the embedded database's initdb and migrations, does not drown the load).
+ * Several windows count the samples inside any of them (one scenario's measured runs).
  */
-export function analyseProfile(file: string, window?: TimeWindow): ProfileBreakdown {
+export function analyseProfile(
+  file: string,
+  window?: TimeWindow | readonly TimeWindow[],
+): ProfileBreakdown {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const windowed =
-    window !== undefined && window.startUs < profile.endTime && window.endUs > profile.startTime;
+  const windows = (window === undefined ? [] : Array.isArray(window) ? window : [window]).filter(
+    (w: TimeWindow) => w.startUs < profile.endTime && w.endUs > profile.startTime,
+  ) as TimeWindow[];
+  const windowed = windows.length > 0;
+  const inside = (at: number) => windows.some((w) => at >= w.startUs && at <= w.endUs);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const node of profile.nodes)
@@ -99,7 +106,7 @@ export function analyseProfile(file: string, window?: TimeWindow): ProfileBreakd
   profile.samples.forEach((id, i) => {
     const delta = profile.timeDeltas[i] ?? 0;
     at += delta;
-    if (windowed && (at < window.startUs || at > window.endUs)) return;
+    if (windowed && !inside(at)) return;
     const node = byId.get(id);
     if (!node || node.callFrame.functionName === '(idle)') return;
     busyUs += delta;
@@ -151,6 +158,58 @@ export function formatBreakdown(b: ProfileBreakdown, top = 15): string {
     table('function (self)', b.selfByFunction),
     '',
     table('function outside Node (on stack)', b.inclusiveByFunction),
+    '',
+  ].join('\n');
+}
+
+/** One scenario's share of a profile: its samples, and how many requests it served then. */
+export interface ScenarioProfile {
+  name: string;
+  breakdown: ProfileBreakdown;
+  requests: number;
+}
+
+/**
+ * Two scenarios of the same profiled process side by side, in µs of CPU per request (self time):
+ * by package and by function, sorted by how much more `scenario` spends than `baseline`. This
+ * is where a route's extra cost per request goes, with the load and the profiler's overhead
+ * alike on both sides.
+ */
+export function formatComparison(
+  scenario: ScenarioProfile,
+  baseline: ScenarioProfile,
+  top = 20,
+): string {
+  const perRequest = (p: ScenarioProfile, rows: [string, number][]) =>
+    new Map(rows.map(([k, ms]) => [k, (ms * 1000) / Math.max(1, p.requests)]));
+  const table = (title: string, pick: (b: ProfileBreakdown) => [string, number][]) => {
+    const a = perRequest(scenario, pick(scenario.breakdown));
+    const b = perRequest(baseline, pick(baseline.breakdown));
+    const keys = [...new Set([...a.keys(), ...b.keys()])];
+    const rows = keys
+      .map((k) => [k, a.get(k) ?? 0, b.get(k) ?? 0] as const)
+      .sort((x, y) => y[1] - y[2] - (x[1] - x[2]))
+      .slice(0, top);
+    return [
+      `| ${title} | ${scenario.name} µs/req | ${baseline.name} µs/req | difference |`,
+      '| --- | ---: | ---: | ---: |',
+      ...rows.map(
+        ([k, x, y]) => `| ${k} | ${x.toFixed(0)} | ${y.toFixed(0)} | ${(x - y).toFixed(0)} |`,
+      ),
+    ].join('\n');
+  };
+  const busy = (p: ScenarioProfile) =>
+    ((p.breakdown.busyMs * 1000) / Math.max(1, p.requests)).toFixed(0);
+  return [
+    `### ${scenario.name} against ${baseline.name}`,
+    `busy per request (sampled): ${busy(scenario)} µs against ${busy(baseline)} µs ` +
+      `(${scenario.requests} and ${baseline.requests} requests)`,
+    '',
+    table('package (self)', (b) => b.selfByPackage),
+    '',
+    table('function (self)', (b) => b.selfByFunction),
+    '',
+    table('function outside Node (on stack)', (b) => b.inclusiveByFunction),
     '',
   ].join('\n');
 }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   fire,
@@ -11,7 +11,13 @@ import {
   prepareScenario,
   type Sample,
 } from './measure.js';
-import { analyseProfile, formatBreakdown, profileFiles } from './profile-summary.js';
+import {
+  analyseProfile,
+  formatBreakdown,
+  formatComparison,
+  profileFiles,
+  type TimeWindow,
+} from './profile-summary.js';
 import { type Scenario, scenarios, selectScenarios, type TargetName } from './scenarios.js';
 import {
   fileSize,
@@ -360,13 +366,17 @@ async function main(): Promise<number> {
   const loadBefore = loadavg();
   const window = { startUs: nowUs(), endUs: 0 };
   const samples = new Map<string, Sample[]>(prepared.map((p) => [p.scenario.name, []]));
+  // When each scenario's measured runs took place, to split the profiles by scenario.
+  const windows = new Map<string, TimeWindow[]>(prepared.map((p) => [p.scenario.name, []]));
   for (let round = 1; round <= options.rounds; round++) {
     // Reversed every other round, so no scenario always runs first (or right after another).
     const order = round % 2 === 1 ? prepared : [...prepared].reverse();
     for (const p of order) {
       const pid = targets.get(p.scenario.target)!.pid;
       if (options.warmupSeconds > 0) await fire(p, pid, options.warmupSeconds, load, 0);
+      const startUs = nowUs();
       const sample = await fire(p, pid, options.durationSeconds, load, round);
+      windows.get(p.scenario.name)!.push({ startUs, endUs: nowUs() });
       samples.get(p.scenario.name)!.push(sample);
       log(
         `round ${round}/${options.rounds}  ${p.scenario.name.padEnd(24)} ${int(sample.requestsPerSecond).padStart(7)} req/s` +
@@ -374,6 +384,7 @@ async function main(): Promise<number> {
           (sample.cpuMicrosPerRequest === undefined
             ? ''
             : `  ${sample.cpuMicrosPerRequest.toFixed(0)} µs CPU/req`) +
+          `  (client ${sample.clientCpuMicrosPerRequest.toFixed(0)} µs)` +
           (sample.failures ? `  ${sample.failures} FAILED` : ''),
       );
     }
@@ -454,6 +465,18 @@ async function main(): Promise<number> {
       // tsx's loader thread and the like: idle under load, nothing to learn.
       if (breakdown.busyMs < 100) continue;
       process.stdout.write(`${formatBreakdown(breakdown)}\n`);
+      // Each scenario of this target beside its baseline (when that ran on the same target).
+      const targetName = basename(dirname(file));
+      const share = (name: string) => ({
+        name,
+        breakdown: analyseProfile(file, windows.get(name) ?? []),
+        requests: (samples.get(name) ?? []).reduce((sum, s) => sum + s.requests, 0),
+      });
+      for (const s of selected) {
+        const base = s.baseline && selected.find((b) => b.name === s.baseline);
+        if (s.target !== targetName || !base || base.target !== targetName) continue;
+        process.stdout.write(`${formatComparison(share(s.name), share(base.name))}\n`);
+      }
     }
   }
 

@@ -315,9 +315,18 @@ export const DataSubjectRequestSummarySchema = z
       'decision details are in `GET /v1/data-subject-requests/{id}`.',
   });
 
-/** The facts of {@link RequestFacts} from a row; `now` counts the open request's days. */
-function requestFacts(row: RequestSummaryRow, now: Date) {
-  const open = row.status === 'received' || row.status === 'identity_verified';
+function isOpen(status: RequestSummaryRow['status']): boolean {
+  return status === 'received' || status === 'identity_verified';
+}
+
+/**
+ * Each mapper writes every member of {@link RequestFacts} out in its own object literal, on
+ * purpose: `{ ...facts(row), more }` makes V8 (Node 20) give every object it returns a hidden
+ * class of its own. That costs microseconds and garbage per row, and the serializer then meets
+ * a new shape on every row of a page.
+ */
+export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
+  const open = isOpen(row.status);
   return {
     id: row.id,
     type: row.type,
@@ -332,13 +341,6 @@ function requestFacts(row: RequestSummaryRow, now: Date) {
     dueAt: toIso(row.due_at),
     daysRemaining: daysRemaining(row.due_date, row.time_zone, open ? now : row.decided_at!),
     overdue: open && isOverdue(row.due_at, now),
-  };
-}
-
-export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
-  const open = row.status === 'received' || row.status === 'identity_verified';
-  return {
-    ...requestFacts(row, now),
     extendedMonths: row.extension_months,
     decidedAt: row.decided_at ? row.decided_at.toISOString() : null,
     late: open ? null : (row.decided_late ?? false),
@@ -349,9 +351,21 @@ export function toDataSubjectRequestSummary(row: RequestSummaryRow, now: Date) {
 }
 
 export function toDataSubjectRequest(row: DataSubjectRequestRow, now: Date) {
-  const decided = row.status !== 'received' && row.status !== 'identity_verified';
+  const open = isOpen(row.status);
   return {
-    ...requestFacts(row, now),
+    id: row.id,
+    type: row.type,
+    status: row.status,
+    externalId: row.external_id,
+    channel: row.channel,
+    contactId: row.contact_id,
+    receivedAt: toIso(row.received_at),
+    timeZone: row.time_zone,
+    calendar: row.calendar,
+    dueDate: row.due_date,
+    dueAt: toIso(row.due_at),
+    daysRemaining: daysRemaining(row.due_date, row.time_zone, open ? now : row.decided_at!),
+    overdue: open && isOverdue(row.due_at, now),
     subject: { email: row.subject_email, customerId: row.subject_customer_id },
     notes: row.notes,
     purposeIds: row.purpose_ids,
@@ -372,7 +386,7 @@ export function toDataSubjectRequest(row: DataSubjectRequestRow, now: Date) {
       evidence: row.identity_evidence,
       verificationRequestedAt: toIso(row.verification_requested_at),
     },
-    decision: decided
+    decision: !open
       ? {
           outcome: row.status as 'completed' | 'rejected' | 'cancelled',
           decidedAt: toIso(row.decided_at!),
