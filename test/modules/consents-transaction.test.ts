@@ -13,7 +13,7 @@ import { consentWorld, insertContact } from './consents-fixtures.js';
  */
 
 async function counts(database: Database, accountId: string, contactId: string) {
-  const { db } = database;
+  const db = database.owner;
   const one = async (table: 'consent_events' | 'consent_tokens' | 'events') =>
     Number(
       (
