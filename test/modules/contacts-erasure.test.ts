@@ -151,7 +151,7 @@ t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => 
     1,
   );
   await t.rejects(
-    db.deleteFrom('consent_events').where('contact_id', '=', keepId).execute(),
+    app.database.db.deleteFrom('consent_events').where('contact_id', '=', keepId).execute(),
     /permission denied/,
     'the service still may not delete from the ledger',
   );

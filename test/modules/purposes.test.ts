@@ -351,7 +351,7 @@ t.test('a used notice version records its first use and cannot be deleted', asyn
   t.equal(v1Later.json().firstUsedAt, v1.json().firstUsedAt, 'first use is recorded once');
 
   await t.rejects(
-    db
+    app.database.db
       .deleteFrom('notice_versions')
       .where('purpose_id', '=', purpose.id)
       .where('version', '=', 1)
