@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import {
   fire,
   type LoadOptions,
@@ -59,8 +57,6 @@ const HELP = `usage: npm run bench -- [options]
   --against DIR      A/B: also run the service from DIR (another checkout, e.g. a git worktree
                      of the commit before a change; built there first unless --no-build) and
                      load both in alternation, reporting each scenario's ratio to its twin
-  --postgres URL     run the service(s) on Postgres: each target on a database of its own,
-                     created on the server URL names and dropped at the end (embedded otherwise)
   --data             then run the data benchmark on Postgres (bench/data.ts, needs DATABASE_URL;
                      its options: npm run bench:data -- --help; rows from BENCH_DATA_ROWS)
 `;
@@ -78,8 +74,6 @@ interface Options extends LoadOptions {
   data: boolean;
   /** Another checkout to compare the service with, scenario by scenario. */
   against?: string;
-  /** A Postgres server to run the services on (a fresh database each). */
-  postgres?: string;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -99,7 +93,6 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       'keep-temp': { type: 'boolean' },
       data: { type: 'boolean' },
       against: { type: 'string' },
-      postgres: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -134,7 +127,6 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     keepTemp: values['keep-temp'] ?? false,
     data: values.data ?? false,
     ...(values.against ? { against: resolve(values.against) } : {}),
-    ...(values.postgres ? { postgres: values.postgres } : {}),
   };
 }
 
@@ -321,36 +313,6 @@ async function argon2Cost(): Promise<string> {
   );
 }
 
-const createdDatabases: { server: string; name: string }[] = [];
-
-/** A new database on the server `url` names, dropped when the run ends; its URL. */
-async function freshDatabase(url: string, label: string): Promise<string> {
-  const name = `custodian_bench_${label}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  createdDatabases.push({ server: url, name });
-  const target = new URL(url);
-  target.pathname = `/${name}`;
-  return target.toString();
-}
-
-async function dropDatabases(): Promise<void> {
-  for (const { server, name } of createdDatabases.splice(0)) {
-    const admin = new pg.Client({ connectionString: server });
-    await admin.connect();
-    try {
-      await admin.query(`drop database if exists ${name} with (force)`);
-    } finally {
-      await admin.end();
-    }
-  }
-}
-
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2), process.env);
   const chosen = selectScenarios(scenarios, options.only);
@@ -378,23 +340,13 @@ async function main(): Promise<number> {
   const targets = new Map<TargetName, Target>();
   // One after the other, so the service's migrations do not compete with the bare start-up.
   if (needed.has('bare')) targets.set('bare', await startBare(startOptions));
-  const database = async (name: string) =>
-    options.postgres ? { databaseUrl: await freshDatabase(options.postgres, name) } : {};
-  if (needed.has('service')) {
-    targets.set('service', await startService({ ...startOptions, ...(await database('service')) }));
-  }
+  if (needed.has('service')) targets.set('service', await startService(startOptions));
   if (options.against) {
     const root = options.against;
     const beforeDist = prepareServiceBuild(options, log, root);
     targets.set(
       'before',
-      await startService({
-        ...startOptions,
-        ...(await database('before')),
-        useDist: beforeDist,
-        root,
-        name: 'before',
-      }),
+      await startService({ ...startOptions, useDist: beforeDist, root, name: 'before' }),
     );
   }
   for (const t of targets.values()) log(`${t.name}: ${t.command} (pid ${t.pid}) at ${t.baseUrl}`);
@@ -442,7 +394,6 @@ async function main(): Promise<number> {
 
   // Graceful stop: the service drains and exits 0, which is when profiles are written.
   await stopAllTargets();
-  await dropDatabases();
   const serviceLogBytes = fileSize(targets.get('service')?.logFile);
 
   const results = prepared.map((p) => summarise(p.scenario, samples.get(p.scenario.name)!));

@@ -14,7 +14,6 @@ import {
   ServiceRoleError,
   serviceRoleError,
 } from './service-role.js';
-import { tenantBindingDialect } from './tenant.js';
 
 export type Engine = 'postgres' | 'embedded';
 
@@ -205,32 +204,30 @@ function openPool(
     } as typeof client.query;
   });
   const inRole = new WeakSet<pg.PoolClient>();
-  const postgres = new PostgresDialect({
-    pool: {
-      // Failing to get a connection never reaches Kysely's log: note the outage here.
-      connect: async () => {
-        const client = await pool.connect().catch((err: unknown) => {
-          if (isDatabaseUnavailable(err)) outage.failed(err);
-          throw err;
-        });
-        if (role && !inRole.has(client)) {
-          try {
-            await client.query(`set role ${role}`);
-          } catch (err) {
-            // Not back into the pool: it still acts as the login role.
-            client.release(true);
-            throw serviceRoleError(role, err);
-          }
-          inRole.add(client);
-        }
-        return client;
-      },
-      end: () => pool.end(),
-    },
-  });
   const db = new Kysely<DB>({
-    // The service's pool binds each unit of work to its account (row-level security).
-    dialect: role ? tenantBindingDialect(postgres, { combineBegin: true }) : postgres,
+    dialect: new PostgresDialect({
+      pool: {
+        // Failing to get a connection never reaches Kysely's log: note the outage here.
+        connect: async () => {
+          const client = await pool.connect().catch((err: unknown) => {
+            if (isDatabaseUnavailable(err)) outage.failed(err);
+            throw err;
+          });
+          if (role && !inRole.has(client)) {
+            try {
+              await client.query(`set role ${role}`);
+            } catch (err) {
+              // Not back into the pool: it still acts as the login role.
+              client.release(true);
+              throw serviceRoleError(role, err);
+            }
+            inRole.add(client);
+          }
+          return client;
+        },
+        end: () => pool.end(),
+      },
+    }),
     log: outage.observe,
   });
   return { db, pool };
@@ -283,10 +280,7 @@ export async function createEmbeddedDatabase(options: EmbeddedOptions): Promise<
   // (migrations) as PGlite's superuser; each handle switches the connection when it takes it.
   const serviceRole = checkedRoleName(options.serviceRole ?? DEFAULT_SERVICE_ROLE);
   const dialects = roleSwitchingDialects(new PGliteDialect(client), serviceRole);
-  const db = new Kysely<DB>({
-    dialect: tenantBindingDialect(dialects.service, { combineBegin: false }),
-    log: outage.observe,
-  });
+  const db = new Kysely<DB>({ dialect: dialects.service, log: outage.observe });
   const owner = new Kysely<DB>({ dialect: dialects.owner, log: outage.observe });
   let closed = false;
   database = {

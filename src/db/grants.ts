@@ -40,21 +40,7 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
 };
 
 /** Owner-defined functions the service may call (each checks its own arguments). */
-export const SERVICE_FUNCTIONS = [
-  'erase_contact(uuid, uuid)',
-  // Which account a credential or a link belongs to (row-level security, see tenant.ts).
-  'account_of_user(uuid)',
-  'account_of_user_email(text)',
-  'account_of_api_key(text)',
-  'account_of_refresh_token(text)',
-  'account_of_consent_token(text)',
-  'account_of_request_token(text)',
-  'account_of_password_setup(text)',
-  // Which accounts a sweep has work in; the operators' list of accounts.
-  'accounts_with_uncheckpointed_entries()',
-  'accounts_with_expired_exports(timestamptz)',
-  'all_accounts()',
-] as const;
+export const SERVICE_FUNCTIONS = ['erase_contact(uuid, uuid)'] as const;
 
 /** Tables the embedded engine's ANALYZE and the erasure VACUUM may maintain (Postgres 17+). */
 const MAINTAINED = [

@@ -9,7 +9,6 @@ import { type Kysely, sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
-import { bindTenant } from '../db/tenant.js';
 import { BadRequestError, ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
 import { keyedHash } from '../lib/keyed-hash.js';
@@ -91,19 +90,7 @@ const claims = new WeakMap<FastifyRequest, Claim>();
 export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   const { db, secret } = deps;
 
-  // Row-level security: a hook runs outside the handler's binding, so it binds the account.
-  function preHandler(request: FastifyRequest, reply: FastifyReply) {
-    const accountId = request.actor?.accountId;
-    return accountId ? bindTenant(accountId, () => lookUp(request, reply)) : lookUp(request, reply);
-  }
-
-  function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
-    const claim = claims.get(request);
-    if (!claim) return Promise.resolve(payload);
-    return bindTenant(claim.accountId, () => store(request, reply, payload));
-  }
-
-  async function lookUp(request: FastifyRequest, reply: FastifyReply) {
+  async function preHandler(request: FastifyRequest, reply: FastifyReply) {
     const key = request.headers['idempotency-key'];
     if (typeof key !== 'string') return;
     // Keys are kept per account; an operator (the `user` routes) has none.
@@ -175,7 +162,7 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
     return reply.send(existing.response_body ?? '');
   }
 
-  async function store(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+  async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
     const claim = claims.get(request);
     if (!claim) return payload;
     claims.delete(request);

@@ -106,7 +106,7 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
   });
   const owner = await signup(app, { accountName: 'Hostile input' });
   const operatorEmail = uniqueEmail('ops');
-  await createOperator(app.database.owner, testConfig(), {
+  await createOperator(app.database.db, testConfig(), {
     email: operatorEmail,
     password: GOOD_PASSWORD,
   });
@@ -284,7 +284,7 @@ t.test('forged cursors on every list are 400 invalid_cursor, never a 5xx', async
   const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
   const owner = await signup(app, { accountName: 'Forged cursors' });
   const operatorEmail = uniqueEmail('ops');
-  await createOperator(app.database.owner, testConfig(), {
+  await createOperator(app.database.db, testConfig(), {
     email: operatorEmail,
     password: GOOD_PASSWORD,
   });

@@ -12,7 +12,7 @@ async function rowsOf(
   table: 'purposes' | 'consent_events' | 'contacts',
   accountId: string,
 ): Promise<number> {
-  const rows = await app.database.owner
+  const rows = await app.database.db
     .selectFrom(table)
     .select('account_id')
     .where('account_id', '=', accountId)

@@ -152,7 +152,7 @@ t.test('the service role cannot switch the guards off', async (t) => {
     /must be (the )?owner|permission denied/,
     'cannot replace the erasure function',
   );
-  const contact = await app.database.owner
+  const contact = await db
     .selectFrom('contacts')
     .select('id')
     .where('id', '=', contactId)

@@ -229,7 +229,7 @@ t.test('a grant needs a notice version of its purpose', async (t) => {
     'body.evidence.sourceUrl',
   ]);
 
-  const events = await app.database.owner
+  const events = await app.database.db
     .selectFrom('consent_events')
     .select('purpose_id')
     .where('contact_id', '=', contactId)
@@ -590,7 +590,7 @@ t.test('another account’s contact or purpose is a 404', async (t) => {
   });
   t.match(body.detail, /purpose/);
 
-  const theirLedger = await app.database.owner
+  const theirLedger = await app.database.db
     .selectFrom('consent_events')
     .select('id')
     .where('contact_id', '=', theirContact)

@@ -196,7 +196,7 @@ function startUpload(base: string, token: string) {
 }
 
 async function counts(database: Database, accountId: string) {
-  const db = database.owner;
+  const db = database.db;
   const contacts = await db
     .selectFrom('contacts')
     .select((eb) => [

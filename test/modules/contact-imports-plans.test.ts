@@ -104,7 +104,7 @@ t.test(
     }));
     const statement = appendConsentsStatement(w.owner.accountId, { type: 'user', id: null }, batch);
 
-    const plan = await w.app.database.owner.transaction().execute(async (trx) => {
+    const plan = await w.app.database.db.transaction().execute(async (trx) => {
       await tuneBatchTransaction(trx, true);
       const compiled = statement.compile(trx);
       const explained = await trx.executeQuery<{ 'QUERY PLAN': unknown }>(

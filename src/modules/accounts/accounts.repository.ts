@@ -1,4 +1,4 @@
-import { type Kysely, sql, type Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { AccountRow, DB } from '../../db/schema.js';
 
@@ -6,7 +6,7 @@ import type { AccountRow, DB } from '../../db/schema.js';
 
 export function insertAccount(
   db: Kysely<DB> | Transaction<DB>,
-  account: { id?: string; name: string; time_zone?: string },
+  account: { name: string; time_zone?: string },
 ) {
   return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();
 }
@@ -44,9 +44,5 @@ export function pageAccounts(
   db: Kysely<DB> | Transaction<DB>,
   page: { limit: number; cursor?: string | undefined },
 ) {
-  // Across accounts, so from the owner-defined `all_accounts()` (row-level security).
-  return pageByCreatedAt(
-    db.selectFrom(sql<AccountRow>`all_accounts()`.as('accounts')).selectAll(),
-    page,
-  );
+  return pageByCreatedAt(db.selectFrom('accounts').selectAll(), page);
 }

@@ -1,6 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ApiKeyRow, DB } from '../../db/schema.js';
-import { accountOf, bindTenant } from '../../db/tenant.js';
 import { NotFoundError, UnauthorizedError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { Actor, ApiKeyScope, RequestContext } from '../identity/actor.js';
@@ -23,17 +22,6 @@ export async function authenticateApiKey(db: Kysely<DB>, key: string): Promise<A
   const parsed = parseApiKey(key);
   const invalid = new UnauthorizedError('The API key is not valid.', 'invalid_api_key');
   if (!parsed) throw invalid;
-  // The key names no account: ask which one holds its prefix, then read it under that account.
-  const accountId = await accountOf(db, 'account_of_api_key', parsed.prefix);
-  if (!accountId) throw invalid;
-  return bindTenant(accountId, () => checkApiKey(db, parsed, invalid));
-}
-
-async function checkApiKey(
-  db: Kysely<DB>,
-  parsed: { prefix: string; secret: string },
-  invalid: UnauthorizedError,
-): Promise<Actor> {
   const row = await findApiKeyByPrefix(db, parsed.prefix);
   if (!row || !constantTimeEqualHex(row.secret_hash, sha256Hex(parsed.secret))) throw invalid;
   if (row.revoked_at) throw new UnauthorizedError('The API key was revoked.', 'api_key_revoked');

@@ -2,7 +2,6 @@ import type { KeyObject } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import type { AuditCheckpointRow, AuditEventRow, DB } from '../../db/schema.js';
-import { bindTenant } from '../../db/tenant.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   type AuditFilter,
@@ -299,9 +298,7 @@ export function createAuditService(deps: {
     let signed = 0;
     for (const accountId of await accountsWithUncheckpointedEntries(db)) {
       if (stopped) break;
-      if ((await bindTenant(accountId, () => checkpointHead(db, signer, accountId)))?.created) {
-        signed++;
-      }
+      if ((await checkpointHead(db, signer, accountId))?.created) signed++;
     }
     if (signed > 0) log?.info({ accounts: signed }, 'signed audit checkpoints');
   }

@@ -1,4 +1,4 @@
-import { type Insertable, type Kysely, sql, type Transaction, type Updateable } from 'kysely';
+import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
 import type {
   DataSubjectRequestRow,
   DataSubjectRequestStatus,
@@ -6,7 +6,6 @@ import type {
   DataSubjectRequestType,
   DB,
 } from '../../db/schema.js';
-import { bindTenant } from '../../db/tenant.js';
 
 /**
  * Data-subject requests and their identity-verification links. Reads take a `Kysely` or a
@@ -248,25 +247,14 @@ export async function forgetSubjectPlaintext(
  * `outcome`). Returns how many were dropped.
  */
 export async function dropExpiredExports(db: Kysely<DB>, now: Date): Promise<number> {
-  // Across accounts only the question which accounts have any (an owner-defined function);
-  // each account's exports are then dropped under that account.
-  const { rows: accounts } = await sql<{ id: string }>`
-    select accounts_with_expired_exports(${now}) as id`.execute(db);
-  let dropped = 0;
-  for (const { id: accountId } of accounts) {
-    const rows = await bindTenant(accountId, () =>
-      db
-        .updateTable('data_subject_requests')
-        .set({ export_ciphertext: null })
-        .where('account_id', '=', accountId)
-        .where('export_ciphertext', 'is not', null)
-        .where('export_expires_at', '<=', now)
-        .returning('id')
-        .execute(),
-    );
-    dropped += rows.length;
-  }
-  return dropped;
+  const rows = await db
+    .updateTable('data_subject_requests')
+    .set({ export_ciphertext: null })
+    .where('export_ciphertext', 'is not', null)
+    .where('export_expires_at', '<=', now)
+    .returning('id')
+    .execute();
+  return rows.length;
 }
 
 export async function insertVerificationToken(

@@ -3,7 +3,6 @@ import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
 import type { Database } from '../../db/database.js';
-import { accountOf, bindTenant, bindTenantIf } from '../../db/tenant.js';
 import { ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { authenticateApiKey } from '../api-keys/api-keys.service.js';
 import type { Actor, Permission } from './actor.js';
@@ -92,15 +91,6 @@ export async function registerAuth(
     route.preValidation = existing
       ? [guard, ...(Array.isArray(existing) ? existing : [existing])]
       : [guard];
-    // Row-level security: the handler's statements see only the caller's account. Operators
-    // have none bound; their routes bind the account they act on (see src/db/tenant.ts).
-    const handler = route.handler;
-    route.handler = function (this: FastifyInstance, request, reply) {
-      const accountId = request.actor?.accountId;
-      return accountId
-        ? bindTenant(accountId, () => handler.call(this, request, reply))
-        : handler.call(this, request, reply);
-    };
   });
 }
 
@@ -127,12 +117,7 @@ async function authenticate(
   // and within the cache's short TTL on other instances.
   const cached = cache.get(claims.sid);
   if (cached && cached.user.id === claims.sub) return sessionActor(request, claims.sid, cached);
-  // The token names the user, not the account: ask which account (none: an operator), then
-  // read the session and the user under it.
-  const accountId = await accountOf(database.db, 'account_of_user', claims.sub);
-  const principal = await bindTenantIf(accountId, () =>
-    findSessionPrincipal(database.db, claims.sid, claims.sub),
-  );
+  const principal = await findSessionPrincipal(database.db, claims.sid, claims.sub);
   if (principal) cache.set(principal);
   return sessionActor(request, claims.sid, principal);
 }

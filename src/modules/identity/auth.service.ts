@@ -2,10 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
-import { accountOf, bindTenant, bindTransaction, boundTenant } from '../../db/tenant.js';
 import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { keyedHash } from '../../lib/keyed-hash.js';
-import { uuidV7 } from '../../lib/uuid-v7.js';
 import { findAccount, insertAccount } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
@@ -226,11 +224,7 @@ export function createAuthService(deps: {
         passwordField,
       );
     }
-    // Row-level security: the transaction acts for the new account, whose id is chosen here.
-    const id = uuidV7();
-    await bindTransaction(trx, id);
     const account = await insertAccount(trx, {
-      id,
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
     });
@@ -245,7 +239,7 @@ export function createAuthService(deps: {
     return { account, owner };
   }
 
-  const service = {
+  return {
     createAccountWithOwner,
 
     async signup(
@@ -298,12 +292,6 @@ export function createAuthService(deps: {
      * own pair's budget and cannot lock the owner out from one network.
      */
     async login(input: { email: string; password: string }, meta: TraceMeta): Promise<TokenPair> {
-      // The address names no account: ask which one holds it (none: an operator, or nobody)
-      // and sign in under it, so the user, the session's audit entry and the rest are its own.
-      if (!boundTenant()) {
-        const accountId = await accountOf(db, 'account_of_user_email', input.email);
-        if (accountId) return bindTenant(accountId, () => service.login(input, meta));
-      }
       const now = new Date();
       const addressKey = keyedHash(
         serverSecret,
@@ -391,10 +379,6 @@ export function createAuthService(deps: {
      */
     async refresh(refreshToken: string, meta: TraceMeta): Promise<TokenPair> {
       const tokenHash = sha256Hex(refreshToken);
-      if (!boundTenant()) {
-        const accountId = await accountOf(db, 'account_of_refresh_token', tokenHash);
-        if (accountId) return bindTenant(accountId, () => service.refresh(refreshToken, meta));
-      }
       let row = await findRefreshToken(db, tokenHash);
       const invalid = new UnauthorizedError(
         'The refresh token is not valid.',
@@ -559,7 +543,6 @@ export function createAuthService(deps: {
       principals.forgetUser(user.id);
     },
   };
-  return service;
 }
 
 export type AuthService = ReturnType<typeof createAuthService>;

@@ -1,6 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
-import { bindTenant } from '../../db/tenant.js';
 import { ConflictError } from '../../errors.js';
 import type { AccountsService } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
@@ -78,21 +77,6 @@ export function createOpsService(deps: {
      * password gets 409 `password_already_set`: the provider never resets a customer's password.
      */
     async reissueOwnerPasswordSetup(ctx: RequestContext, accountId: string) {
-      // An operator acts on the account named in the path: bind it (row-level security).
-      return bindTenant(accountId, () => reissue(ctx, accountId));
-    },
-
-    listAccounts(page: { limit: number; cursor?: string | undefined }) {
-      return accounts.list(page);
-    },
-
-    getAccount(id: string) {
-      return bindTenant(id, () => accounts.get(id));
-    },
-  };
-
-  async function reissue(ctx: RequestContext, accountId: string) {
-    {
       await accounts.get(accountId); // 404 for an unknown account
       const owners = await users.list(accountId, { limit: 100, role: 'owner' });
       const owner = owners.rows.find((user) => user.password_hash === null);
@@ -106,8 +90,16 @@ export function createOpsService(deps: {
         .transaction()
         .execute((trx) => passwordSetups.issueIn(trx, ctx, owner));
       return { owner, passwordSetup };
-    }
-  }
+    },
+
+    listAccounts(page: { limit: number; cursor?: string | undefined }) {
+      return accounts.list(page);
+    },
+
+    getAccount(id: string) {
+      return accounts.get(id);
+    },
+  };
 }
 
 export type OpsService = ReturnType<typeof createOpsService>;
