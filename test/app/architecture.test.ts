@@ -58,6 +58,8 @@ const TABLE_OWNERS: Record<string, string> = {
   idempotency_keys: 'src/http/idempotency.ts',
   data_subject_requests: 'src/modules/data-subject-requests/',
   data_subject_request_tokens: 'src/modules/data-subject-requests/',
+  webhook_endpoints: 'src/modules/webhooks/',
+  webhook_deliveries: 'src/modules/webhooks/',
 };
 
 /**
