@@ -48,4 +48,4 @@ export {
   storedLink,
   storedRequestLink,
 } from './events.repository.js';
-export { toEvent } from './events.schemas.js';
+export { eventJson, toEvent } from './events.schemas.js';
