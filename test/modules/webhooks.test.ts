@@ -347,3 +347,42 @@ t.test('users with webhooks:* only: members read, API keys never', async (t) => 
   });
   t.equal(keyScopes.statusCode, 400, 'no API key can carry webhooks:write');
 });
+
+t.test(
+  'Idempotency-Key: a retry gets the same secret back; the store keeps it encrypted',
+  async (t) => {
+    const app = await build(t);
+    const owner = await signup(app);
+    const send = (url: string, key: string, payload?: object) =>
+      app.inject({
+        method: 'POST',
+        url,
+        headers: { ...bearer(owner.accessToken), 'idempotency-key': key },
+        ...(payload ? { payload } : {}),
+      });
+    const first = await send('/v1/webhooks', 'create-hook-1', { url: URL_OK, eventTypes: TYPES });
+    t.equal(first.statusCode, 201);
+    const again = await send('/v1/webhooks', 'create-hook-1', { url: URL_OK, eventTypes: TYPES });
+    t.equal(again.statusCode, 201);
+    t.equal(again.headers['idempotent-replayed'], 'true');
+    t.equal(again.json().secret, first.json().secret, 'the same secret, once more to its caller');
+    t.equal(again.headers.location, first.headers.location);
+    t.equal(await count(app, owner), 1, 'one webhook');
+
+    const rotation = `/v1/webhooks/${first.json().id}/secret-rotation`;
+    const rotated = await send(rotation, 'rotate-hook-1');
+    const replayed = await send(rotation, 'rotate-hook-1');
+    t.equal(replayed.headers['idempotent-replayed'], 'true');
+    t.equal(replayed.json().secret, rotated.json().secret);
+
+    const stored = await app.database.db
+      .selectFrom('idempotency_keys')
+      .select(['key', 'response_body'])
+      .where('account_id', '=', owner.accountId)
+      .execute();
+    t.equal(stored.length, 2);
+    for (const row of stored) {
+      t.notOk(row.response_body?.includes('whsec_'), `${row.key}: no secret in clear`);
+    }
+  },
+);

@@ -56,7 +56,7 @@ export const webhooksRoutes: FastifyPluginAsyncZod<{
   app.post(
     '/webhooks',
     {
-      config: { auth: { permission: 'webhooks:write' } },
+      config: { auth: { permission: 'webhooks:write' }, secretInResponse: true },
       schema: {
         operationId: 'createWebhook',
         tags,
@@ -176,7 +176,7 @@ export const webhooksRoutes: FastifyPluginAsyncZod<{
   app.post(
     '/webhooks/:id/secret-rotation',
     {
-      config: { auth: { permission: 'webhooks:write' } },
+      config: { auth: { permission: 'webhooks:write' }, secretInResponse: true },
       schema: {
         operationId: 'rotateWebhookSecret',
         tags,
