@@ -265,17 +265,22 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   let wake: (() => void) | undefined;
 
   async function loop() {
+    let failures = 0;
     while (!stopping) {
       let busy = false;
       try {
         const done = await tick();
         busy = done.fannedOut > 0 || done.attempted > 0;
+        failures = 0;
       } catch (err) {
-        log.error({ err }, 'webhook worker tick failed');
+        // The database is away or behind (migrations pending): wait longer each time.
+        failures += 1;
+        log.error({ err, failures }, 'webhook worker tick failed');
       }
       if (busy || stopping) continue;
+      const waitMs = Math.min(options.pollIntervalMs * 2 ** Math.min(failures, 10), 30_000);
       await new Promise<void>((resolveWait) => {
-        const timer = setTimeout(resolveWait, options.pollIntervalMs);
+        const timer = setTimeout(resolveWait, Math.max(waitMs, options.pollIntervalMs));
         wake = () => {
           clearTimeout(timer);
           resolveWait();
