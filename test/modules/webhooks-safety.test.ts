@@ -166,3 +166,35 @@ t.test('an event erased between fan-out and send is cancelled at send time', asy
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'cancelled', lastAttempt: null });
 });
+
+t.test('an event the feed cannot serve is a failed attempt, not a loop', async (t) => {
+  const clock = new TestClock(new Date());
+  const env = { ...WEBHOOK_ENV, WEBHOOK_RETRY_FOR_MS: '1000' };
+  const app = await build(t, { env, clock });
+  const world = await consentingWorld(app);
+  const hook = await receiver(t);
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  // Data that does not fit its type's schema (as if written by a broken release).
+  await app.database.owner
+    .insertInto('events')
+    .values({
+      account_id: world.owner.accountId,
+      type: 'consent.granted',
+      contact_id: null,
+      data: JSON.stringify({ unexpected: true }),
+    })
+    .execute();
+  const w = worker(app.database.db, clock, env);
+  await w.tick();
+  let [delivery] = await deliveries(app, world.owner, webhook.id);
+  t.match(delivery, {
+    status: 'pending',
+    attempts: 1,
+    lastAttempt: { errorCode: 'internal_error' },
+  });
+  clock.advance(1000);
+  await w.tick();
+  [delivery] = await deliveries(app, world.owner, webhook.id);
+  t.match(delivery, { status: 'failed', attempts: 2 }, 'ends failed with its retry window');
+  t.equal(hook.received.length, 0);
+});

@@ -241,9 +241,19 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     try {
       await Promise.all(
         claims.map((claim) =>
-          attempt(claim, controller.signal).catch((err: unknown) => {
-            // The lease runs out and another attempt follows: nothing is lost.
+          attempt(claim, controller.signal).catch(async (err: unknown) => {
             log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
+            // Counted as a failed attempt, so a delivery that always crashes (an event whose
+            // data no longer fits its schema) ends `failed` instead of looping on its lease.
+            // If even this fails, the lease runs out and another attempt follows.
+            const fence = { accountId: claim.account_id, id: claim.id, attempt: claim.attempts };
+            const failed = retryOrFail(claim, {
+              attemptedAt: clock.now(),
+              statusCode: null,
+              errorCode: 'internal_error',
+              durationMs: null,
+            });
+            await recordAttempt(db, fence, failed, clock.now()).catch(() => undefined);
           }),
         ),
       );

@@ -98,7 +98,6 @@ export async function updateEndpoint(
     previous_secret_ciphertext?: string | null;
     previous_secret_expires_at?: Date | null;
   },
-  now: Date,
 ): Promise<WebhookEndpointRow> {
   const { event_types, ...rest } = values;
   return trx
@@ -107,7 +106,7 @@ export async function updateEndpoint(
       ...rest,
       ...(event_types ? { event_types: JSON.stringify(event_types) } : {}),
       version: eb('version', '+', 1),
-      updated_at: now,
+      updated_at: sql<Date>`now()`,
     }))
     .where('account_id', '=', accountId)
     .where('id', '=', id)

@@ -98,7 +98,7 @@ export function createWebhooksService(deps: {
           );
         }
         // The id is made here: the secret's ciphertext is bound to it.
-        const id = uuidV7(clock.now());
+        const id = uuidV7();
         const created = await insertEndpoint(trx, {
           account_id: accountId,
           id,
@@ -165,7 +165,7 @@ export function createWebhooksService(deps: {
           changed.push('status');
         }
         if (changed.length === 0) return current;
-        const row = await updateEndpoint(trx, accountId, id, values, clock.now());
+        const row = await updateEndpoint(trx, accountId, id, values);
         await recordAudit(trx, ctx, {
           accountId,
           action: 'webhook.updated',
@@ -213,17 +213,11 @@ export function createWebhooksService(deps: {
         const current = await lockOrThrow(trx, accountId, id);
         checkVersion(current, expectedVersion);
         const now = clock.now();
-        const updated = await updateEndpoint(
-          trx,
-          accountId,
-          id,
-          {
-            secret_ciphertext: secrets.seal(accountId, id, secret),
-            previous_secret_ciphertext: current.secret_ciphertext,
-            previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS),
-          },
-          now,
-        );
+        const updated = await updateEndpoint(trx, accountId, id, {
+          secret_ciphertext: secrets.seal(accountId, id, secret),
+          previous_secret_ciphertext: current.secret_ciphertext,
+          previous_secret_expires_at: new Date(now.getTime() + SECRET_ROTATION_OVERLAP_MS),
+        });
         await recordAudit(trx, ctx, {
           accountId,
           action: 'webhook.secret_rotated',
