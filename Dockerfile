@@ -3,8 +3,8 @@
 # native addon: the binary built or picked for one libc must run on the same one). The steps
 # are CI's: npm ci, npm run build; then the dev dependencies are pruned.
 #
-# The image sets NODE_ENV=production, which requires JWT_SECRET, HASH_SECRET and
-# AUDIT_SIGNING_KEY; keep them in an env file made once (HASH_SECRET must never change):
+# The image sets NODE_ENV=production, which requires JWT_SECRET, HASH_SECRET, AUDIT_SIGNING_KEY
+# and WEBHOOK_SECRET_KEY; keep them in an env file made once (HASH_SECRET must never change):
 #
 #   docker build -t custodian .
 #   cat > prod.env <<EOF
@@ -12,11 +12,14 @@
 #   JWT_SECRET=$(openssl rand -base64 48)
 #   HASH_SECRET=$(openssl rand -base64 48)
 #   AUDIT_SIGNING_KEY=$(openssl genpkey -algorithm ed25519 | base64 -w0)
+#   WEBHOOK_SECRET_KEY=$(openssl rand -base64 32)
 #   EOF
 #   docker run --rm --env-file prod.env custodian node dist/scripts/migrate.js
 #   docker run -p 3000:3000 --env-file prod.env custodian
+#   docker run --env-file prod.env custodian node dist/src/worker.js
 #
-# Without DATABASE_URL in prod.env the container runs on the embedded engine in /app/data.
+# Without DATABASE_URL in prod.env the container runs on the embedded engine in /app/data, and
+# the API process delivers the webhooks itself; on Postgres the worker runs beside it (N copies).
 
 ARG NODE_IMAGE=node:24-bookworm-slim
 

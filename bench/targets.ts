@@ -109,6 +109,7 @@ export async function startService(options: StartOptions): Promise<Target> {
       AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
         .privateKey.export({ type: 'pkcs8', format: 'pem' })
         .toString(),
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('base64'),
       // The login scenario hammers one account from one address: lift the login throttles.
       LOGIN_MAX_PER_IP_PER_MINUTE: '100000000',
       LOGIN_MAX_FAILURES_PER_CLIENT: '100000000',

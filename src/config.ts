@@ -99,6 +99,21 @@ const ed25519PrivateKey = optionalString.transform((raw, ctx): KeyObject | undef
 });
 
 /**
+ * WEBHOOK_SECRET_KEY: 32 random bytes in base64 (or base64url), the AES-256-GCM key of the
+ * webhook endpoints' signing secrets. The value is never echoed in an error.
+ */
+const aes256Key = optionalString.transform((raw, ctx): Buffer | undefined => {
+  if (raw === undefined) return undefined;
+  const key = /^[A-Za-z0-9+/_-]+={0,2}$/.test(raw) ? Buffer.from(raw, 'base64') : Buffer.alloc(0);
+  if (key.length === 32) return key;
+  ctx.addIssue({
+    code: 'custom',
+    message: 'must be 32 random bytes in base64, e.g. from `openssl rand -base64 32`',
+  });
+  return z.NEVER;
+});
+
+/**
  * zod skips an object's refinements once any field has failed; this runs the cross-field checks
  * anyway, so that one start lists every bad variable instead of revealing them one by one.
  */
@@ -257,6 +272,30 @@ const envSchema = z
     AUDIT_CHECKPOINT_EVERY: int(100, 0, 1_000_000),
     // This often, every account whose chain grew since its last checkpoint gets one (0 = off).
     AUDIT_CHECKPOINT_INTERVAL_MS: int(3_600_000, 0, 7 * 86_400_000),
+
+    // Background work (webhook deliveries). `in-process`: the API process runs the worker;
+    // `off`: it does not (run `npm run worker`). Unset: in-process on the embedded engine, whose
+    // data only one process can open; off on Postgres, where N workers run beside the API.
+    WORKER: z.enum(['in-process', 'off']).optional(),
+    // How often an idle worker looks for work.
+    WORKER_POLL_INTERVAL_MS: int(1_000, 10, 60_000),
+
+    // Webhooks
+    // Encrypts the endpoints' signing secrets (AES-256-GCM); required in production.
+    WEBHOOK_SECRET_KEY: aes256Key,
+    // Outside production only: let endpoints point at loopback and private addresses (and use
+    // http there), for tests and local receivers.
+    WEBHOOK_ALLOW_PRIVATE_TARGETS: bool(false),
+    // One delivery attempt's time limit, from connecting to the response's headers.
+    WEBHOOK_TIMEOUT_MS: int(10_000, 100, 60_000),
+    // Retries wait base × 2^(n-1), capped, with jitter; after WEBHOOK_RETRY_FOR_MS, failed.
+    WEBHOOK_BACKOFF_BASE_MS: int(30_000, 1),
+    WEBHOOK_BACKOFF_MAX_MS: int(12 * 3_600_000, 1),
+    WEBHOOK_RETRY_FOR_MS: int(3 * 86_400_000, 0),
+    // A claimed delivery whose worker has not reported within this is claimed again.
+    WEBHOOK_LEASE_SECONDS: int(60, 1, 3600),
+    // Attempts in flight at once per endpoint (all workers together, give or take a claim).
+    WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: int(2, 1, 100),
   })
   .superRefine((env, ctx) => {
     if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
@@ -266,7 +305,12 @@ const envSchema = z
         message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
       });
     }
-    for (const key of ['JWT_SECRET', 'HASH_SECRET', 'AUDIT_SIGNING_KEY'] as const) {
+    for (const key of [
+      'JWT_SECRET',
+      'HASH_SECRET',
+      'AUDIT_SIGNING_KEY',
+      'WEBHOOK_SECRET_KEY',
+    ] as const) {
       if (env.NODE_ENV === 'production' && env[key] === undefined) {
         ctx.addIssue({ code: 'custom', path: [key], message: 'is required in production' });
       }
@@ -276,6 +320,27 @@ const envSchema = z
         code: 'custom',
         path: ['CLOCK_START'],
         message: 'must not be set in production (the service clock is the real time there)',
+      });
+    }
+    if (env.NODE_ENV === 'production' && env.WEBHOOK_ALLOW_PRIVATE_TARGETS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_ALLOW_PRIVATE_TARGETS'],
+        message: 'must not be set in production (it opens the internal network to webhook URLs)',
+      });
+    }
+    if (env.WEBHOOK_LEASE_SECONDS * 1000 <= env.WEBHOOK_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_LEASE_SECONDS'],
+        message: 'must be longer than WEBHOOK_TIMEOUT_MS (an attempt must end within its lease)',
+      });
+    }
+    if (env.WEBHOOK_BACKOFF_MAX_MS < env.WEBHOOK_BACKOFF_BASE_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_BACKOFF_MAX_MS'],
+        message: 'must not be below WEBHOOK_BACKOFF_BASE_MS',
       });
     }
     if (env.IMPORT_BODY_TIMEOUT_MS > 0 && env.BODY_TIMEOUT_MS > env.IMPORT_BODY_TIMEOUT_MS) {

@@ -51,6 +51,13 @@ import {
 } from './modules/suppressions/suppressions.service.js';
 import { usersRoutes } from './modules/users/users.routes.js';
 import { createUsersService } from './modules/users/users.service.js';
+import { endpointSecretBox, webhookSecretKey } from './modules/webhooks/webhook-secrets.js';
+import { webhookWorkerFromConfig } from './modules/webhooks/webhook-worker.js';
+import { webhooksRoutes } from './modules/webhooks/webhooks.routes.js';
+import {
+  createWebhooksService,
+  webhookErasureForgetter,
+} from './modules/webhooks/webhooks.service.js';
 
 export interface V1Options {
   db: Kysely<DB>;
@@ -117,13 +124,30 @@ export async function v1Routes(
     log: v1.log,
   });
   v1.addHook('onClose', () => vacuum.stop());
+  const webhookSecrets = endpointSecretBox(
+    webhookSecretKey(config.WEBHOOK_SECRET_KEY, hashSecret, v1.log),
+  );
+  const webhooks = createWebhooksService({
+    db,
+    clock,
+    secrets: webhookSecrets,
+    allowPrivateTargets: config.WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    retryForMs: config.WEBHOOK_RETRY_FOR_MS,
+  });
+  // Webhook deliveries: in this process on the embedded engine (one process per data folder),
+  // by `npm run worker` beside it on Postgres, unless WORKER says otherwise.
+  if ((config.WORKER ?? (engine === 'embedded' ? 'in-process' : 'off')) === 'in-process') {
+    const worker = webhookWorkerFromConfig({ db, config, clock, hashSecret, log: v1.log });
+    worker.start();
+    v1.addHook('onClose', () => worker.stop());
+  }
   const contacts = createContactsService({
     db,
     hashSecret,
     onErased: vacuum.request,
     // What other modules hold about the person goes with the contact (Art. 17), and shows
     // in its export (Art. 15).
-    forgetters: [requestPlaintextForgetter(clock)],
+    forgetters: [requestPlaintextForgetter(clock), webhookErasureForgetter(clock)],
     exportSections: [requestsExportSection(clock)],
   });
   const suppressions = createSuppressionsService({ db, hashSecret });
@@ -175,6 +199,7 @@ export async function v1Routes(
   await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
   await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
   await v1.register(eventsRoutes, { events }); //       /v1/events
+  await v1.register(webhooksRoutes, { webhooks, clock }); // /v1/webhooks/*
   await v1.register(passwordSetupsRoutes, {
     passwordSetups,
     passwordMinLength: config.PASSWORD_MIN_LENGTH,

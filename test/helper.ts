@@ -26,6 +26,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
     LOG_LEVEL: 'silent',
     JWT_SECRET: 'test-secret-test-secret-test-secret-0123',
     HASH_SECRET: 'test-hash-secret-0123456789abcdef0123456789',
+    // Tests drive the webhook worker themselves (its tick()), never in the background.
+    WORKER: 'off',
     ...env,
   });
 }

@@ -34,6 +34,9 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   contact_import_errors: ['select', 'insert'],
   data_subject_requests: ['select', 'insert', 'update'],
   data_subject_request_tokens: ['select', 'insert', 'update', 'delete'],
+  webhook_endpoints: ['select', 'insert', 'update', 'delete'],
+  // Deleted only with their endpoint, by the foreign key's cascade (which runs as the owner).
+  webhook_deliveries: ['select', 'insert', 'update'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],

@@ -179,7 +179,10 @@ export const cursors = {
   createdAt: cursorCodec(cursorField.isoTimestamp, cursorField.uuid),
   /** `(recorded_at, id)` of the consent ledger, at Postgres' microsecond precision. */
   consentLedger: cursorCodec(cursorField.pgTimestamp, cursorField.uuid),
-  /** The audience of a purpose, by contact id. */
+  /**
+   * One uuid: the audience of a purpose (by contact id), and webhook deliveries (by their
+   * time-ordered id, newest first).
+   */
   contactId: cursorCodec(cursorField.uuid),
   /** Purposes by key. */
   purposeKey: cursorCodec(cursorField.slug),

@@ -369,6 +369,51 @@ export interface ContactImportErrorsTable {
   message: string;
 }
 
+export type WebhookEndpointStatus = 'active' | 'disabled';
+
+/** Where an account's events are pushed; the secret is stored encrypted (see webhooks/). */
+export interface WebhookEndpointsTable {
+  account_id: string;
+  id: Generated<string>;
+  url: string;
+  description: string | null;
+  event_types: Json<string[]>;
+  status: Generated<WebhookEndpointStatus>;
+  secret_ciphertext: string;
+  previous_secret_ciphertext: string | null;
+  previous_secret_expires_at: Date | null;
+  /** The last feed seq fanned out (bigint: a string from `pg`, a number from PGlite). */
+  cursor_seq: ColumnType<string | number, string | number, string | number>;
+  version: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export type WebhookDeliveryStatus = 'pending' | 'sending' | 'delivered' | 'failed' | 'cancelled';
+
+/** One event for one endpoint: its state and last attempt's outcome, never a body. */
+export interface WebhookDeliveriesTable {
+  account_id: string;
+  id: Generated<string>;
+  endpoint_id: string;
+  event_id: string;
+  event_seq: ColumnType<string | number, string | number, never>;
+  event_type: string;
+  status: Generated<WebhookDeliveryStatus>;
+  attempts: Generated<number>;
+  round_started_after: Generated<number>;
+  next_attempt_at: Date;
+  give_up_at: Date;
+  lease_expires_at: Date | null;
+  last_attempt_at: Date | null;
+  last_status_code: number | null;
+  last_error_code: string | null;
+  last_duration_ms: number | null;
+  delivered_at: Date | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -393,6 +438,8 @@ export interface DB {
   contact_import_errors: ContactImportErrorsTable;
   data_subject_requests: DataSubjectRequestsTable;
   data_subject_request_tokens: DataSubjectRequestTokensTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -410,3 +457,5 @@ export type ConsentEventRow = Selectable<ConsentEventsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type ContactImportRow = Selectable<ContactImportsTable>;
 export type ContactImportErrorRow = Selectable<ContactImportErrorsTable>;
+export type WebhookEndpointRow = Selectable<WebhookEndpointsTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;

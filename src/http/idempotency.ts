@@ -1,3 +1,4 @@
+import { hkdfSync } from 'node:crypto';
 import type {
   FastifyInstance,
   FastifyReply,
@@ -12,6 +13,7 @@ import type { DB } from '../db/schema.js';
 import { BadRequestError, ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
 import { keyedHash } from '../lib/keyed-hash.js';
+import { secretBox } from '../lib/secret-box.js';
 import { accountIdOf } from './request-context.js';
 import { IdempotencyKey } from './schemas.js';
 
@@ -23,6 +25,11 @@ declare module 'fastify' {
      * `idempotentPosts`).
      */
     idempotency?: 'handler';
+    /**
+     * The answer holds a secret shown once (a webhook's signing secret): the store keeps it
+     * encrypted, so the database never holds the secret in clear.
+     */
+    secretInResponse?: true;
   }
 }
 
@@ -89,6 +96,12 @@ const claims = new WeakMap<FastifyRequest, Claim>();
  */
 export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   const { db, secret } = deps;
+  const sealedAnswers = secretBox(
+    Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), 'custodian/idempotent-answers/v1', 32)),
+  );
+  const sealedContext = (claim: Claim) => `idempotency/${claim.accountId}/${claim.key}`;
+  const holdsSecret = (request: FastifyRequest) =>
+    request.routeOptions.config.secretInResponse === true;
 
   async function preHandler(request: FastifyRequest, reply: FastifyReply) {
     const key = request.headers['idempotency-key'];
@@ -153,13 +166,23 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
         'A request with this Idempotency-Key is still in progress; retry later.',
       );
     }
+    let body = existing.response_body ?? '';
+    if (holdsSecret(request)) {
+      const opened = sealedAnswers.open(body, sealedContext({ accountId, key }));
+      if (opened === null) {
+        throw idempotencyKeyReused(
+          'The answer stored for this Idempotency-Key can no longer be read; use a new key.',
+        );
+      }
+      body = opened;
+    }
     reply.code(existing.response_status).header('idempotent-replayed', 'true');
     if (existing.response_content_type) reply.type(existing.response_content_type);
     for (const [header, column] of Object.entries(REPLAYED_HEADERS)) {
       const value = existing[column];
       if (value !== null) reply.header(header, value);
     }
-    return reply.send(existing.response_body ?? '');
+    return reply.send(body);
   }
 
   async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
@@ -182,7 +205,9 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
             status: 'completed',
             response_status: reply.statusCode,
             response_content_type: typeof contentType === 'string' ? contentType : null,
-            response_body: payload ?? '',
+            response_body: holdsSecret(request)
+              ? sealedAnswers.seal(payload ?? '', sealedContext(claim))
+              : (payload ?? ''),
             response_location: header('location'),
             response_etag: header('etag'),
             completed_at: new Date(),

@@ -72,6 +72,12 @@ export const openApi = fp<OpenApiOptions>(
             description:
               'The outbox feed your systems act on: double opt-in requests, withdrawals.',
           },
+          {
+            name: 'webhooks',
+            description:
+              'The feed pushed to your endpoints, signed (Standard Webhooks) and retried; ' +
+              'users only, never API keys.',
+          },
           { name: 'public', description: 'Links followed by data subjects, without an account.' },
           { name: 'ops', description: 'The provider’s operations staff.' },
         ],

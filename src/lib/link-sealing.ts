@@ -15,44 +15,14 @@
  * The associated data binds each ciphertext to where it was written (account and consent
  * event), so a sealed link copied into another account's feed does not open there.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
+import { type SecretBox, secretBox } from './secret-box.js';
 
 const KEY_LABEL = 'custodian/event-link-encryption/v1';
-const VERSION = 'v1.';
-const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
 
-export interface LinkSealer {
-  /** `v1.` + base64url(nonce ‖ ciphertext ‖ tag). */
-  seal(link: string, context: string): string;
-  /** The link, or null when the value was not sealed by this key for this context. */
-  open(sealed: string, context: string): string | null;
-}
+/** Seals links with {@link secretBox}: `v1.` + base64url(nonce ‖ ciphertext ‖ tag). */
+export type LinkSealer = SecretBox;
 
 export function linkSealer(secret: string): LinkSealer {
-  const key = Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), KEY_LABEL, 32));
-  return {
-    seal(link, context) {
-      const nonce = randomBytes(NONCE_BYTES);
-      const cipher = createCipheriv('aes-256-gcm', key, nonce);
-      cipher.setAAD(Buffer.from(context, 'utf8'));
-      const body = Buffer.concat([cipher.update(link, 'utf8'), cipher.final()]);
-      return VERSION + Buffer.concat([nonce, body, cipher.getAuthTag()]).toString('base64url');
-    },
-    open(sealed, context) {
-      if (!sealed.startsWith(VERSION)) return null;
-      const raw = Buffer.from(sealed.slice(VERSION.length), 'base64url');
-      if (raw.length < NONCE_BYTES + TAG_BYTES) return null;
-      try {
-        const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, NONCE_BYTES));
-        decipher.setAAD(Buffer.from(context, 'utf8'));
-        decipher.setAuthTag(raw.subarray(raw.length - TAG_BYTES));
-        const body = raw.subarray(NONCE_BYTES, raw.length - TAG_BYTES);
-        return Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8');
-      } catch {
-        // Another key (HASH_SECRET was changed), another context, or altered bytes.
-        return null;
-      }
-    },
-  };
+  return secretBox(Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), KEY_LABEL, 32)));
 }

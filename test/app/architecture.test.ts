@@ -58,6 +58,8 @@ const TABLE_OWNERS: Record<string, string> = {
   idempotency_keys: 'src/http/idempotency.ts',
   data_subject_requests: 'src/modules/data-subject-requests/',
   data_subject_request_tokens: 'src/modules/data-subject-requests/',
+  webhook_endpoints: 'src/modules/webhooks/',
+  webhook_deliveries: 'src/modules/webhooks/',
 };
 
 /**
@@ -79,6 +81,11 @@ const TABLE_READS_BY_JOIN = new Map<string, string>([
     'src/modules/consents/consents.repository.ts → reads contacts',
     'the audience page joins contacts (active, not restricted) inside the DISTINCT ON walk of ' +
       'the ledger index, so a page stops after its LIMIT rows however large the audience',
+  ],
+  [
+    'src/modules/webhooks/webhooks.repository.ts → reads events',
+    'the worker finds the endpoints behind their account’s feed in one query per tick (an ' +
+      'EXISTS on the feed’s primary key) instead of one query per endpoint',
   ],
 ]);
 

@@ -224,6 +224,7 @@ t.test('AUDIT_SIGNING_KEY: an Ed25519 PKCS#8 PEM, required in production', async
     NODE_ENV: 'production',
     JWT_SECRET: 'production-jwt-secret-0123456789abcdef',
     HASH_SECRET: 'production-hash-secret-0123456789abcdef',
+    WEBHOOK_SECRET_KEY: 'cHJvZHVjdGlvbi13ZWJob29rLXNlY3JldC1rZXktMDE=',
   };
   const err = configError(production);
   t.same(
@@ -276,5 +277,70 @@ t.test('audit checkpoint cadence: defaults, and 0 turns each off', async (t) => 
   t.same(err.problems.map((p) => p.split(':')[0]).sort(), [
     'AUDIT_CHECKPOINT_EVERY',
     'AUDIT_CHECKPOINT_INTERVAL_MS',
+  ]);
+});
+
+t.test('webhooks: the secret key, private targets, and the retry settings', async (t) => {
+  const production = {
+    NODE_ENV: 'production',
+    JWT_SECRET: 'production-jwt-secret-0123456789abcdef',
+    HASH_SECRET: 'production-hash-secret-0123456789abcdef',
+    AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString(),
+  };
+  t.same(
+    configError(production).problems,
+    ['WEBHOOK_SECRET_KEY: is required in production'],
+    'production without a webhook key does not start',
+  );
+  const key = Buffer.alloc(32, 7);
+  for (const form of ['base64', 'base64url'] as const) {
+    const config = loadConfig({ ...production, WEBHOOK_SECRET_KEY: key.toString(form) });
+    t.ok(config.WEBHOOK_SECRET_KEY?.equals(key), `${form} is read`);
+  }
+  t.equal(loadConfig({}).WEBHOOK_SECRET_KEY, undefined, 'optional outside production');
+  for (const bad of ['short', Buffer.alloc(31).toString('base64'), 'not base64 at all!!']) {
+    const err = configError({ WEBHOOK_SECRET_KEY: bad });
+    t.same(
+      err.problems.map((p) => p.split(':')[0]),
+      ['WEBHOOK_SECRET_KEY'],
+    );
+    t.notOk(err.message.includes(bad), 'the value is not echoed');
+  }
+
+  const allowed = { ...production, WEBHOOK_SECRET_KEY: key.toString('base64') };
+  t.same(
+    configError({ ...allowed, WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' }).problems.map(
+      (p) => p.split(':')[0],
+    ),
+    ['WEBHOOK_ALLOW_PRIVATE_TARGETS'],
+    'private targets are refused in production',
+  );
+  t.equal(
+    loadConfig({ WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true' }).WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    true,
+  );
+
+  const defaults = loadConfig({});
+  t.match(defaults, {
+    WORKER: undefined,
+    WEBHOOK_TIMEOUT_MS: 10_000,
+    WEBHOOK_BACKOFF_BASE_MS: 30_000,
+    WEBHOOK_BACKOFF_MAX_MS: 43_200_000,
+    WEBHOOK_RETRY_FOR_MS: 259_200_000,
+    WEBHOOK_LEASE_SECONDS: 60,
+  });
+  t.equal(loadConfig({ WORKER: 'off' }).WORKER, 'off');
+  const err = configError({
+    WORKER: 'sometimes',
+    WEBHOOK_LEASE_SECONDS: '5',
+    WEBHOOK_BACKOFF_BASE_MS: '1000',
+    WEBHOOK_BACKOFF_MAX_MS: '10',
+  });
+  t.same(err.problems.map((p) => p.split(':')[0]).sort(), [
+    'WEBHOOK_BACKOFF_MAX_MS',
+    'WEBHOOK_LEASE_SECONDS',
+    'WORKER',
   ]);
 });

@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
 import t from 'tap';
 import { cursors } from '../../src/db/keyset.js';
+import { systemClock } from '../../src/lib/clock.js';
 import { createOperator } from '../../src/modules/ops/operators.js';
+import { webhookWorkerFromConfig } from '../../src/modules/webhooks/webhook-worker.js';
 import {
   addUser,
   bearer,
@@ -119,7 +122,35 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     headers: bearer(owner.accessToken),
     payload: { email: uniqueEmail('contact') },
   });
+  // A webhook with a delivery (of a request's event, made by the worker's fan-out).
+  const webhook = await app.inject({
+    method: 'POST',
+    url: '/v1/webhooks',
+    headers: bearer(owner.accessToken),
+    payload: { url: 'https://hooks.example.com/in', eventTypes: ['data_subject_request.received'] },
+  });
+  await app.inject({
+    method: 'POST',
+    url: '/v1/data-subject-requests',
+    headers: bearer(owner.accessToken),
+    payload: { type: 'access', subject: { email: uniqueEmail('subject') } },
+  });
+  await webhookWorkerFromConfig({
+    db: app.database.db,
+    config: testConfig(),
+    clock: systemClock,
+    hashSecret: testConfig().HASH_SECRET!,
+    log: pino({ level: 'silent' }),
+  }).fanOut();
+  const delivery = await app.inject({
+    method: 'GET',
+    url: `/v1/webhooks/${webhook.json().id}/deliveries`,
+    headers: bearer(owner.accessToken),
+  });
+  t.equal(delivery.json().data.length, 1, 'a delivery to walk');
   const ids: Record<string, string> = {
+    webhooks: webhook.json().id,
+    deliveries: delivery.json().data[0].id,
     contacts: contact.json().id,
     purposes: await createPurposeWithNotice(app, owner),
     users: (await addUser(app, owner, 'member')).userId,
@@ -146,6 +177,7 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     const collection = segments[segments.indexOf(':id') - 1] ?? '';
     const path = route.url
       .replace(/:id\b/, ids[collection] ?? randomUUID())
+      .replace(/:deliveryId\b/, ids.deliveries!)
       .replace(/:version\b/, '1')
       .replace(/:\w+/g, 'not-a-real-token-0123456789');
     const operation = doc.paths[route.url.replace(/:(\w+)/g, '{$1}')]?.[method.toLowerCase()];
@@ -273,6 +305,8 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   getContactConsents: 'consentLedger',
   getPurposeAudience: 'contactId',
   listEvents: 'eventSeq',
+  listWebhooks: 'createdAt',
+  listWebhookDeliveries: 'contactId',
 };
 
 /**

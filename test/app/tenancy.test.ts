@@ -1,5 +1,8 @@
+import { pino } from 'pino';
 import t from 'tap';
+import { systemClock } from '../../src/lib/clock.js';
 import { createOperator } from '../../src/modules/ops/operators.js';
+import { webhookWorkerFromConfig } from '../../src/modules/webhooks/webhook-worker.js';
 import {
   addUser,
   bearer,
@@ -28,6 +31,17 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
   const b = await signup(app, { accountName: 'Tenant B' });
   const bMember = await addUser(app, b, 'member');
   const bKey = await createApiKey(app, b, ['contacts:read', 'account:read']);
+  // A webhook of B's, with a delivery (of the request's event, made by the worker's fan-out).
+  const bWebhook = await app.inject({
+    method: 'POST',
+    url: '/v1/webhooks',
+    headers: bearer(b.accessToken),
+    payload: {
+      url: 'https://tenant-b-hooks.example.com/in',
+      eventTypes: ['data_subject_request.received'],
+    },
+  });
+  t.equal(bWebhook.statusCode, 201, bWebhook.body);
   const bRequest = await app.inject({
     method: 'POST',
     url: '/v1/data-subject-requests',
@@ -35,7 +49,22 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     payload: { type: 'access', subject: { email: 'tenant-b-subject@example.com' } },
   });
   t.equal(bRequest.statusCode, 201, bRequest.body);
+  await webhookWorkerFromConfig({
+    db: app.database.db,
+    config: testConfig(),
+    clock: systemClock,
+    hashSecret: testConfig().HASH_SECRET!,
+    log: pino({ level: 'silent' }),
+  }).fanOut();
+  const bDelivery = await app.inject({
+    method: 'GET',
+    url: `/v1/webhooks/${bWebhook.json().id}/deliveries`,
+    headers: bearer(b.accessToken),
+  });
+  t.equal(bDelivery.json().data.length, 1, 'B has a delivery');
   const bIds: Record<string, string> = {
+    webhooks: bWebhook.json().id,
+    deliveries: bDelivery.json().data[0].id,
     users: bMember.userId,
     'api-keys': bKey.id,
     accounts: b.accountId,
@@ -51,6 +80,10 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     'Tenant B',
     bRequest.json().id,
     'tenant-b-subject@example.com',
+    bWebhook.json().id,
+    'tenant-b-hooks',
+    bWebhook.json().secret.slice(6),
+    bDelivery.json().data[0].id,
   ];
 
   const bChain = await app.inject({
@@ -83,6 +116,7 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     const collection = segments[segments.indexOf(':id') - 1] ?? '';
     const url = route.url
       .replace(/:id\b/, bIds[collection] ?? b.accountId)
+      .replace(/:deliveryId\b/, bIds.deliveries!)
       .replace(/:version\b/, '1')
       .replace(/:\w+/g, 'not-a-real-token-0123456789');
     const openapiPath = route.url.replace(/:(\w+)/g, '{$1}');

@@ -61,6 +61,7 @@ t.test('CLOCK_START is refused in production and when not an instant', async (t)
     AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519')
       .privateKey.export({ type: 'pkcs8', format: 'pem' })
       .toString(),
+    WEBHOOK_SECRET_KEY: 'cHJvZHVjdGlvbi13ZWJob29rLXNlY3JldC1rZXktMDE=',
   };
   t.ok(loadConfig(production), 'production without CLOCK_START starts');
   const problems = (env: NodeJS.ProcessEnv) => {

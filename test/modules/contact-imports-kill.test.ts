@@ -124,6 +124,7 @@ async function startServer(store: Storage): Promise<Server> {
       JWT_SECRET: 'kill-test-jwt-secret-0123456789abcdef0123',
       HASH_SECRET: 'kill-test-hash-secret-0123456789abcdef012',
       AUDIT_SIGNING_KEY,
+      WEBHOOK_SECRET_KEY: 'a2lsbC10ZXN0LXdlYmhvb2stc2VjcmV0LWtleS0wMTI=',
       IMPORT_LEASE_SECONDS: '1',
       RATE_LIMIT_MAX: '100000',
       REDIS_URL: '',

@@ -150,3 +150,66 @@ export async function contactEvents(
     .orderBy('seq')
     .execute();
 }
+
+type Db = Kysely<DB> | Transaction<DB>;
+
+/** The newest seq of the account's feed, 0 before its first event. */
+export async function latestEventSeq(db: Db, accountId: string): Promise<number> {
+  const row = await db
+    .selectFrom('events')
+    .select(sql<string | number | null>`max(seq)`.as('seq'))
+    .where('account_id', '=', accountId)
+    .executeTakeFirst();
+  return Number(row?.seq ?? 0);
+}
+
+/**
+ * The account's next `limit` events after `afterSeq`, in seq order, without their data: what a
+ * webhook fan-out reads. One statement, so the last seq it returns is a safe cursor: no event
+ * committed later can have a smaller seq (see appendEvents).
+ */
+export async function eventRefsAfter(
+  db: Db,
+  accountId: string,
+  afterSeq: number,
+  limit: number,
+): Promise<{ seq: number; id: string; type: string }[]> {
+  const rows = await db
+    .selectFrom('events')
+    .select(['seq', 'id', 'type'])
+    .where('account_id', '=', accountId)
+    .where('seq', '>', sql<number>`${afterSeq}::bigint`)
+    .orderBy('seq')
+    .limit(limit)
+    .execute();
+  return rows.map((row) => ({ seq: Number(row.seq), id: row.id, type: row.type }));
+}
+
+/** One event by its seq; undefined once it is gone (erased with its contact). */
+export async function findEventBySeq(
+  db: Db,
+  accountId: string,
+  seq: number,
+): Promise<EventRow | undefined> {
+  return db
+    .selectFrom('events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('seq', '=', sql<number>`${seq}::bigint`)
+    .executeTakeFirst();
+}
+
+/** The seqs of the events about a contact (an erasure cancels what is still to be sent). */
+export async function contactEventSeqs(
+  trx: Transaction<DB>,
+  accountId: string,
+  contactId: string,
+): Promise<number[]> {
+  const rows = await trx
+    .selectFrom('events')
+    .select('seq')
+    .where('account_id', '=', accountId)
+    .where('contact_id', '=', contactId)
+    .execute();
+  return rows.map((row) => Number(row.seq));
+}

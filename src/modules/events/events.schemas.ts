@@ -210,3 +210,12 @@ export function toEvent(row: EventRow, sealer: LinkSealer): z.input<typeof Event
     createdAt: toIso(row.created_at),
   } as z.input<typeof EventSchema>;
 }
+
+/**
+ * One event as JSON, exactly as `GET /v1/events` serves it (checked against its type's schema,
+ * undeclared members dropped): the body of a webhook delivery. Throws when the stored data
+ * does not fit its type, as the feed would.
+ */
+export function eventJson(row: EventRow, sealer: LinkSealer): string {
+  return JSON.stringify(EventSchema.parse(toEvent(row, sealer)));
+}

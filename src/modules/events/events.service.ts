@@ -31,14 +31,21 @@ export type EventsService = ReturnType<typeof createEventsService>;
 
 /**
  * The module's transaction-bound functions for other modules: they call these (inside their own
- * transaction where they take one), never the repository itself.
+ * transaction where they take one), never the repository itself. Webhooks read the feed through
+ * latestEventSeq, eventRefsAfter and findEventBySeq, and serve it with `toEvent`.
  */
 export {
   appendEvents,
+  contactEventSeqs,
   contactEvents,
+  EVENT_TYPES,
   type EventType,
+  eventRefsAfter,
+  findEventBySeq,
+  latestEventSeq,
   type NewEvent,
   type StoredLink,
   storedLink,
   storedRequestLink,
 } from './events.repository.js';
+export { eventJson, toEvent } from './events.schemas.js';

@@ -36,6 +36,9 @@ export const PERMISSIONS = [
   'requests:write',
   'breaches:read',
   'breaches:write',
+  // Webhook endpoints: users only, never API keys (a leaked key must not redirect the feed).
+  'webhooks:read',
+  'webhooks:write',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 

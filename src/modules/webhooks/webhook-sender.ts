@@ -1,0 +1,194 @@
+import { lookup as dnsLookup } from 'node:dns/promises';
+import http from 'node:http';
+import https from 'node:https';
+import type { LookupFunction } from 'node:net';
+import { forbiddenAddress } from '../../lib/outbound-address.js';
+import { checkWebhookUrl, describeForbidden } from './webhook-url.js';
+
+/** Resolves a host name to its addresses (dns.lookup's answer); injectable for tests. */
+export type ResolveHost = (host: string) => Promise<{ address: string; family: number }[]>;
+
+export const systemResolver: ResolveHost = (host) => dnsLookup(host, { all: true, verbatim: true });
+
+/** What one attempt came to; never the answer's body. */
+export interface SendOutcome {
+  delivered: boolean;
+  statusCode: number | null;
+  /** Why it does not count as delivered; null when it does. */
+  errorCode: string | null;
+  /** A sentence for the log (no URL, no body). */
+  detail: string | null;
+  durationMs: number;
+}
+
+class SendFailure extends Error {
+  constructor(
+    readonly code: string,
+    detail: string,
+  ) {
+    super(detail);
+  }
+}
+
+const NETWORK_CODES: Record<string, string> = {
+  ENOTFOUND: 'dns_failed',
+  EAI_AGAIN: 'dns_failed',
+  ENODATA: 'dns_failed',
+  ECONNREFUSED: 'connection_refused',
+  ECONNRESET: 'connection_reset',
+  EPIPE: 'connection_reset',
+  EHOSTUNREACH: 'unreachable',
+  ENETUNREACH: 'unreachable',
+  ETIMEDOUT: 'timeout',
+};
+
+function errorCodeOf(err: unknown): string {
+  if (err instanceof SendFailure) return err.code;
+  const code = (err as { code?: string }).code ?? '';
+  if (NETWORK_CODES[code]) return NETWORK_CODES[code];
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(code)) return 'tls_error';
+  return 'network_error';
+}
+
+/**
+ * The addresses the attempt may connect to: the host itself when it is an address, else what
+ * DNS answers, every one of which must be public (unless private targets are allowed). One bad
+ * address refuses the lot: a name that mixes them is not one to trust with a retry.
+ */
+async function checkedAddresses(
+  host: string,
+  hostIsAddress: boolean,
+  allowPrivate: boolean,
+  resolve: ResolveHost,
+): Promise<{ address: string; family: number }[]> {
+  const found = hostIsAddress
+    ? [{ address: host, family: host.includes(':') ? 6 : 4 }]
+    : await resolve(host).catch(() => {
+        throw new SendFailure('dns_failed', 'DNS did not resolve the host.');
+      });
+  if (found.length === 0) throw new SendFailure('dns_failed', 'DNS found no address.');
+  if (!allowPrivate) {
+    for (const { address } of found) {
+      const reason = forbiddenAddress(address);
+      if (reason) {
+        throw new SendFailure(
+          'forbidden_address',
+          `The host resolves to ${describeForbidden(reason)}; nothing was sent.`,
+        );
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * POSTs one signed message to a webhook URL. The request goes to an address checked here (the
+ * socket's lookup is pinned to it, so DNS cannot answer differently between check and
+ * connect), TLS still verifies the host name, no redirect is followed, and the whole attempt,
+ * DNS included, is bounded by `timeoutMs`. The answer's body is not read.
+ */
+export async function sendWebhook(
+  target: string,
+  message: { headers: Record<string, string>; body: string },
+  options: {
+    timeoutMs: number;
+    allowPrivate: boolean;
+    resolve: ResolveHost;
+    signal?: AbortSignal;
+  },
+): Promise<SendOutcome> {
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new SendFailure('timeout', 'No answer within the time limit.')),
+    options.timeoutMs,
+  );
+  // Rejects with the reason once the attempt is cut short (time limit, or the worker stops).
+  const aborted = new Promise<never>((_, reject) => {
+    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
+      once: true,
+    });
+  });
+  aborted.catch(() => undefined);
+  const stop = () => controller.abort(new SendFailure('worker_stopped', 'The worker stopped.'));
+  options.signal?.addEventListener('abort', stop, { once: true });
+  if (options.signal?.aborted) stop();
+  try {
+    if (controller.signal.aborted) throw controller.signal.reason;
+    const verdict = checkWebhookUrl(target, options.allowPrivate);
+    if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
+    const addresses = await Promise.race([
+      checkedAddresses(verdict.host, verdict.hostIsAddress, options.allowPrivate, options.resolve),
+      aborted,
+    ]);
+    const pinned: LookupFunction = (_host, lookupOptions, callback) => {
+      if (lookupOptions.all) callback(null, addresses);
+      else callback(null, addresses[0]!.address, addresses[0]!.family);
+    };
+    const statusCode = await Promise.race([
+      post(verdict.url, message, pinned, controller.signal),
+      aborted,
+    ]);
+    if (statusCode >= 200 && statusCode < 300) {
+      return { delivered: true, statusCode, errorCode: null, detail: null, durationMs: elapsed() };
+    }
+    const redirect = statusCode >= 300 && statusCode < 400;
+    return {
+      delivered: false,
+      statusCode,
+      errorCode: redirect ? 'redirect_not_followed' : 'http_error',
+      detail: redirect
+        ? 'The endpoint answered with a redirect, which is not followed.'
+        : `The endpoint answered ${statusCode}.`,
+      durationMs: elapsed(),
+    };
+  } catch (err) {
+    return {
+      delivered: false,
+      statusCode: null,
+      errorCode: errorCodeOf(err),
+      detail: err instanceof SendFailure ? err.message : 'The request failed.',
+      durationMs: elapsed(),
+    };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', stop);
+  }
+}
+
+/** The request itself: resolves with the answer's status as soon as its headers arrive. */
+function post(
+  url: URL,
+  message: { headers: Record<string, string>; body: string },
+  lookup: LookupFunction,
+  signal: AbortSignal,
+): Promise<number> {
+  const body = Buffer.from(message.body, 'utf8');
+  const client = url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const request = client.request(
+      url,
+      {
+        method: 'POST',
+        // A fresh connection per attempt: nothing pooled outlives the address check.
+        agent: false,
+        lookup,
+        signal,
+        headers: {
+          ...message.headers,
+          'content-type': 'application/json',
+          'content-length': String(body.length),
+          'user-agent': 'Custodian-Webhooks/1',
+        },
+      },
+      (response) => {
+        resolve(response.statusCode ?? 0);
+        // The body is never read or kept: drop the connection.
+        response.destroy();
+      },
+    );
+    request.on('error', reject);
+    request.end(body);
+  });
+}

@@ -1,0 +1,363 @@
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import type { Config } from '../../config.js';
+import type { DB, WebhookDeliveryRow } from '../../db/schema.js';
+import type { Clock } from '../../lib/clock.js';
+import { linkSealer } from '../../lib/link-sealing.js';
+import { webhookHeaders } from '../../lib/standard-webhooks.js';
+import { eventJson, eventRefsAfter, findEventBySeq } from '../events/events.service.js';
+import { type EndpointSecretBox, endpointSecretBox, webhookSecretKey } from './webhook-secrets.js';
+import { type ResolveHost, sendWebhook, systemResolver } from './webhook-sender.js';
+import {
+  type AttemptOutcome,
+  advanceEndpointCursor,
+  claimDueDeliveries,
+  endpointsBehindTheirFeed,
+  findEndpoint,
+  insertDeliveries,
+  lockEndpointForFanOut,
+  recordAttempt,
+} from './webhooks.repository.js';
+
+/** Events read per endpoint per fan-out transaction. */
+const FAN_OUT_BATCH = 500;
+/** Endpoints fanned out per tick (the ones furthest behind first). */
+const FAN_OUT_ENDPOINTS = 100;
+/** Deliveries claimed per tick, i.e. attempts in flight at once per worker. */
+const CLAIM_BATCH = 20;
+/** Jitter: a wait is 80–100% of its back-off, so retries of many deliveries spread out. */
+const JITTER = 0.2;
+
+export interface WebhookWorkerOptions {
+  db: Kysely<DB>;
+  clock: Clock;
+  secrets: EndpointSecretBox;
+  /** HASH_SECRET (or its fallback): opens the sealed links in event data, as the feed does. */
+  hashSecret: string;
+  log: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+  allowPrivateTargets: boolean;
+  timeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  retryForMs: number;
+  leaseMs: number;
+  maxInFlightPerEndpoint: number;
+  pollIntervalMs: number;
+  /** DNS, replaceable in tests. */
+  resolve?: ResolveHost;
+  /** Random numbers in [0, 1) for the jitter, replaceable in tests. */
+  random?: () => number;
+}
+
+/** The wait before attempt n+1 of a round, after n failed ones: base × 2^(n-1), capped. */
+export function backoffMs(failed: number, options: { baseMs: number; maxMs: number }): number {
+  const exponent = Math.min(Math.max(failed - 1, 0), 40);
+  return Math.min(options.baseMs * 2 ** exponent, options.maxMs);
+}
+
+/**
+ * The webhook worker: a small loop over our own tables, the way imports hold their jobs (a
+ * lease, and an attempt number that fences what a claimant may write), with no job-queue
+ * library (see the README for why). Each tick:
+ *
+ * 1. fan-out: for each active endpoint behind its account's feed, the events past its cursor
+ *    of the types it wants become pending deliveries, and the cursor moves, in one
+ *    transaction per endpoint. `seq` follows commit order only within one account (the
+ *    account's journal lock), so each endpoint keeps its own cursor into its own account.
+ * 2. send: due deliveries are claimed (FOR UPDATE SKIP LOCKED, a lease, attempts + 1) and
+ *    POSTed, each with the event as the feed shows it now, signed; a 2xx delivers, anything
+ *    else waits its back-off, and a delivery still failing past its retry window fails. A
+ *    worker that dies mid-send leaves its lease to run out, and the delivery is sent again
+ *    (at least once: receivers deduplicate on `webhook-id`).
+ *
+ * Any number of workers may run on one Postgres database. Tests drive `tick()` directly.
+ */
+export function createWebhookWorker(options: WebhookWorkerOptions) {
+  const { db, clock, secrets, log } = options;
+  const sealer = linkSealer(options.hashSecret);
+  const resolve = options.resolve ?? systemResolver;
+  const random = options.random ?? Math.random;
+
+  /** One endpoint's fan-out, in one transaction; the number of deliveries it made. */
+  async function fanOutEndpoint(accountId: string, endpointId: string): Promise<number> {
+    return db.transaction().execute(async (trx) => {
+      const endpoint = await lockEndpointForFanOut(trx, accountId, endpointId);
+      if (!endpoint) return 0;
+      const events = await eventRefsAfter(trx, accountId, endpoint.cursor_seq, FAN_OUT_BATCH);
+      const last = events[events.length - 1];
+      if (!last) return 0;
+      const wanted = new Set(endpoint.event_types);
+      const now = clock.now();
+      const giveUpAt = new Date(now.getTime() + options.retryForMs);
+      const made = await insertDeliveries(
+        trx,
+        events
+          .filter((event) => wanted.has(event.type))
+          .map((event) => ({
+            account_id: accountId,
+            endpoint_id: endpointId,
+            event_id: event.id,
+            event_seq: event.seq,
+            event_type: event.type,
+            next_attempt_at: now,
+            give_up_at: giveUpAt,
+            created_at: now,
+            updated_at: now,
+          })),
+      );
+      await advanceEndpointCursor(trx, accountId, endpointId, last.seq);
+      return made;
+    });
+  }
+
+  async function fanOut(): Promise<number> {
+    let made = 0;
+    for (const endpoint of await endpointsBehindTheirFeed(db, FAN_OUT_ENDPOINTS)) {
+      made += await fanOutEndpoint(endpoint.account_id, endpoint.id);
+    }
+    return made;
+  }
+
+  /** What to record when an attempt did not deliver: wait its back-off, or fail for good. */
+  function retryOrFail(
+    claim: WebhookDeliveryRow,
+    attempt: Omit<AttemptOutcome, 'status'>,
+  ): AttemptOutcome {
+    const now = clock.now();
+    if (now.getTime() >= claim.give_up_at.getTime()) return { ...attempt, status: 'failed' };
+    const failed = claim.attempts - claim.round_started_after;
+    const wait = backoffMs(failed, {
+      baseMs: options.backoffBaseMs,
+      maxMs: options.backoffMaxMs,
+    });
+    const jittered = Math.round(wait * (1 - JITTER * random()));
+    const next = Math.min(now.getTime() + jittered, claim.give_up_at.getTime());
+    return { ...attempt, status: 'pending', nextAttemptAt: new Date(next) };
+  }
+
+  /** One claimed delivery: read the event, sign, send, record the outcome (fenced). */
+  async function attempt(claim: WebhookDeliveryRow, signal: AbortSignal): Promise<void> {
+    const accountId = claim.account_id;
+    const fence = { accountId, id: claim.id, attempt: claim.attempts };
+    const context = { accountId, webhookId: claim.endpoint_id, deliveryId: claim.id };
+    const endpoint = await findEndpoint(db, accountId, claim.endpoint_id);
+    // The body is read now, not when the delivery was made: an erased event is not sent.
+    const event = await findEventBySeq(db, accountId, Number(claim.event_seq));
+    let outcome: AttemptOutcome;
+    if (!endpoint) return; // deleted meanwhile; its deliveries went with it
+    if (!event) {
+      outcome = {
+        status: 'cancelled',
+        attemptedAt: null,
+        statusCode: null,
+        errorCode: 'event_erased',
+        durationMs: null,
+      };
+    } else {
+      const now = clock.now();
+      const current = secrets.open(accountId, endpoint.id, endpoint.secret_ciphertext);
+      const previous =
+        endpoint.previous_secret_ciphertext &&
+        endpoint.previous_secret_expires_at &&
+        endpoint.previous_secret_expires_at > now
+          ? secrets.open(accountId, endpoint.id, endpoint.previous_secret_ciphertext)
+          : null;
+      if (current === null) {
+        log.error(context, 'webhook secret cannot be opened (was WEBHOOK_SECRET_KEY changed?)');
+        outcome = retryOrFail(claim, {
+          attemptedAt: now,
+          statusCode: null,
+          errorCode: 'secret_unreadable',
+          durationMs: 0,
+        });
+      } else {
+        const body = eventJson(event, sealer);
+        // Unix seconds of the real time, not the service clock: receivers compare it with
+        // their own clocks to refuse replays (Standard Webhooks allows 5 minutes of skew).
+        const timestamp = Math.floor(Date.now() / 1000);
+        const headers = webhookHeaders(previous ? [current, previous] : [current], {
+          id: event.id,
+          timestamp,
+          body,
+        });
+        const sent = await sendWebhook(
+          endpoint.url,
+          { headers, body },
+          {
+            timeoutMs: options.timeoutMs,
+            allowPrivate: options.allowPrivateTargets,
+            resolve,
+            signal,
+          },
+        );
+        const result = {
+          attemptedAt: now,
+          statusCode: sent.statusCode,
+          errorCode: sent.errorCode,
+          durationMs: sent.durationMs,
+        };
+        if (sent.delivered) {
+          outcome = { ...result, status: 'delivered', deliveredAt: clock.now() };
+        } else if (sent.errorCode === 'worker_stopped') {
+          // Not the endpoint's fault: due again at once, for whichever worker runs next.
+          outcome = { ...result, status: 'pending', nextAttemptAt: clock.now() };
+        } else {
+          outcome = retryOrFail(claim, result);
+        }
+        log.info(
+          {
+            ...context,
+            attempt: claim.attempts,
+            statusCode: sent.statusCode,
+            errorCode: sent.errorCode,
+            durationMs: sent.durationMs,
+          },
+          sent.delivered ? 'webhook delivered' : `webhook attempt failed: ${sent.detail}`,
+        );
+      }
+    }
+    const recorded = await recordAttempt(db, fence, outcome, clock.now());
+    if (!recorded) {
+      log.info(
+        context,
+        'webhook outcome not recorded: the delivery was claimed again or cancelled',
+      );
+    }
+  }
+
+  let inFlight: AbortController | undefined;
+
+  async function sendDue(): Promise<number> {
+    const now = clock.now();
+    const claims = await claimDueDeliveries(db, {
+      now,
+      leaseUntil: new Date(now.getTime() + options.leaseMs),
+      limit: CLAIM_BATCH,
+      perEndpoint: options.maxInFlightPerEndpoint,
+    });
+    const controller = new AbortController();
+    inFlight = controller;
+    if (stopping) controller.abort();
+    try {
+      await Promise.all(
+        claims.map((claim) =>
+          attempt(claim, controller.signal).catch(async (err: unknown) => {
+            log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
+            // Counted as a failed attempt, so a delivery that always crashes (an event whose
+            // data no longer fits its schema) ends `failed` instead of looping on its lease.
+            // If even this fails, the lease runs out and another attempt follows.
+            const fence = { accountId: claim.account_id, id: claim.id, attempt: claim.attempts };
+            const failed = retryOrFail(claim, {
+              attemptedAt: clock.now(),
+              statusCode: null,
+              errorCode: 'internal_error',
+              durationMs: null,
+            });
+            await recordAttempt(db, fence, failed, clock.now()).catch(() => undefined);
+          }),
+        ),
+      );
+    } finally {
+      inFlight = undefined;
+    }
+    return claims.length;
+  }
+
+  /** One round of work: fan out, then send what is due. What it did, for tests and the loop. */
+  async function tick(): Promise<{ fannedOut: number; attempted: number }> {
+    const fannedOut = await fanOut();
+    const attempted = await sendDue();
+    return { fannedOut, attempted };
+  }
+
+  let running: Promise<void> | undefined;
+  let stopping = false;
+  let wake: (() => void) | undefined;
+
+  async function loop() {
+    let failures = 0;
+    while (!stopping) {
+      let busy = false;
+      try {
+        const done = await tick();
+        busy = done.fannedOut > 0 || done.attempted > 0;
+        failures = 0;
+      } catch (err) {
+        // The database is away or behind (migrations pending): wait longer each time.
+        failures += 1;
+        log.error({ err, failures }, 'webhook worker tick failed');
+      }
+      if (busy || stopping) continue;
+      const waitMs = Math.min(options.pollIntervalMs * 2 ** Math.min(failures, 10), 30_000);
+      await new Promise<void>((resolveWait) => {
+        const timer = setTimeout(resolveWait, Math.max(waitMs, options.pollIntervalMs));
+        wake = () => {
+          clearTimeout(timer);
+          resolveWait();
+        };
+      });
+      wake = undefined;
+    }
+  }
+
+  return {
+    tick,
+    fanOut,
+    sendDue,
+
+    /** Runs ticks until stopped: back to back while there is work, else every poll interval. */
+    start(): void {
+      if (running) return;
+      stopping = false;
+      running = loop();
+      log.info({ pollIntervalMs: options.pollIntervalMs }, 'webhook worker started');
+    },
+
+    /**
+     * Stops after the current tick. Attempts in flight are cut short and put back as due now
+     * (the receiver may have had them: at least once), so shutdown takes no longer than a
+     * database round trip or two.
+     */
+    async stop(): Promise<void> {
+      stopping = true;
+      inFlight?.abort();
+      wake?.();
+      await running;
+      running = undefined;
+    },
+  };
+}
+
+export type WebhookWorker = ReturnType<typeof createWebhookWorker>;
+
+/** The worker as the configuration describes it (the API process and `npm run worker`). */
+export function webhookWorkerFromConfig(deps: {
+  db: Kysely<DB>;
+  config: Config;
+  clock: Clock;
+  hashSecret: string;
+  log: WebhookWorkerOptions['log'];
+  resolve?: ResolveHost;
+  random?: () => number;
+}): WebhookWorker {
+  const { config } = deps;
+  return createWebhookWorker({
+    db: deps.db,
+    clock: deps.clock,
+    log: deps.log,
+    hashSecret: deps.hashSecret,
+    secrets: endpointSecretBox(
+      webhookSecretKey(config.WEBHOOK_SECRET_KEY, deps.hashSecret, undefined),
+    ),
+    allowPrivateTargets: config.WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    timeoutMs: config.WEBHOOK_TIMEOUT_MS,
+    backoffBaseMs: config.WEBHOOK_BACKOFF_BASE_MS,
+    backoffMaxMs: config.WEBHOOK_BACKOFF_MAX_MS,
+    retryForMs: config.WEBHOOK_RETRY_FOR_MS,
+    leaseMs: config.WEBHOOK_LEASE_SECONDS * 1000,
+    maxInFlightPerEndpoint: config.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT,
+    pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
+    ...(deps.resolve ? { resolve: deps.resolve } : {}),
+    ...(deps.random ? { random: deps.random } : {}),
+  });
+}

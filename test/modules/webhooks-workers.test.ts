@@ -1,0 +1,168 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { createPostgresDatabase } from '../../src/db/database.js';
+import { TestClock } from '../../src/lib/clock.js';
+import { build, ENGINE, testConfig } from '../helper.js';
+import {
+  consentingWorld,
+  createWebhook,
+  deliveries,
+  receiver,
+  WEBHOOK_ENV,
+  worker,
+} from './webhooks-fixtures.js';
+
+/**
+ * Several workers on one database: claims never overlap, so no attempt is sent twice; the
+ * in-flight cap per endpoint; and `npm run worker` killed with SIGKILL mid-send on Postgres,
+ * whose delivery another worker sends once the lease has run out.
+ */
+
+const WORKER = fileURLToPath(new URL('../../src/worker.ts', import.meta.url));
+
+t.test('two workers never send the same attempt twice', async (t) => {
+  const clock = new TestClock(new Date());
+  const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '100' };
+  const app = await build(t, { env, clock });
+  const world = await consentingWorld(app);
+  const hook = await receiver(t, async () => {
+    await sleep(20);
+    return 200;
+  });
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  const events = 45;
+  for (let i = 0; i < events; i++) await world.grant();
+
+  // On Postgres the second worker has a pool of its own, as another process would.
+  const url = process.env.DATABASE_URL;
+  const other = url
+    ? createPostgresDatabase({
+        url,
+        schema: app.database.schema,
+        poolMax: 4,
+        connectionTimeoutMs: 5_000,
+        statementTimeoutMs: 30_000,
+        idleTimeoutMs: 5_000,
+      })
+    : app.database;
+  if (other !== app.database) t.teardown(() => other.close());
+  const workers = [worker(app.database.db, clock, env), worker(other.db, clock, env)];
+
+  // Fan-out and claims race: every round, each worker runs two of each at once.
+  let attempted = 0;
+  for (let round = 0; round < 10 && hook.received.length < events; round++) {
+    const done = await Promise.all(workers.flatMap((w) => [w.tick(), w.tick()]));
+    attempted += done.reduce((sum, d) => sum + d.attempted, 0);
+  }
+  const ids = hook.received.map((r) => r.headers['webhook-id']);
+  t.equal(hook.received.length, events, `${events} POSTs`);
+  t.equal(new Set(ids).size, events, 'each event once');
+  t.equal(attempted, events, 'as many attempts as events');
+  const log = await deliveries(app, world.owner, webhook.id, '?limit=100');
+  t.equal(log.length, events, 'one delivery per event');
+  t.ok(
+    log.every((d) => d.status === 'delivered' && d.attempts === 1),
+    'each delivered at its first attempt',
+  );
+});
+
+t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint', async (t) => {
+  const clock = new TestClock(new Date());
+  const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '2' };
+  const app = await build(t, { env, clock });
+  const world = await consentingWorld(app);
+  let open = 0;
+  let most = 0;
+  const hook = await receiver(t, async () => {
+    open += 1;
+    most = Math.max(most, open);
+    await sleep(30);
+    open -= 1;
+    return 200;
+  });
+  await createWebhook(app, world.owner, hook.url);
+  for (let i = 0; i < 5; i++) await world.grant();
+  const w = worker(app.database.db, clock, env);
+  t.match(await w.tick(), { fannedOut: 5, attempted: 2 }, 'two of five at once');
+  t.match(await w.tick(), { attempted: 2 });
+  t.match(await w.tick(), { attempted: 1 });
+  t.equal(hook.received.length, 5);
+  t.ok(most <= 2, `at most two at once (${most})`);
+});
+
+t.test(
+  '`npm run worker` killed mid-send: the delivery is sent again after its lease',
+  { skip: ENGINE === 'embedded' ? 'the worker process runs on Postgres only' : false },
+  async (t) => {
+    const app = await build(t, { env: WEBHOOK_ENV });
+    const world = await consentingWorld(app);
+    let firstArrived: () => void = () => {};
+    const arrived = new Promise<void>((resolve) => {
+      firstArrived = resolve;
+    });
+    const hook = await receiver(t, (n) => {
+      if (n > 1) return 200;
+      firstArrived();
+      return new Promise(() => {}); // holds the first attempt open: the worker waits in it
+    });
+    const webhook = await createWebhook(app, world.owner, hook.url);
+    await world.grant();
+
+    const config = testConfig();
+    const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
+      env: {
+        ...process.env,
+        ...WEBHOOK_ENV,
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'silent',
+        DATABASE_URL: process.env.DATABASE_URL,
+        DATABASE_SCHEMA: app.database.schema,
+        DB_POOL_MAX: '2',
+        JWT_SECRET: config.JWT_SECRET,
+        HASH_SECRET: config.HASH_SECRET,
+        WEBHOOK_TIMEOUT_MS: '20000',
+        WEBHOOK_LEASE_SECONDS: '25',
+        WORKER_POLL_INTERVAL_MS: '50',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const stderr: string[] = [];
+    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    const first = await Promise.race([arrived.then(() => true), sleep(90_000).then(() => false)]);
+    t.ok(first, `the worker process sent the first attempt ${stderr.join('').slice(0, 300)}`);
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+
+    let [delivery] = await deliveries(app, world.owner, webhook.id);
+    t.match(delivery, { status: 'sending', attempts: 1 }, 'left as the killed worker held it');
+    const clock = new TestClock(new Date());
+    const w = worker(app.database.db, clock);
+    t.match(await w.tick(), { attempted: 0 }, 'not while its lease holds');
+    clock.advance(26_000);
+    t.match(await w.tick(), { attempted: 1 }, 'claimed again once it ran out');
+    [delivery] = await deliveries(app, world.owner, webhook.id);
+    t.match(delivery, { status: 'delivered', attempts: 2 });
+    t.equal(hook.received.length, 2, 'sent twice: at least once');
+    t.equal(hook.received[0]!.headers['webhook-id'], hook.received[1]!.headers['webhook-id']);
+  },
+);
+
+t.test('`npm run worker` needs Postgres', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
+    env: { ...process.env, DATABASE_URL: '', LOG_LEVEL: 'silent' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const [code] = await once(child, 'exit');
+  t.equal(code, 1);
+  t.match(stderr, /DATABASE_URL: the worker runs beside the API on Postgres/);
+});
