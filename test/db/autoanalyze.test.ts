@@ -34,11 +34,33 @@ t.test(
     }
     const log = { debug() {}, warn() {} } as never;
     const analyzer = embeddedAutoanalyze({ db, schema, intervalMs: 0, log });
+    // The activity counters the analyser reads are flushed up to a second after the inserts.
+    const changed = async () =>
+      (
+        await sql<{ n: number }>`
+          select coalesce(n_mod_since_analyze, 0)::int as n from pg_stat_user_tables
+          where schemaname = ${schema} and relname = 'data_subject_requests'`.execute(db)
+      ).rows[0]?.n ?? 0;
+    for (let waited = 0; (await changed()) < 120 && waited < 5_000; waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     t.ok((await analyzer.runOnce()).includes('data_subject_requests'), 'the analyser picks it');
-    const stats = await sql<{ analysed: boolean }>`
-      select last_analyze is not null as analysed from pg_stat_user_tables
-      where schemaname = ${schema} and relname = 'data_subject_requests'`.execute(db);
-    t.same(stats.rows, [{ analysed: true }], 'data_subject_requests has statistics');
+    // ANALYZE writes the planner's statistics in its transaction (pg_stats); the activity
+    // counters (pg_stat_user_tables) are flushed up to a second later, so wait for those.
+    const columns = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stats
+      where schemaname = ${schema} and tablename = 'data_subject_requests'`.execute(db);
+    t.ok((columns.rows[0]?.n ?? 0) > 0, 'data_subject_requests has statistics');
+    const counted = async () =>
+      (
+        await sql<{ analysed: boolean }>`
+          select last_analyze is not null as analysed from pg_stat_user_tables
+          where schemaname = ${schema} and relname = 'data_subject_requests'`.execute(db)
+      ).rows[0]?.analysed === true;
+    for (let waited = 0; !(await counted()) && waited < 5_000; waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    t.ok(await counted(), 'and the analyse is counted');
     t.same(await analyzer.runOnce(), [], 'nothing is due right after');
     const plan = await sql<{ 'QUERY PLAN': string }>`
     explain select * from data_subject_requests where account_id = ${owner.accountId}
