@@ -19,6 +19,9 @@ type Test = Pick<typeof tap, 'teardown' | 'fail'>;
 /** Which engine this run uses: Postgres when DATABASE_URL is set, embedded otherwise. */
 export const ENGINE = process.env.DATABASE_URL ? 'postgres' : 'embedded';
 
+/** The fake webhook secret key of every test app (32 bytes of 0x01, base64). */
+export const TEST_WEBHOOK_SECRET_KEY = Buffer.alloc(32, 1).toString('base64');
+
 /** Configuration for tests: quiet, and with whatever the test overrides. */
 export function testConfig(env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -28,8 +31,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
     HASH_SECRET: 'test-hash-secret-0123456789abcdef0123456789',
     // Tests drive the webhook worker themselves (its tick()), never in the background.
     WORKER: 'off',
-    // A fake key (32 bytes of 0x01), so no test logs the warning for a missing one.
-    WEBHOOK_SECRET_KEY: Buffer.alloc(32, 1).toString('base64'),
+    // A fake key, so no test logs the warning for a missing one.
+    WEBHOOK_SECRET_KEY: TEST_WEBHOOK_SECRET_KEY,
     ...env,
   });
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { createPostgresDatabase } from '../../src/db/database.js';
 import { TestClock } from '../../src/lib/clock.js';
-import { build, ENGINE, testConfig } from '../helper.js';
+import { build, ENGINE, TEST_WEBHOOK_SECRET_KEY, testConfig } from '../helper.js';
 import {
   consentingWorld,
   createWebhook,
@@ -123,6 +123,8 @@ t.test(
         DB_POOL_MAX: '2',
         JWT_SECRET: config.JWT_SECRET,
         HASH_SECRET: config.HASH_SECRET,
+        // The app's key: the worker must open the secrets the app sealed.
+        WEBHOOK_SECRET_KEY: TEST_WEBHOOK_SECRET_KEY,
         WEBHOOK_TIMEOUT_MS: '20000',
         WEBHOOK_LEASE_SECONDS: '25',
         WORKER_POLL_INTERVAL_MS: '50',
