@@ -29,6 +29,7 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   consent_tokens: ['select', 'insert', 'update', 'delete'],
   password_setups: ['select', 'insert', 'update', 'delete'],
   events: ['select', 'insert'],
+  event_counters: ['select', 'insert', 'update'],
   idempotency_keys: ['select', 'insert', 'update', 'delete'],
   contact_imports: ['select', 'insert', 'update'],
   contact_import_errors: ['select', 'insert'],

@@ -309,6 +309,12 @@ export interface EventsTable {
   created_at: CreatedAt;
 }
 
+/** The last `events.seq` handed out per account (seq is a position within the account). */
+export interface EventCountersTable {
+  account_id: string;
+  last_seq: ColumnType<string | number, number, number>;
+}
+
 export interface IdempotencyKeysTable {
   account_id: string;
   key: string;
@@ -433,6 +439,7 @@ export interface DB {
   consent_tokens: ConsentTokensTable;
   password_setups: PasswordSetupsTable;
   events: EventsTable;
+  event_counters: EventCountersTable;
   idempotency_keys: IdempotencyKeysTable;
   contact_imports: ContactImportsTable;
   contact_import_errors: ContactImportErrorsTable;

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { TestClock } from '../../src/lib/clock.js';
+import { appendEvents } from '../../src/modules/events/events.service.js';
 import { build } from '../helper.js';
 import {
   consentingWorld,
@@ -175,15 +176,13 @@ t.test('an event the feed cannot serve is a failed attempt, not a loop', async (
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   // Data that does not fit its type's schema (as if written by a broken release).
-  await app.database.owner
-    .insertInto('events')
-    .values({
-      account_id: world.owner.accountId,
-      type: 'consent.granted',
-      contact_id: null,
-      data: JSON.stringify({ unexpected: true }),
-    })
-    .execute();
+  await app.database.db
+    .transaction()
+    .execute((trx) =>
+      appendEvents(trx, world.owner.accountId, [
+        { type: 'consent.granted', contactId: null, data: { unexpected: true } },
+      ]),
+    );
   const w = worker(app.database.db, clock, env);
   await w.tick();
   let [delivery] = await deliveries(app, world.owner, webhook.id);

@@ -95,7 +95,10 @@ export function servedEventData(sealer: LinkSealer, row: EventRow): Record<strin
 /**
  * Appends events in the caller's transaction, so they exist exactly when the change does. The
  * account's journal lock makes `seq` follow commit order within the account: a reader that
- * saw `seq` N never later finds a newly committed event below N.
+ * saw `seq` N never later finds a newly committed event below N. `seq` is a position within
+ * the account (1, 2, 3, …, from the account's counter, never reused even when an erasure
+ * deletes the newest events), so the feed tells nothing of other accounts' volume. One
+ * statement whatever the number of events: the counter moves by all of them at once.
  */
 export async function appendEvents(
   trx: Transaction<DB>,
@@ -104,17 +107,24 @@ export async function appendEvents(
 ): Promise<void> {
   if (events.length === 0) return;
   await lockAccountJournal(trx, accountId);
-  await trx
-    .insertInto('events')
-    .values(
-      events.map((event) => ({
-        account_id: accountId,
-        type: event.type,
-        contact_id: event.contactId,
-        data: JSON.stringify(event.data),
-      })),
+  const rows = events.map((event, i) => ({
+    ord: i + 1,
+    type: event.type,
+    contact_id: event.contactId,
+    data: event.data,
+  }));
+  await sql`
+    with counter as (
+      insert into event_counters as c (account_id, last_seq)
+      values (${accountId}::uuid, ${rows.length}::bigint)
+      on conflict (account_id) do update set last_seq = c.last_seq + excluded.last_seq
+      returning last_seq - ${rows.length}::bigint as first_before
     )
-    .execute();
+    insert into events (account_id, seq, type, contact_id, data)
+    select ${accountId}::uuid, counter.first_before + u.ord, u.type, u.contact_id, u.data
+    from counter, json_to_recordset(${JSON.stringify(rows)}::json)
+      as u(ord int, type text, contact_id uuid, data jsonb)
+    order by u.ord`.execute(trx);
 }
 
 /** One read of the account's feed in seq order, after the reader's cursor. */
