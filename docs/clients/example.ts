@@ -107,6 +107,16 @@ export function describe(event: Event): string {
     case 'consent.granted':
     case 'consent.confirmed':
       return `${event.data.contactId} may be mailed for ${event.data.purposeId}`;
+    case 'contact.created':
+      return `${event.data.contactId} was created by ${event.data.source} ${event.data.importId ?? ''}`;
+    case 'contact.rectified':
+      return `pass on the new ${event.data.changedFields.join(', ')} of ${event.data.contactId}`;
+    case 'contact.restricted':
+      return `stop processing ${event.data.contactId}; keep its data`;
+    case 'contact.restriction_lifted':
+      return `${event.data.contactId} may be processed again`;
+    case 'contact.erased':
+      return `forget ${event.data.contactId} (request ${event.data.dataSubjectRequestId ?? 'none'})`;
     case 'data_subject_request.extended':
       return `tell the subject of ${event.data.requestId} by ${event.data.subjectMustBeInformedBy}`;
     default:

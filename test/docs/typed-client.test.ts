@@ -50,6 +50,15 @@ t.test('the example needs no cast', async (t) => {
     t.match(code, call, `calls ${call}`);
   }
   t.match(code, /switch \(event\.type\)/, 'narrows an event by its type');
+  for (const type of [
+    'contact.created',
+    'contact.rectified',
+    'contact.restricted',
+    'contact.restriction_lifted',
+    'contact.erased',
+  ]) {
+    t.match(code, `case '${type}':`, `narrows ${type}`);
+  }
 });
 
 t.test('the check is not vacuous: a wrong call does not compile', async (t) => {
@@ -65,6 +74,14 @@ t.test('the check is not vacuous: a wrong call does not compile', async (t) => {
       "export function data(event: components['schemas']['Event']) {",
       '  return event.data.confirmation;',
       '}',
+      "export function erased(event: components['schemas']['Event']) {",
+      "  if (event.type === 'contact.erased') return event.data.changedFields;",
+      "  if (event.type === 'contact.rectified') return event.data.dataSubjectRequestId;",
+      "  if (event.type === 'contact.created') return event.data.purposeId;",
+      "  if (event.type === 'contact.restricted') return event.data.source;",
+      "  if (event.type === 'contact.restriction_lifted') return event.data.importId;",
+      '  return null;',
+      '}',
       '',
     ].join('\n'),
   );
@@ -76,4 +93,9 @@ t.test('the check is not vacuous: a wrong call does not compile', async (t) => {
   t.notOk(result.ok, 'tsc refuses it');
   t.match(result.output, /wrong\.ts\(4,/, 'a number is no upload');
   t.match(result.output, /wrong\.ts\(6,/, 'only a confirmation request has a confirmation');
+  t.match(result.output, /wrong\.ts\(9,/, 'an erasure names no fields');
+  t.match(result.output, /wrong\.ts\(10,/, 'a rectification has no request id');
+  t.match(result.output, /wrong\.ts\(11,/, 'a creation has no purpose');
+  t.match(result.output, /wrong\.ts\(12,/, 'a restriction has no source');
+  t.match(result.output, /wrong\.ts\(13,/, 'a lifted restriction has no import id');
 });

@@ -104,8 +104,9 @@ t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => 
     t.same(await whereIs(db, needle), [], `${needle}: found nowhere after erasure`);
   }
   // The search still works after erasure: the contact's random id remains in the audit trail
-  // (and in the erasure record's uuid column), which accountability needs; nothing personal.
-  t.same(await whereIs(db, contactId), ['audit_events.entity_id']);
+  // (and in the erasure record's uuid column), which accountability needs, and in the feed's
+  // `contact.erased` event, which tells the customer's systems to forget it; nothing personal.
+  t.same(await whereIs(db, contactId), ['audit_events.entity_id', 'events.data']);
 
   const fingerprint = emailFingerprint(HASH_SECRET, email);
   const suppression = await db

@@ -469,7 +469,11 @@ t.test('export (Art. 15, 20): JSON, and age-encrypted on request', async (t) => 
   t.notOk(JSON.stringify(body.auditEvents).includes('export@'), 'audit entries hold no values');
   t.match(
     body.notifications,
-    [{ type: 'consent.granted', purposeId, occurredAt: /^\d{4}-/ }],
+    [
+      { type: 'contact.created', purposeId: null, occurredAt: /^\d{4}-/ },
+      { type: 'consent.granted', purposeId, occurredAt: /^\d{4}-/ },
+      { type: 'contact.restricted', purposeId: null, occurredAt: /^\d{4}-/ },
+    ],
     'what the feed told the controller’s systems',
   );
 

@@ -320,7 +320,7 @@ export async function appendConsentEvent(
 
 /**
  * Appends an import batch's consent grants ({@link insertImportedConsents}) and marks the
- * notice versions they refer to as used. Returns the pending double opt-in grants it appended.
+ * notice versions they refer to as used. Returns the grants it appended.
  */
 export async function appendImportedConsents(
   trx: Transaction<DB>,

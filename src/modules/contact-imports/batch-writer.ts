@@ -14,7 +14,7 @@ import {
   restrictedEmails,
   upsertContacts,
 } from '../contacts/contacts.service.js';
-import { appendEvents, storedLink } from '../events/events.service.js';
+import { appendEvents, type NewEvent, storedLink } from '../events/events.service.js';
 import { purposeLookups } from '../purposes/purposes.service.js';
 import {
   grantAllowed,
@@ -77,15 +77,17 @@ export interface WriterDeps {
 /**
  * Double opt-in for imported rows: each new pending consent gets a single-use confirmation
  * link, announced on the event feed (`consent.confirmation_requested`) for the customer's mail
- * system to send. Same transaction as the batch, so a link exists exactly when its consent does.
+ * system to send. The events are returned for the caller to append in the batch's transaction,
+ * so a link exists exactly when its consent does.
  */
-async function requestConfirmations(
+async function confirmationRequests(
   trx: Transaction<DB>,
   accountId: string,
   pending: AppendedConsent[],
   ttlHours: number,
   sealer: LinkSealer,
-) {
+): Promise<NewEvent[]> {
+  if (pending.length === 0) return [];
   const expiresAt = new Date(Date.now() + ttlHours * 3_600_000);
   const links = await issueConsentLinks(
     trx,
@@ -93,12 +95,8 @@ async function requestConfirmations(
     pending.map((event) => ({ ...event, account_id: accountId })),
     expiresAt,
   );
-  await appendEvents(
-    trx,
-    accountId,
-    pending.map((event, i) =>
-      consentEvent(event, storedLink(sealer, accountId, event.id, links[i]!)),
-    ),
+  return pending.map((event, i) =>
+    consentEvent(event, storedLink(sealer, accountId, event.id, links[i]!)),
   );
 }
 
@@ -321,8 +319,7 @@ export function batchWriter(deps: WriterDeps) {
     for (const contact of await findContactsByEmail(trx, accountId, unchanged)) {
       ids.set(contact.email, contact.id);
     }
-    // Only the pending double opt-in grants come back: each needs a confirmation link.
-    const toConfirm = await appendImportedConsents(
+    const appended = await appendImportedConsents(
       trx,
       accountId,
       deps.actor,
@@ -331,7 +328,35 @@ export function batchWriter(deps: WriterDeps) {
         contact_id: ids.get(email)!,
       })),
     );
-    await requestConfirmations(trx, accountId, toConfirm, deps.consentTokenTtlHours, deps.sealer);
+    // Pending double opt-in grants (as deriveState defines them) each need a confirmation link.
+    const confirmations = await confirmationRequests(
+      trx,
+      accountId,
+      appended.filter((event) => event.method === 'double_opt_in'),
+      deps.consentTokenTtlHours,
+      deps.sealer,
+    );
+    // The feed, in the batch's transaction: a `contact.created` per new contact, then the
+    // confirmation requests and a `consent.granted` per grant imported with its evidence. One
+    // event per grant, not one per batch listing ids: it has the shape of a grant recorded
+    // through the API (consumers handle one type one way), a webhook delivers and retries it
+    // per contact, and an erasure takes it with its contact, where a batch event would keep
+    // naming erased contacts. The cost is more rows in the one insert of the batch's events.
+    await appendEvents(trx, accountId, [
+      ...upserted
+        .filter((contact) => contact.inserted)
+        .map(
+          (contact): NewEvent => ({
+            type: 'contact.created',
+            contactId: contact.id,
+            data: { contactId: contact.id, source: 'import', importId },
+          }),
+        ),
+      ...confirmations,
+      ...appended
+        .filter((event) => event.method !== 'double_opt_in')
+        .map((event) => consentEvent(event)),
+    ]);
     return inserted;
   }
 

@@ -21,7 +21,7 @@ import {
   forgetContactConsents,
 } from '../consents/consents.service.js';
 import { forgetImportKeys } from '../contact-imports/contact-imports.service.js';
-import { contactEvents } from '../events/events.service.js';
+import { appendEvents, contactEvents, type NewEvent } from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { grantAllowed, isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
@@ -66,6 +66,19 @@ const RECTIFICATION_FIELDS: ReadonlySet<PatchField> = new Set([
   'lastName',
   'language',
 ]);
+
+/**
+ * A contact event for the feed: the contact by id, and what the type adds (field names, other
+ * ids), never a value of the contact's data. Recipients of the data learn of a rectification,
+ * restriction or erasure from it (Art. 19).
+ */
+function contactEvent(
+  type: Extract<NewEvent['type'], `contact.${string}`>,
+  contactId: string,
+  extra: Record<string, unknown> = {},
+): NewEvent {
+  return { type, contactId, data: { contactId, ...extra } };
+}
 
 function notFound() {
   return new NotFoundError('The contact does not exist.');
@@ -201,6 +214,9 @@ export function createContactsService(deps: {
             entityId: row.id,
             changedFields: given,
           });
+          await appendEvents(trx, accountId, [
+            contactEvent('contact.created', row.id, { source: 'api', importId: null }),
+          ]);
           return row;
         });
       } catch (err) {
@@ -254,6 +270,7 @@ export function createContactsService(deps: {
           entityId: id,
           changedFields: ['restrictedAt', 'restrictionReason'],
         });
+        await appendEvents(trx, accountId, [contactEvent('contact.restriction_lifted', id)]);
         return updated;
       });
     },
@@ -332,6 +349,9 @@ export function createContactsService(deps: {
       entityId: id,
       changedFields: changed,
     });
+    await appendEvents(trx, accountId, [
+      contactEvent('contact.rectified', id, { changedFields: changed }),
+    ]);
     return updated;
   }
 
@@ -359,6 +379,10 @@ export function createContactsService(deps: {
       entityId: id,
       changedFields,
     });
+    // A new reason for a restriction already in force changes nothing downstream.
+    if (!current.restricted_at) {
+      await appendEvents(trx, accountId, [contactEvent('contact.restricted', id)]);
+    }
     return updated;
   }
 
@@ -404,6 +428,14 @@ export function createContactsService(deps: {
     );
     await forgetImportKeys(trx, accountId, keyNames);
     await deleteContact(trx, accountId, id);
+    // Appended after the deletion, which took the contact's other events: this one stays, so
+    // the customer's systems learn that they must forget the contact too (Art. 17(2), 19). It
+    // holds ids only; the contact's id stays an opaque id that no longer leads anywhere.
+    await appendEvents(trx, accountId, [
+      contactEvent('contact.erased', id, {
+        dataSubjectRequestId: options.dataSubjectRequestId ?? null,
+      }),
+    ]);
     await recordAudit(trx, ctx, {
       accountId,
       action: 'contact.erased',

@@ -7,6 +7,11 @@ import { lockAccountJournal } from '../audit/audit.service.js';
 
 /** What the customer's systems are told about (the outbox feed at `GET /v1/events`). */
 export const EVENT_TYPES = [
+  'contact.created',
+  'contact.rectified',
+  'contact.restricted',
+  'contact.restriction_lifted',
+  'contact.erased',
   'consent.granted',
   'consent.confirmation_requested',
   'consent.confirmed',
@@ -23,7 +28,10 @@ export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface NewEvent {
   type: EventType;
-  /** The contact the event is about; its events are deleted when it is erased. */
+  /**
+   * The contact the event is about; its events are deleted when it is erased (all but
+   * `contact.erased` itself, appended after the deletion).
+   */
   contactId: string | null;
   /** Ids, codes and links only: never an address or a name. */
   data: Record<string, unknown>;

@@ -6,8 +6,9 @@ import { EventFeed, EventFeedQuery } from './events.schemas.js';
 import type { EventsService } from './events.service.js';
 
 /**
- * `GET /v1/events`: the account's outbox as a feed. A customer's mail system polls it to send
- * double opt-in messages and to stop sending after a withdrawal; it keeps `nextCursor` and
+ * `GET /v1/events`: the account's outbox as a feed. A customer's mail system polls it (or gets
+ * it pushed by a webhook) to send double opt-in messages, to stop sending after a withdrawal
+ * or a restriction, and to forget an erased contact; it keeps `nextCursor` and
  * reads on from there, so each event is seen once and in order.
  */
 export const eventsRoutes: FastifyPluginAsyncZod<{ events: EventsService }> = async (
@@ -21,11 +22,12 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ events: EventsService }> = as
       schema: {
         operationId: 'listEvents',
         tags: ['events'],
-        summary: 'Read the event feed (double opt-in requests, confirmations, withdrawals)',
+        summary: 'Read the event feed (consents, contact changes, erasures, requests)',
         description:
           'Events are written in the same transaction as the change they report and numbered ' +
           'in commit order per account. Read with `cursor` = the last `nextCursor` to get only ' +
-          'what is new. Events about a contact are deleted when the contact is erased.',
+          'what is new. `seq` counts within your account only. Events about a contact are ' +
+          'deleted when the contact is erased, except `contact.erased`, which stays.',
         security: BEARER_OR_API_KEY,
         querystring: EventFeedQuery,
         answers: { 200: { description: 'The events after `cursor`, oldest first.' } },

@@ -26,7 +26,12 @@ const eventFields = {
  */
 const ConsentGrantedEvent = z
   .object({ ...eventFields, type: z.literal('consent.granted'), data: ConsentEventData })
-  .meta({ id: 'ConsentGrantedEvent', description: 'A consent was recorded (not double opt-in).' });
+  .meta({
+    id: 'ConsentGrantedEvent',
+    description:
+      'A consent was recorded (not double opt-in): through the API, or imported with its ' +
+      'evidence (one event per imported grant).',
+  });
 
 const ConfirmationRequestedEvent = z
   .object({
@@ -62,6 +67,75 @@ const ConsentWithdrawnEvent = z
   .meta({
     id: 'ConsentWithdrawnEvent',
     description: 'A consent was withdrawn: stop sending for `data.purposeId`.',
+  });
+
+/** What every contact event says: the contact, by id only. */
+const ContactEventData = z.object({ contactId: z.uuid() });
+
+const ContactCreatedEvent = z
+  .object({
+    ...eventFields,
+    type: z.literal('contact.created'),
+    data: ContactEventData.extend({
+      source: z.enum(['api', 'import']).describe('Created by `POST /v1/contacts`, or an import.'),
+      importId: z.uuid().nullable().describe('The import that created it; null from the API.'),
+    }),
+  })
+  .meta({ id: 'ContactCreatedEvent', description: 'A contact was created.' });
+
+const ContactRectifiedEvent = z
+  .object({
+    ...eventFields,
+    type: z.literal('contact.rectified'),
+    data: ContactEventData.extend({
+      changedFields: z
+        .array(z.string())
+        .describe('The fields that changed (`email`, `firstName`, …): names only, never values.'),
+    }),
+  })
+  .meta({
+    id: 'ContactRectifiedEvent',
+    description:
+      'A contact’s data was changed (Art. 16). Read it with `GET /v1/contacts/{id}` and pass ' +
+      'the correction on to whoever received the data (Art. 19).',
+  });
+
+const ContactRestrictedEvent = z
+  .object({ ...eventFields, type: z.literal('contact.restricted'), data: ContactEventData })
+  .meta({
+    id: 'ContactRestrictedEvent',
+    description:
+      'Processing of the contact is restricted (Art. 18): store its data, but stop using it.',
+  });
+
+const ContactRestrictionLiftedEvent = z
+  .object({
+    ...eventFields,
+    type: z.literal('contact.restriction_lifted'),
+    data: ContactEventData,
+  })
+  .meta({
+    id: 'ContactRestrictionLiftedEvent',
+    description: 'The restriction was lifted (Art. 18(3)): the contact may be processed again.',
+  });
+
+const ContactErasedEvent = z
+  .object({
+    ...eventFields,
+    type: z.literal('contact.erased'),
+    data: ContactEventData.extend({
+      dataSubjectRequestId: z
+        .uuid()
+        .nullable()
+        .describe('The erasure request it carried out, if any.'),
+    }),
+  })
+  .meta({
+    id: 'ContactErasedEvent',
+    description:
+      'The contact was erased (Art. 17): forget everything you hold under `contactId`, and ' +
+      'tell whoever received its data (Art. 17(2), 19). The contact’s other events are gone ' +
+      'from the feed; this one stays, and names no address.',
   });
 
 /** What every data-subject request event says: the request as it stands after the change. */
@@ -146,6 +220,11 @@ const RequestEvents = [
 
 export const EventSchema = z
   .discriminatedUnion('type', [
+    ContactCreatedEvent,
+    ContactRectifiedEvent,
+    ContactRestrictedEvent,
+    ContactRestrictionLiftedEvent,
+    ContactErasedEvent,
     ConsentGrantedEvent,
     ConfirmationRequestedEvent,
     ConsentConfirmedEvent,
