@@ -86,9 +86,8 @@ t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint
   await createWebhook(app, world.owner, hook.url);
   for (let i = 0; i < 5; i++) await world.grant();
   const w = worker(app.database.db, clock, env);
-  t.match(await w.tick(), { fannedOut: 5, attempted: 2 }, 'two of five at once');
-  t.match(await w.tick(), { attempted: 2 });
-  t.match(await w.tick(), { attempted: 1 });
+  // One round claims all five (they all end within their lease), and sends two at a time.
+  t.match(await w.tick(), { fannedOut: 5, attempted: 5 });
   t.equal(hook.received.length, 5);
   t.ok(most <= 2, `at most two at once (${most})`);
 });

@@ -217,6 +217,22 @@ export async function findEventBySeq(
     .executeTakeFirst();
 }
 
+/** The account's events with the given seqs, by seq; an erased one is missing. */
+export async function findEventsBySeqs(
+  db: Db,
+  accountId: string,
+  seqs: number[],
+): Promise<Map<number, EventRow>> {
+  if (seqs.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where('account_id', '=', accountId)
+    .where('seq', '=', sql<number>`any(${seqs.map(String)}::bigint[])`)
+    .execute();
+  return new Map(rows.map((row) => [Number(row.seq), row]));
+}
+
 /** The seqs of the events about a contact (an erasure cancels what is still to be sent). */
 export async function contactEventSeqs(
   trx: Transaction<DB>,

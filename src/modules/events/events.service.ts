@@ -32,7 +32,7 @@ export type EventsService = ReturnType<typeof createEventsService>;
 /**
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself. Webhooks read the feed through
- * latestEventSeq, eventRefsAfter and findEventBySeq, and serve it with `toEvent`.
+ * latestEventSeq, eventRefsAfter and findEventsBySeqs, and serve it with `toEvent`.
  */
 export {
   appendEvents,
@@ -42,6 +42,7 @@ export {
   type EventType,
   eventRefsAfter,
   findEventBySeq,
+  findEventsBySeqs,
   latestEventSeq,
   type NewEvent,
   type StoredLink,

@@ -10,6 +10,52 @@ export type ResolveHost = (host: string) => Promise<{ address: string; family: n
 
 export const systemResolver: ResolveHost = (host) => dnsLookup(host, { all: true, verbatim: true });
 
+/** Sockets per endpoint address kept open between attempts (see {@link connectionPool}). */
+export interface ConnectionPool {
+  agentFor(url: URL, addresses: { address: string; family: number }[]): http.Agent;
+  destroy(): void;
+}
+
+/** How long an idle kept-alive connection to a receiver stays open. */
+const IDLE_SOCKET_MS = 5_000;
+/** Agents kept at most; past it the oldest is closed (a worker serves many endpoints). */
+const MAX_AGENTS = 256;
+
+/**
+ * Keep-alive connections for the worker, one agent per (origin, checked addresses): a
+ * connection is reused only for the very addresses it was opened to after their check, so
+ * reuse never skips the address rule, and a host whose DNS answer changes gets new
+ * connections. Each attempt still resolves and checks the host first. Opening a connection
+ * per attempt cost the receiver (and the worker) more than the request itself.
+ */
+export function connectionPool(maxSockets: number): ConnectionPool {
+  const agents = new Map<string, http.Agent>();
+  return {
+    agentFor(url, addresses) {
+      const key = `${url.protocol}//${url.host}|${addresses
+        .map((a) => a.address)
+        .sort()
+        .join(',')}`;
+      let agent = agents.get(key);
+      if (!agent) {
+        const Agent = url.protocol === 'https:' ? https.Agent : http.Agent;
+        agent = new Agent({ keepAlive: true, maxSockets, timeout: IDLE_SOCKET_MS });
+        agents.set(key, agent);
+        if (agents.size > MAX_AGENTS) {
+          const [oldest] = agents.keys();
+          agents.get(oldest!)?.destroy();
+          agents.delete(oldest!);
+        }
+      }
+      return agent;
+    },
+    destroy() {
+      for (const agent of agents.values()) agent.destroy();
+      agents.clear();
+    },
+  };
+}
+
 /** What one attempt came to; never the answer's body. */
 export interface SendOutcome {
   delivered: boolean;
@@ -95,6 +141,8 @@ export async function sendWebhook(
     allowPrivate: boolean;
     resolve: ResolveHost;
     signal?: AbortSignal;
+    /** Keep-alive connections; without it, a fresh connection per attempt. */
+    pool?: ConnectionPool;
   },
 ): Promise<SendOutcome> {
   const started = performance.now();
@@ -127,7 +175,13 @@ export async function sendWebhook(
       else callback(null, addresses[0]!.address, addresses[0]!.family);
     };
     const statusCode = await Promise.race([
-      post(verdict.url, message, pinned, controller.signal),
+      post(
+        verdict.url,
+        message,
+        pinned,
+        controller.signal,
+        options.pool?.agentFor(verdict.url, addresses) ?? false,
+      ),
       aborted,
     ]);
     if (statusCode >= 200 && statusCode < 300) {
@@ -157,12 +211,16 @@ export async function sendWebhook(
   }
 }
 
+/** Bytes of an answer's body drained (unread) so its connection can be reused; past it, closed. */
+const MAX_DRAINED_BYTES = 64 * 1024;
+
 /** The request itself: resolves with the answer's status as soon as its headers arrive. */
 function post(
   url: URL,
   message: { headers: Record<string, string>; body: string },
   lookup: LookupFunction,
   signal: AbortSignal,
+  agent: http.Agent | false,
 ): Promise<number> {
   const body = Buffer.from(message.body, 'utf8');
   const client = url.protocol === 'https:' ? https : http;
@@ -171,8 +229,8 @@ function post(
       url,
       {
         method: 'POST',
-        // A fresh connection per attempt: nothing pooled outlives the address check.
-        agent: false,
+        // Pooled only per checked address (see connectionPool), else a fresh connection.
+        agent,
         lookup,
         signal,
         headers: {
@@ -184,8 +242,18 @@ function post(
       },
       (response) => {
         resolve(response.statusCode ?? 0);
-        // The body is never read or kept: drop the connection.
-        response.destroy();
+        if (!agent) {
+          // The body is never read or kept: drop the connection.
+          response.destroy();
+          return;
+        }
+        // Drained unread, so the connection goes back to the pool; a long body closes it.
+        let drained = 0;
+        response.on('data', (chunk: Buffer) => {
+          drained += chunk.length;
+          if (drained > MAX_DRAINED_BYTES) response.destroy();
+        });
+        response.on('error', () => undefined);
       },
     );
     request.on('error', reject);

@@ -1,30 +1,30 @@
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
-import type { DB, WebhookDeliveryRow } from '../../db/schema.js';
+import type { DB, EventRow, WebhookDeliveryRow, WebhookEndpointRow } from '../../db/schema.js';
 import type { Clock } from '../../lib/clock.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { webhookHeaders } from '../../lib/standard-webhooks.js';
-import { eventJson, eventRefsAfter, findEventBySeq } from '../events/events.service.js';
+import { eventJson, eventRefsAfter, findEventsBySeqs } from '../events/events.service.js';
 import { type EndpointSecretBox, endpointSecretBox, webhookSecretKey } from './webhook-secrets.js';
-import { type ResolveHost, sendWebhook, systemResolver } from './webhook-sender.js';
+import { connectionPool, type ResolveHost, sendWebhook, systemResolver } from './webhook-sender.js';
 import {
   type AttemptOutcome,
   advanceEndpointCursor,
   claimDueDeliveries,
   endpointsBehindTheirFeed,
-  findEndpoint,
+  findEndpoints,
   insertDeliveries,
   lockEndpointForFanOut,
-  recordAttempt,
+  recordAttempts,
 } from './webhooks.repository.js';
 
 /** Events read per endpoint per fan-out transaction. */
 const FAN_OUT_BATCH = 500;
 /** Endpoints fanned out per tick (the ones furthest behind first). */
 const FAN_OUT_ENDPOINTS = 100;
-/** Deliveries claimed per tick, i.e. attempts in flight at once per worker. */
-const CLAIM_BATCH = 20;
+/** Deliveries claimed per tick, across endpoints. */
+const CLAIM_BATCH = 500;
 /** Jitter: a wait is 80–100% of its back-off, so retries of many deliveries spread out. */
 const JITTER = 0.2;
 
@@ -135,130 +135,225 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     return { ...attempt, status: 'pending', nextAttemptAt: new Date(next) };
   }
 
-  /** One claimed delivery: read the event, sign, send, record the outcome (fenced). */
-  async function attempt(claim: WebhookDeliveryRow, signal: AbortSignal): Promise<void> {
-    const accountId = claim.account_id;
-    const fence = { accountId, id: claim.id, attempt: claim.attempts };
-    const context = { accountId, webhookId: claim.endpoint_id, deliveryId: claim.id };
-    const endpoint = await findEndpoint(db, accountId, claim.endpoint_id);
-    // The body is read now, not when the delivery was made: an erased event is not sent.
-    const event = await findEventBySeq(db, accountId, Number(claim.event_seq));
-    let outcome: AttemptOutcome;
-    if (!endpoint) return; // deleted meanwhile; its deliveries went with it
+  /** An endpoint as one round of sends needs it: its URL and its secrets, opened once. */
+  interface Target {
+    endpoint: WebhookEndpointRow;
+    secrets: string[] | null;
+  }
+
+  function targetOf(endpoint: WebhookEndpointRow, now: Date): Target {
+    const { account_id: accountId, id } = endpoint;
+    const current = secrets.open(accountId, id, endpoint.secret_ciphertext);
+    const previous =
+      endpoint.previous_secret_ciphertext &&
+      endpoint.previous_secret_expires_at &&
+      endpoint.previous_secret_expires_at > now
+        ? secrets.open(accountId, id, endpoint.previous_secret_ciphertext)
+        : null;
+    return {
+      endpoint,
+      secrets: current === null ? null : previous ? [current, previous] : [current],
+    };
+  }
+
+  /** One claimed delivery: sign the event as the feed shows it, send it; what came of it. */
+  async function attempt(
+    claim: WebhookDeliveryRow,
+    target: Target,
+    event: EventRow | undefined,
+    signal: AbortSignal,
+  ): Promise<AttemptOutcome> {
+    const context = {
+      accountId: claim.account_id,
+      webhookId: claim.endpoint_id,
+      deliveryId: claim.id,
+    };
+    // The body is read at send time, not when the delivery was made: an erased event is not sent.
     if (!event) {
-      outcome = {
+      return {
         status: 'cancelled',
         attemptedAt: null,
         statusCode: null,
         errorCode: 'event_erased',
         durationMs: null,
       };
-    } else {
-      const now = clock.now();
-      const current = secrets.open(accountId, endpoint.id, endpoint.secret_ciphertext);
-      const previous =
-        endpoint.previous_secret_ciphertext &&
-        endpoint.previous_secret_expires_at &&
-        endpoint.previous_secret_expires_at > now
-          ? secrets.open(accountId, endpoint.id, endpoint.previous_secret_ciphertext)
-          : null;
-      if (current === null) {
-        log.error(context, 'webhook secret cannot be opened (was WEBHOOK_SECRET_KEY changed?)');
-        outcome = retryOrFail(claim, {
-          attemptedAt: now,
-          statusCode: null,
-          errorCode: 'secret_unreadable',
-          durationMs: 0,
-        });
-      } else {
-        const body = eventJson(event, sealer);
-        // Unix seconds of the real time, not the service clock: receivers compare it with
-        // their own clocks to refuse replays (Standard Webhooks allows 5 minutes of skew).
-        const timestamp = Math.floor(Date.now() / 1000);
-        const headers = webhookHeaders(previous ? [current, previous] : [current], {
-          id: event.id,
-          timestamp,
-          body,
-        });
-        const sent = await sendWebhook(
-          endpoint.url,
-          { headers, body },
-          {
-            timeoutMs: options.timeoutMs,
-            allowPrivate: options.allowPrivateTargets,
-            resolve,
-            signal,
-          },
-        );
-        const result = {
-          attemptedAt: now,
-          statusCode: sent.statusCode,
-          errorCode: sent.errorCode,
-          durationMs: sent.durationMs,
-        };
-        if (sent.delivered) {
-          outcome = { ...result, status: 'delivered', deliveredAt: clock.now() };
-        } else if (sent.errorCode === 'worker_stopped') {
-          // Not the endpoint's fault: due again at once, for whichever worker runs next.
-          outcome = { ...result, status: 'pending', nextAttemptAt: clock.now() };
-        } else {
-          outcome = retryOrFail(claim, result);
-        }
-        log.info(
-          {
-            ...context,
-            attempt: claim.attempts,
-            statusCode: sent.statusCode,
-            errorCode: sent.errorCode,
-            durationMs: sent.durationMs,
-          },
-          sent.delivered ? 'webhook delivered' : `webhook attempt failed: ${sent.detail}`,
-        );
-      }
     }
-    const recorded = await recordAttempt(db, fence, outcome, clock.now());
-    if (!recorded) {
-      log.info(
-        context,
-        'webhook outcome not recorded: the delivery was claimed again or cancelled',
-      );
+    const now = clock.now();
+    if (target.secrets === null) {
+      log.error(context, 'webhook secret cannot be opened (was WEBHOOK_SECRET_KEY changed?)');
+      return retryOrFail(claim, {
+        attemptedAt: now,
+        statusCode: null,
+        errorCode: 'secret_unreadable',
+        durationMs: 0,
+      });
     }
+    const body = eventJson(event, sealer);
+    // Unix seconds of the real time, not the service clock: receivers compare it with
+    // their own clocks to refuse replays (Standard Webhooks allows 5 minutes of skew).
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = webhookHeaders(target.secrets, { id: event.id, timestamp, body });
+    const sent = await sendWebhook(
+      target.endpoint.url,
+      { headers, body },
+      {
+        timeoutMs: options.timeoutMs,
+        allowPrivate: options.allowPrivateTargets,
+        resolve,
+        signal,
+        pool,
+      },
+    );
+    const result = {
+      attemptedAt: now,
+      statusCode: sent.statusCode,
+      errorCode: sent.errorCode,
+      durationMs: sent.durationMs,
+    };
+    log.info(
+      {
+        ...context,
+        attempt: claim.attempts,
+        statusCode: sent.statusCode,
+        errorCode: sent.errorCode,
+        durationMs: sent.durationMs,
+      },
+      sent.delivered ? 'webhook delivered' : `webhook attempt failed: ${sent.detail}`,
+    );
+    if (sent.delivered) return { ...result, status: 'delivered', deliveredAt: clock.now() };
+    if (sent.errorCode === 'worker_stopped') {
+      // Not the endpoint's fault: due again at once, for whichever worker runs next.
+      return { ...result, status: 'pending', nextAttemptAt: clock.now() };
+    }
+    return retryOrFail(claim, result);
   }
+
+  /** A crashed attempt counts as a failed one (see sendDue). */
+  function crashed(claim: WebhookDeliveryRow, err: unknown): AttemptOutcome {
+    log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
+    return retryOrFail(claim, {
+      attemptedAt: clock.now(),
+      statusCode: null,
+      errorCode: 'internal_error',
+      durationMs: null,
+    });
+  }
+
+  const pool = connectionPool(options.maxInFlightPerEndpoint);
+  /**
+   * Deliveries claimed per endpoint per round: `maxInFlightPerEndpoint` lanes, each sending
+   * one after another as many as surely end within the lease even if every one takes the
+   * whole time limit. One round's queries (claim, endpoints, events, outcomes) are shared by
+   * all its deliveries instead of paid per delivery.
+   */
+  const perLane = Math.max(1, Math.floor(options.leaseMs / options.timeoutMs) - 1);
+  const claimPerEndpoint = options.maxInFlightPerEndpoint * perLane;
 
   let inFlight: AbortController | undefined;
 
+  /**
+   * One round of sends: claims what is due, reads the endpoints and events of all the claims
+   * at once, sends with at most `maxInFlightPerEndpoint` attempts at once per endpoint (in
+   * claim order within each lane), and records the outcomes together, each fenced by its
+   * attempt number. A delivery whose outcome is not recorded (the worker died) is claimed
+   * again when its lease runs out: at least once.
+   */
   async function sendDue(): Promise<number> {
     const now = clock.now();
     const claims = await claimDueDeliveries(db, {
       now,
       leaseUntil: new Date(now.getTime() + options.leaseMs),
       limit: CLAIM_BATCH,
-      perEndpoint: options.maxInFlightPerEndpoint,
+      perEndpoint: claimPerEndpoint,
     });
+    if (claims.length === 0) return 0;
     const controller = new AbortController();
     inFlight = controller;
     if (stopping) controller.abort();
+    const outcomes: {
+      claim: { accountId: string; id: string; attempt: number };
+      outcome: AttemptOutcome;
+    }[] = [];
+    const settle = (claim: WebhookDeliveryRow, outcome: AttemptOutcome) =>
+      outcomes.push({
+        claim: { accountId: claim.account_id, id: claim.id, attempt: claim.attempts },
+        outcome,
+      });
     try {
-      await Promise.all(
-        claims.map((claim) =>
-          attempt(claim, controller.signal).catch(async (err: unknown) => {
-            log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
-            // Counted as a failed attempt, so a delivery that always crashes (an event whose
-            // data no longer fits its schema) ends `failed` instead of looping on its lease.
-            // If even this fails, the lease runs out and another attempt follows.
-            const fence = { accountId: claim.account_id, id: claim.id, attempt: claim.attempts };
-            const failed = retryOrFail(claim, {
-              attemptedAt: clock.now(),
-              statusCode: null,
-              errorCode: 'internal_error',
-              durationMs: null,
-            });
-            await recordAttempt(db, fence, failed, clock.now()).catch(() => undefined);
-          }),
-        ),
+      const byEndpoint = new Map<string, WebhookDeliveryRow[]>();
+      for (const claim of claims) {
+        const key = `${claim.account_id}/${claim.endpoint_id}`;
+        byEndpoint.set(key, [...(byEndpoint.get(key) ?? []), claim]);
+      }
+      const endpoints = await findEndpoints(
+        db,
+        [...byEndpoint.values()].map(([first]) => ({
+          accountId: first!.account_id,
+          id: first!.endpoint_id,
+        })),
       );
+      const targets = new Map(
+        endpoints.map((endpoint) => [
+          `${endpoint.account_id}/${endpoint.id}`,
+          targetOf(endpoint, now),
+        ]),
+      );
+      const events = new Map<string, Map<number, EventRow>>();
+      for (const accountId of new Set(claims.map((claim) => claim.account_id))) {
+        const seqs = claims
+          .filter((claim) => claim.account_id === accountId)
+          .map((claim) => Number(claim.event_seq));
+        events.set(accountId, await findEventsBySeqs(db, accountId, seqs));
+      }
+      await Promise.all(
+        [...byEndpoint.entries()].map(async ([key, queue]) => {
+          const target = targets.get(key);
+          if (!target) return; // deleted meanwhile; its deliveries went with it
+          const lane = async () => {
+            for (let claim = queue.shift(); claim; claim = queue.shift()) {
+              const event = events.get(claim.account_id)?.get(Number(claim.event_seq));
+              if (controller.signal.aborted && event) {
+                // Stopping: what was not sent yet is due again at once, for the next worker.
+                settle(claim, {
+                  status: 'pending',
+                  nextAttemptAt: clock.now(),
+                  attemptedAt: null,
+                  statusCode: null,
+                  errorCode: 'worker_stopped',
+                  durationMs: null,
+                });
+                continue;
+              }
+              settle(
+                claim,
+                await attempt(claim, target, event, controller.signal).catch((err: unknown) =>
+                  crashed(claim, err),
+                ),
+              );
+            }
+          };
+          await Promise.all(Array.from({ length: options.maxInFlightPerEndpoint }, lane));
+        }),
+      );
+    } catch (err) {
+      // Reading the round's endpoints or events failed: every claim not settled yet counts as
+      // a failed attempt (a delivery that always crashes ends `failed` instead of looping on
+      // its lease).
+      const settled = new Set(outcomes.map((o) => o.claim.id));
+      for (const claim of claims) if (!settled.has(claim.id)) settle(claim, crashed(claim, err));
     } finally {
       inFlight = undefined;
+    }
+    // If even this fails, the leases run out and other attempts follow.
+    const recorded = await recordAttempts(db, outcomes, clock.now()).catch((err: unknown) => {
+      log.error({ err }, 'webhook outcomes not recorded');
+      return new Set<string>();
+    });
+    if (recorded.size < outcomes.length) {
+      log.info(
+        { notRecorded: outcomes.length - recorded.size },
+        'webhook outcomes not recorded: the deliveries were claimed again or cancelled',
+      );
     }
     return claims.length;
   }
@@ -324,6 +419,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       wake?.();
       await running;
       running = undefined;
+      pool.destroy();
     },
   };
 }

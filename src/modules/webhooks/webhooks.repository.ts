@@ -59,6 +59,23 @@ export async function findEndpoint(
     .executeTakeFirst();
 }
 
+/** Several endpoints at once (the worker's claims of one round), each in its own account. */
+export async function findEndpoints(
+  db: Db,
+  refs: { accountId: string; id: string }[],
+): Promise<WebhookEndpointRow[]> {
+  if (refs.length === 0) return [];
+  return db
+    .selectFrom('webhook_endpoints')
+    .selectAll()
+    .where((eb) =>
+      eb.or(
+        refs.map((ref) => eb.and([eb('account_id', '=', ref.accountId), eb('id', '=', ref.id)])),
+      ),
+    )
+    .execute();
+}
+
 /** {@link findEndpoint}, locked until the transaction ends. */
 export async function lockEndpoint(
   trx: Transaction<DB>,
@@ -226,34 +243,60 @@ export async function claimDueDeliveries(
   options: { now: Date; leaseUntil: Date; limit: number; perEndpoint: number },
 ): Promise<WebhookDeliveryRow[]> {
   const { now, leaseUntil, limit, perEndpoint } = options;
+  // The candidates are read without locks, from the two partial indexes in their order; they
+  // are ranked per endpoint, and only those within the endpoint's room (what it has in flight
+  // counted once per endpoint) are then locked, skipping rows another worker holds, and
+  // checked again once locked. Locking every candidate, and counting what was in flight once
+  // per candidate, made a claim cost more than the sends it fed.
   const { rows } = await sql<WebhookDeliveryRow>`
     with due as (
-      select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
-      from webhook_deliveries d
-      join webhook_endpoints e
-        on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
-      where (d.status = 'pending' and d.next_attempt_at <= ${now})
-         or (d.status = 'sending' and d.lease_expires_at <= ${now})
-      order by d.next_attempt_at, d.id
-      limit ${limit}
-      for update of d skip locked
+      (select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
+        from webhook_deliveries d
+        join webhook_endpoints e
+          on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
+        where d.status = 'pending' and d.next_attempt_at <= ${now}
+        order by d.next_attempt_at, d.id
+        limit ${limit})
+      union all
+      (select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
+        from webhook_deliveries d
+        join webhook_endpoints e
+          on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
+        where d.status = 'sending' and d.lease_expires_at <= ${now}
+        order by d.lease_expires_at
+        limit ${limit})
     ),
     ranked as (
-      select due.account_id, due.id,
+      select due.account_id, due.id, due.endpoint_id,
         row_number() over (
           partition by due.account_id, due.endpoint_id order by due.next_attempt_at, due.id
-        ) as rank,
-        (select count(*) from webhook_deliveries f
-          where f.account_id = due.account_id and f.endpoint_id = due.endpoint_id
-            and f.status = 'sending' and f.lease_expires_at > ${now}) as in_flight
+        ) as rank
       from due
+    ),
+    busy as (
+      select f.account_id, f.endpoint_id, count(*) as in_flight
+      from webhook_deliveries f
+      where f.status = 'sending' and f.lease_expires_at > ${now}
+        and (f.account_id, f.endpoint_id) in (select account_id, endpoint_id from due)
+      group by f.account_id, f.endpoint_id
+    ),
+    chosen as (
+      select d.account_id, d.id
+      from webhook_deliveries d
+      join ranked r on r.account_id = d.account_id and r.id = d.id
+      left join busy b on b.account_id = r.account_id and b.endpoint_id = r.endpoint_id
+      where r.rank + coalesce(b.in_flight, 0) <= ${perEndpoint}
+        and ((d.status = 'pending' and d.next_attempt_at <= ${now})
+          or (d.status = 'sending' and d.lease_expires_at <= ${now}))
+      order by r.rank
+      limit ${limit}
+      for update of d skip locked
     )
     update webhook_deliveries w
     set status = 'sending', attempts = w.attempts + 1, lease_expires_at = ${leaseUntil},
       updated_at = ${now}
-    from ranked
-    where w.account_id = ranked.account_id and w.id = ranked.id
-      and ranked.rank + ranked.in_flight <= ${perEndpoint}
+    from chosen
+    where w.account_id = chosen.account_id and w.id = chosen.id
     returning w.*`.execute(db);
   return rows;
 }
@@ -303,6 +346,55 @@ export async function recordAttempt(
     .where('attempts', '=', claim.attempt)
     .executeTakeFirst();
   return result.numUpdatedRows > 0n;
+}
+
+/**
+ * {@link recordAttempt} for many attempts in one statement, each fenced by its own attempt
+ * number: the ids of those recorded (the others were claimed again, cancelled, or deleted).
+ */
+export async function recordAttempts(
+  db: Kysely<DB>,
+  attempts: {
+    claim: { accountId: string; id: string; attempt: number };
+    outcome: AttemptOutcome;
+  }[],
+  now: Date,
+): Promise<Set<string>> {
+  if (attempts.length === 0) return new Set();
+  const rows = attempts.map(({ claim, outcome }) => ({
+    account_id: claim.accountId,
+    id: claim.id,
+    attempt: claim.attempt,
+    status: outcome.status,
+    next_attempt_at: outcome.nextAttemptAt?.toISOString() ?? null,
+    attempted_at: outcome.attemptedAt?.toISOString() ?? null,
+    status_code: outcome.statusCode,
+    error_code: outcome.errorCode,
+    duration_ms: outcome.durationMs,
+    delivered_at: outcome.deliveredAt?.toISOString() ?? null,
+  }));
+  const { rows: recorded } = await sql<{ id: string }>`
+    update webhook_deliveries w
+    set status = u.status,
+      lease_expires_at = null,
+      next_attempt_at = coalesce(u.next_attempt_at, w.next_attempt_at),
+      last_attempt_at = coalesce(u.attempted_at, w.last_attempt_at),
+      last_status_code = case when u.attempted_at is null then w.last_status_code
+        else u.status_code end,
+      last_duration_ms = case when u.attempted_at is null then w.last_duration_ms
+        else u.duration_ms end,
+      last_error_code = u.error_code,
+      delivered_at = coalesce(u.delivered_at, w.delivered_at),
+      updated_at = ${now}
+    from json_to_recordset(${JSON.stringify(rows)}::json) as u(
+      account_id uuid, id uuid, attempt int, status text, next_attempt_at timestamptz,
+      attempted_at timestamptz, status_code int, error_code text, duration_ms int,
+      delivered_at timestamptz
+    )
+    where w.account_id = u.account_id and w.id = u.id
+      and w.status = 'sending' and w.attempts = u.attempt
+    returning w.id`.execute(db);
+  return new Set(recorded.map((row) => row.id));
 }
 
 /**
