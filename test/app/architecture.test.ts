@@ -53,6 +53,7 @@ const TABLE_OWNERS: Record<string, string> = {
   consent_tokens: 'src/modules/consents/',
   password_setups: 'src/modules/password-setups/',
   events: 'src/modules/events/',
+  event_counters: 'src/modules/events/',
   contact_imports: 'src/modules/contact-imports/',
   contact_import_errors: 'src/modules/contact-imports/',
   idempotency_keys: 'src/http/idempotency.ts',
