@@ -1,6 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
+import http from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,6 +30,8 @@ import { removeDir } from './targets.js';
  *
  * 1. direct: autocannon POSTs a signed, event-sized message to a bare node:http receiver (its
  *    own process, answering 204) over `--connections` connections: the receiver's rate.
+ *    Beside it, a bare node:http keep-alive client (no database, no signing) at the same
+ *    concurrency: the ceiling of any sender built on node:http, as the worker is.
  * 2. worker: the webhook worker (webhook-worker.ts, its own loop as `npm run worker` runs it)
  *    delivers `--events` queued events of one endpoint to the same receiver: fan-out, claims,
  *    signing, sending and recording included, with as many attempts in flight per endpoint as
@@ -287,6 +290,36 @@ async function directRate(receiver: Receiver, options: Options): Promise<number>
   return result.requests.average;
 }
 
+/** Requests/s of a bare node:http keep-alive client, `connections` requests in flight. */
+async function bareClientRate(receiver: Receiver, options: Options): Promise<number> {
+  const message = sampleMessage();
+  const body = Buffer.from(message.body);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections });
+  const headers = { ...message.headers, 'content-length': String(body.length) };
+  const post = () =>
+    new Promise<void>((resolve, reject) => {
+      const request = http.request(receiver.url, { method: 'POST', agent, headers }, (res) => {
+        res.resume();
+        res.on('end', () => (res.statusCode === 204 ? resolve() : reject(new Error('not 204'))));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+  const started = performance.now();
+  const stopAt = started + options.duration * 1000;
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: options.connections }, async () => {
+      while (performance.now() < stopAt) {
+        await post();
+        sent += 1;
+      }
+    }),
+  );
+  agent.destroy();
+  return sent / ((performance.now() - started) / 1000);
+}
+
 async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -383,12 +416,20 @@ async function main() {
           `${name}: direct    ${direct.toFixed(0)} req/s  (autocannon, ${options.connections} ` +
             `connections, ${options.duration} s)`,
         );
+        const bare = await bareClientRate(receiver, options);
+        log(
+          `${name}: bare      ${bare.toFixed(0)} req/s  (node:http keep-alive client, ` +
+            `${options.connections} in flight: ${(bare / direct).toFixed(3)} of direct)`,
+        );
         const worker = await workerRate(engine, receiver, options.events);
         log(
           `${name}: worker    ${worker.perSecond.toFixed(0)} delivered/s  (${options.events} ` +
             `events in ${worker.seconds.toFixed(2)} s, ${inFlight} in flight per endpoint)`,
         );
-        log(`${name}: ratio     ${(worker.perSecond / direct).toFixed(3)}  (target >= 0.5)`);
+        log(
+          `${name}: ratio     ${(worker.perSecond / direct).toFixed(3)} of direct  ` +
+            `(target >= 0.5); ${(worker.perSecond / bare).toFixed(3)} of the bare client`,
+        );
         const lat = await latency(engine, receiver, options);
         log(
           `${name}: latency   p50 ${lat.p50} ms, p99 ${lat.p99} ms, max ${lat.max} ms  ` +
