@@ -92,6 +92,41 @@ t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint
   t.ok(most <= 2, `at most two at once (${most})`);
 });
 
+t.test('a slow endpoint ends its round: what was not sent goes back untouched', async (t) => {
+  const clock = new TestClock(new Date());
+  const env = {
+    ...WEBHOOK_ENV,
+    WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '1',
+    WEBHOOK_TIMEOUT_MS: '300',
+  };
+  const app = await build(t, { env, clock });
+  const world = await consentingWorld(app);
+  // Answers after the time limit: every attempt times out.
+  const hook = await receiver(t, async () => {
+    await sleep(400);
+    return 200;
+  });
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  for (let i = 0; i < 3; i++) await world.grant();
+  const w = worker(app.database.db, clock, env);
+  const started = performance.now();
+  await w.tick();
+  t.ok(performance.now() - started < 2_000, 'the round did not wait for every timeout');
+  const after = await deliveries(app, world.owner, webhook.id);
+  const tried = after.filter((d) => d.attempts > 0);
+  t.equal(tried.length, 1, 'one attempt in the round');
+  t.match(tried[0], { status: 'pending', attempts: 1, lastAttempt: { errorCode: 'timeout' } });
+  t.match(
+    after.filter((d) => d.attempts === 0),
+    [
+      { status: 'pending', lastAttempt: null },
+      { status: 'pending', lastAttempt: null },
+    ],
+    'the others back as they were, their attempt numbers given back',
+  );
+  t.match(await w.tick(), { attempted: 2 }, 'due again at once');
+});
+
 t.test(
   '`npm run worker` killed mid-send: the delivery is sent again after its lease',
   { skip: ENGINE === 'embedded' ? 'the worker process runs on Postgres only' : false },

@@ -243,8 +243,9 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   /**
    * Deliveries claimed per endpoint per round: `maxInFlightPerEndpoint` lanes, each sending
    * one after another as many as surely end within the lease even if every one takes the
-   * whole time limit. One round's queries (claim, endpoints, events, outcomes) are shared by
-   * all its deliveries instead of paid per delivery.
+   * whole time limit (and none starts past the round's end, see sendDue). One round's queries
+   * (claim, endpoints, events, outcomes) are shared by all its deliveries instead of paid per
+   * delivery.
    */
   const perLane = Math.max(1, Math.floor(options.leaseMs / options.timeoutMs) - 1);
   const claimPerEndpoint = options.maxInFlightPerEndpoint * perLane;
@@ -267,6 +268,9 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       perEndpoint: claimPerEndpoint,
     });
     if (claims.length === 0) return 0;
+    // No attempt starts past this: a round with a slow endpoint in it ends within about two
+    // time limits, so it does not hold up the other endpoints the worker serves.
+    const roundEnds = performance.now() + options.timeoutMs;
     const controller = new AbortController();
     inFlight = controller;
     if (stopping) controller.abort();
@@ -312,14 +316,16 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
           const lane = async () => {
             for (let claim = queue.shift(); claim; claim = queue.shift()) {
               const event = events.get(claim.account_id)?.get(Number(claim.event_seq));
-              if (controller.signal.aborted && event) {
-                // Stopping: what was not sent yet is due again at once, for the next worker.
+              if (event && (controller.signal.aborted || performance.now() > roundEnds)) {
+                // Stopping, or a slow endpoint holding the round up: what was not sent yet
+                // goes back as it was, due at once, for the next round or worker.
                 settle(claim, {
                   status: 'pending',
+                  released: true,
                   nextAttemptAt: clock.now(),
                   attemptedAt: null,
                   statusCode: null,
-                  errorCode: 'worker_stopped',
+                  errorCode: null,
                   durationMs: null,
                 });
                 continue;

@@ -234,7 +234,7 @@ export async function insertDeliveries(
  * CROSS-ACCOUNT (the worker's): claims up to `limit` deliveries that are due (pending, or
  * sending with a lease that ran out: its worker died) of active endpoints, at most
  * `perEndpoint` in flight per endpoint. Each claim adds one to `attempts`, which fences what
- * the claimant may write afterwards (see {@link recordAttempt}). SKIP LOCKED: concurrent
+ * the claimant may write afterwards (see {@link recordAttempts}). SKIP LOCKED: concurrent
  * workers never claim the same row. One statement; under row-level security it becomes a
  * SECURITY DEFINER function.
  */
@@ -243,11 +243,13 @@ export async function claimDueDeliveries(
   options: { now: Date; leaseUntil: Date; limit: number; perEndpoint: number },
 ): Promise<WebhookDeliveryRow[]> {
   const { now, leaseUntil, limit, perEndpoint } = options;
-  // The candidates are read without locks, from the two partial indexes in their order; they
-  // are ranked per endpoint, and only those within the endpoint's room (what it has in flight
-  // counted once per endpoint) are then locked, skipping rows another worker holds, and
-  // checked again once locked. Locking every candidate, and counting what was in flight once
-  // per candidate, made a claim cost more than the sends it fed.
+  // The candidates are read without locks, from the two partial indexes in their order, and
+  // ranked per endpoint; the first `perEndpoint` of each endpoint that no worker is sending to
+  // right now (no unexpired lease: a worker records a round before it claims again) are then
+  // locked, skipping rows another worker holds, and checked again once locked. So one worker
+  // at a time serves an endpoint, with its own few lanes. Locking every candidate, and
+  // counting what was in flight once per candidate, made a claim cost more than the sends it
+  // fed.
   const { rows } = await sql<WebhookDeliveryRow>`
     with due as (
       (select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
@@ -285,7 +287,7 @@ export async function claimDueDeliveries(
       from webhook_deliveries d
       join ranked r on r.account_id = d.account_id and r.id = d.id
       left join busy b on b.account_id = r.account_id and b.endpoint_id = r.endpoint_id
-      where r.rank + coalesce(b.in_flight, 0) <= ${perEndpoint}
+      where b.in_flight is null and r.rank <= ${perEndpoint}
         and ((d.status = 'pending' and d.next_attempt_at <= ${now})
           or (d.status = 'sending' and d.lease_expires_at <= ${now}))
       order by r.rank
@@ -304,6 +306,11 @@ export async function claimDueDeliveries(
 /** What one attempt came to. */
 export interface AttemptOutcome {
   status: Exclude<WebhookDeliveryStatus, 'sending'>;
+  /**
+   * Claimed but not attempted (the round ran out of time, or the worker stops): back to
+   * pending with its attempt count and last outcome as they were.
+   */
+  released?: boolean;
   nextAttemptAt?: Date;
   attemptedAt: Date | null;
   statusCode: number | null;
@@ -313,44 +320,10 @@ export interface AttemptOutcome {
 }
 
 /**
- * Records an attempt's outcome, only while the claim is still this attempt's (status
- * `sending`, `attempts` unchanged): false when another worker has claimed the delivery again
- * since (the lease ran out), it was cancelled, or its endpoint deleted.
- */
-export async function recordAttempt(
-  db: Kysely<DB>,
-  claim: { accountId: string; id: string; attempt: number },
-  outcome: AttemptOutcome,
-  now: Date,
-): Promise<boolean> {
-  const result = await db
-    .updateTable('webhook_deliveries')
-    .set({
-      status: outcome.status,
-      lease_expires_at: null,
-      ...(outcome.nextAttemptAt ? { next_attempt_at: outcome.nextAttemptAt } : {}),
-      ...(outcome.attemptedAt
-        ? {
-            last_attempt_at: outcome.attemptedAt,
-            last_status_code: outcome.statusCode,
-            last_error_code: outcome.errorCode,
-            last_duration_ms: outcome.durationMs,
-          }
-        : { last_error_code: outcome.errorCode }),
-      ...(outcome.deliveredAt ? { delivered_at: outcome.deliveredAt } : {}),
-      updated_at: now,
-    })
-    .where('account_id', '=', claim.accountId)
-    .where('id', '=', claim.id)
-    .where('status', '=', 'sending')
-    .where('attempts', '=', claim.attempt)
-    .executeTakeFirst();
-  return result.numUpdatedRows > 0n;
-}
-
-/**
- * {@link recordAttempt} for many attempts in one statement, each fenced by its own attempt
- * number: the ids of those recorded (the others were claimed again, cancelled, or deleted).
+ * Records the outcomes of a round's attempts in one statement, each only while its claim is
+ * still that attempt's (status `sending`, `attempts` unchanged): a worker that lost its lease
+ * cannot record over a newer attempt. Returns the ids recorded; the others were claimed again
+ * since (the lease ran out), cancelled, or their endpoint deleted.
  */
 export async function recordAttempts(
   db: Kysely<DB>,
@@ -372,10 +345,14 @@ export async function recordAttempts(
     error_code: outcome.errorCode,
     duration_ms: outcome.durationMs,
     delivered_at: outcome.deliveredAt?.toISOString() ?? null,
+    released: outcome.released ?? false,
   }));
   const { rows: recorded } = await sql<{ id: string }>`
     update webhook_deliveries w
     set status = u.status,
+      -- A released claim gives its number back: no attempt was made under it, and the one
+      -- who held it is this worker, which forgets it now.
+      attempts = case when u.released then w.attempts - 1 else w.attempts end,
       lease_expires_at = null,
       next_attempt_at = coalesce(u.next_attempt_at, w.next_attempt_at),
       last_attempt_at = coalesce(u.attempted_at, w.last_attempt_at),
@@ -383,13 +360,13 @@ export async function recordAttempts(
         else u.status_code end,
       last_duration_ms = case when u.attempted_at is null then w.last_duration_ms
         else u.duration_ms end,
-      last_error_code = u.error_code,
+      last_error_code = case when u.released then w.last_error_code else u.error_code end,
       delivered_at = coalesce(u.delivered_at, w.delivered_at),
       updated_at = ${now}
     from json_to_recordset(${JSON.stringify(rows)}::json) as u(
       account_id uuid, id uuid, attempt int, status text, next_attempt_at timestamptz,
       attempted_at timestamptz, status_code int, error_code text, duration_ms int,
-      delivered_at timestamptz
+      delivered_at timestamptz, released boolean
     )
     where w.account_id = u.account_id and w.id = u.id
       and w.status = 'sending' and w.attempts = u.attempt
@@ -400,7 +377,7 @@ export async function recordAttempts(
 /**
  * Art. 17: cancels what is still to be sent of the given events (an erased contact's), in the
  * erasure's transaction. A delivery being sent right now is cancelled too; its worker's
- * outcome is then not recorded (see recordAttempt).
+ * outcome is then not recorded (see recordAttempts).
  */
 export async function cancelDeliveriesOfEvents(
   trx: Transaction<DB>,
