@@ -143,6 +143,12 @@ t.test('erasure: the contact is erased and only the keyed hash remains', async (
     contactId: null,
     data: { requestId: id, requestType: 'erasure', contactId },
   });
+  const erased = feed.json().data.filter((e: { type: string }) => e.type === 'contact.erased');
+  t.same(
+    erased.map((e: { contactId: string; data: unknown }) => [e.contactId, e.data]),
+    [[contactId, { contactId, dataSubjectRequestId: id }]],
+    'the erasure is announced, naming the request it carried out',
+  );
 });
 
 t.test('erasure without a contact: no data held, the address is suppressed', async (t) => {
