@@ -84,9 +84,6 @@ export async function bindConnection(
   setting.current = tenant;
 }
 
-/** The SQL expression of the bound tenant, as the policies read it (null when unbound). */
-export const TENANT_EXPRESSION = `nullif(current_setting('${TENANT_SETTING}', true), '')::uuid`;
-
 /** What the database says the connection is bound to (tests and diagnostics). */
 export async function connectionTenant(db: Kysely<DB>): Promise<string> {
   const { rows } = await sql<{ tenant: string | null }>`
