@@ -14,6 +14,17 @@ export async function up(db: Kysely<any>): Promise<void> {
     )
     .addColumn('last_seq', 'bigint', (c) => c.notNull())
     .execute();
+  // A tenant table like every other (see the row-level security migration).
+  await sql`alter table event_counters enable row level security`.execute(db);
+  await sql`alter table event_counters force row level security`.execute(db);
+  await sql`create policy tenant_isolation on event_counters
+    using (account_id = (select nullif(current_setting('custodian.account_id', true), '')::uuid))
+    with check (account_id = (select nullif(current_setting('custodian.account_id', true), '')::uuid))`.execute(
+    db,
+  );
+  await sql`create policy owner_access on event_counters to current_user using (true) with check (true)`.execute(
+    db,
+  );
 
   // An endpoint's cursor becomes the new number of the last event it had fanned out: the
   // count of its account's events up to it.

@@ -174,7 +174,7 @@ t.test('an import pending double opt-in requests one confirmation per new contac
     ['form'],
     'the granted row is announced as granted',
   );
-  const tokens = await app.database.db
+  const tokens = await app.database.owner
     .selectFrom('consent_tokens')
     .select((eb) => eb.fn.countAll<string>().as('n'))
     .where('account_id', '=', world.owner.accountId)
@@ -183,7 +183,11 @@ t.test('an import pending double opt-in requests one confirmation per new contac
   t.equal(new Set(events.map((event) => event.data.confirmation?.url)).size, 3, 'one link each');
   for (const event of events) {
     const token = event.data.confirmation!.url.split('/').pop()!;
-    t.same(await whereIs(app.database.db, token), [], 'the feed stores no imported link in clear');
+    t.same(
+      await whereIs(app.database.owner, token),
+      [],
+      'the feed stores no imported link in clear',
+    );
   }
   const confirmed = await app.inject({
     method: 'POST',
@@ -319,7 +323,7 @@ async function signupWorldEvent(app: App) {
   const world = await consentWorld(app);
   const contactId = await insertContact(app, world.owner.accountId);
   await doubleOptIn(app, world, contactId);
-  const row = await app.database.db
+  const row = await app.database.owner
     .selectFrom('events')
     .select('data')
     .where('account_id', '=', world.owner.accountId)

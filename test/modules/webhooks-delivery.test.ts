@@ -195,7 +195,7 @@ t.test('a worker dying mid-send loses nothing: the lease runs out, it is sent ag
 
   // What a worker does before it sends: claim, with a lease. Then it dies (nothing recorded).
   const now = clock.now();
-  const claimed = await claimDueDeliveries(app.database.db, {
+  const claimed = await claimDueDeliveries(app.database.owner, {
     now,
     leaseUntil: new Date(now.getTime() + 30_000),
     limit: 10,

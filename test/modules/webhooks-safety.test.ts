@@ -176,7 +176,7 @@ t.test('an event the feed cannot serve is a failed attempt, not a loop', async (
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   // Data that does not fit its type's schema (as if written by a broken release).
-  await app.database.db
+  await app.database.owner
     .transaction()
     .execute((trx) =>
       appendEvents(trx, world.owner.accountId, [

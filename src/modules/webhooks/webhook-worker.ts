@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import type { DB, EventRow, WebhookDeliveryRow, WebhookEndpointRow } from '../../db/schema.js';
+import { withTenant } from '../../db/tenant.js';
 import type { Clock } from '../../lib/clock.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { webhookHeaders } from '../../lib/standard-webhooks.js';
@@ -113,7 +114,9 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   async function fanOut(): Promise<number> {
     let made = 0;
     for (const endpoint of await endpointsBehindTheirFeed(db, FAN_OUT_ENDPOINTS)) {
-      made += await fanOutEndpoint(endpoint.account_id, endpoint.id);
+      made += await withTenant(endpoint.account_id, () =>
+        fanOutEndpoint(endpoint.account_id, endpoint.id),
+      );
     }
     return made;
   }
@@ -250,7 +253,8 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   const perLane = Math.max(1, Math.floor(options.leaseMs / options.timeoutMs) - 1);
   const claimPerEndpoint = options.maxInFlightPerEndpoint * perLane;
 
-  let inFlight: AbortController | undefined;
+  /** The rounds sending now (one per account of a claim), aborted by stop(). */
+  const inFlight = new Set<AbortController>();
 
   /**
    * One round of sends: claims what is due, reads the endpoints and events of all the claims
@@ -268,11 +272,27 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       perEndpoint: claimPerEndpoint,
     });
     if (claims.length === 0) return 0;
+    // Each account's claims are sent bound to that account (row-level security), the
+    // accounts' rounds side by side.
+    const byAccount = new Map<string, WebhookDeliveryRow[]>();
+    for (const claim of claims) {
+      byAccount.set(claim.account_id, [...(byAccount.get(claim.account_id) ?? []), claim]);
+    }
+    await Promise.all(
+      [...byAccount].map(([accountId, group]) =>
+        withTenant(accountId, () => sendRound(group, now)),
+      ),
+    );
+    return claims.length;
+  }
+
+  /** One account's claims of a round: read, sent in lanes per endpoint, recorded at once. */
+  async function sendRound(claims: WebhookDeliveryRow[], now: Date): Promise<void> {
     // No attempt starts past this: a round with a slow endpoint in it ends within about two
     // time limits, so it does not hold up the other endpoints the worker serves.
     const roundEnds = performance.now() + options.timeoutMs;
     const controller = new AbortController();
-    inFlight = controller;
+    inFlight.add(controller);
     if (stopping) controller.abort();
     const outcomes: {
       claim: { accountId: string; id: string; attempt: number };
@@ -348,7 +368,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       const settled = new Set(outcomes.map((o) => o.claim.id));
       for (const claim of claims) if (!settled.has(claim.id)) settle(claim, crashed(claim, err));
     } finally {
-      inFlight = undefined;
+      inFlight.delete(controller);
     }
     // If even this fails, the leases run out and other attempts follow.
     const recorded = await recordAttempts(db, outcomes, clock.now()).catch((err: unknown) => {
@@ -361,7 +381,6 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
         'webhook outcomes not recorded: the deliveries were claimed again or cancelled',
       );
     }
-    return claims.length;
   }
 
   /** One round of work: fan out, then send what is due. What it did, for tests and the loop. */
@@ -421,7 +440,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
      */
     async stop(): Promise<void> {
       stopping = true;
-      inFlight?.abort();
+      for (const controller of inFlight) controller.abort();
       wake?.();
       await running;
       running = undefined;

@@ -156,15 +156,9 @@ export async function endpointsBehindTheirFeed(
   db: Kysely<DB>,
   limit: number,
 ): Promise<{ account_id: string; id: string }[]> {
+  // Across accounts: an owner-defined function (see the row-level security migration).
   const { rows } = await sql<{ account_id: string; id: string }>`
-    select e.account_id, e.id
-    from webhook_endpoints e
-    where e.status = 'active'
-      and exists (
-        select 1 from events v where v.account_id = e.account_id and v.seq > e.cursor_seq
-      )
-    order by e.cursor_seq, e.account_id, e.id
-    limit ${limit}`.execute(db);
+    select account_id, id from webhook_endpoints_behind_their_feed(${limit})`.execute(db);
   return rows;
 }
 
@@ -250,56 +244,12 @@ export async function claimDueDeliveries(
   // at a time serves an endpoint, with its own few lanes. Locking every candidate, and
   // counting what was in flight once per candidate, made a claim cost more than the sends it
   // fed.
+  // Across accounts, claimed in one statement by an owner-defined function (see the row-level
+  // security migration, which holds the query); each account's claims are then sent bound to it.
   const { rows } = await sql<WebhookDeliveryRow>`
-    with due as (
-      (select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
-        from webhook_deliveries d
-        join webhook_endpoints e
-          on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
-        where d.status = 'pending' and d.next_attempt_at <= ${now}
-        order by d.next_attempt_at, d.id
-        limit ${limit})
-      union all
-      (select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
-        from webhook_deliveries d
-        join webhook_endpoints e
-          on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
-        where d.status = 'sending' and d.lease_expires_at <= ${now}
-        order by d.lease_expires_at
-        limit ${limit})
-    ),
-    ranked as (
-      select due.account_id, due.id, due.endpoint_id,
-        row_number() over (
-          partition by due.account_id, due.endpoint_id order by due.next_attempt_at, due.id
-        ) as rank
-      from due
-    ),
-    busy as (
-      select f.account_id, f.endpoint_id, count(*) as in_flight
-      from webhook_deliveries f
-      where f.status = 'sending' and f.lease_expires_at > ${now}
-        and (f.account_id, f.endpoint_id) in (select account_id, endpoint_id from due)
-      group by f.account_id, f.endpoint_id
-    ),
-    chosen as (
-      select d.account_id, d.id
-      from webhook_deliveries d
-      join ranked r on r.account_id = d.account_id and r.id = d.id
-      left join busy b on b.account_id = r.account_id and b.endpoint_id = r.endpoint_id
-      where b.in_flight is null and r.rank <= ${perEndpoint}
-        and ((d.status = 'pending' and d.next_attempt_at <= ${now})
-          or (d.status = 'sending' and d.lease_expires_at <= ${now}))
-      order by r.rank
-      limit ${limit}
-      for update of d skip locked
-    )
-    update webhook_deliveries w
-    set status = 'sending', attempts = w.attempts + 1, lease_expires_at = ${leaseUntil},
-      updated_at = ${now}
-    from chosen
-    where w.account_id = chosen.account_id and w.id = chosen.id
-    returning w.*`.execute(db);
+    select * from claim_due_webhook_deliveries(${now}, ${leaseUntil}, ${limit}, ${perEndpoint})`.execute(
+    db,
+  );
   return rows;
 }
 
