@@ -105,7 +105,7 @@ t.test('each change of a contact is on the feed, by id and field name only', asy
   // cursor went past them still sees the erasure.
   t.ok(events[0]!.seq > lastBefore, `seq ${events[0]!.seq} after ${lastBefore}`);
   for (const needle of [email, 'Wilhelmina', 'Ottoline']) {
-    t.same(await whereIs(app.database.db, needle), [], `${needle}: found nowhere`);
+    t.same(await whereIs(app.database.owner, needle), [], `${needle}: found nowhere`);
   }
 });
 
@@ -133,7 +133,7 @@ t.test('an import announces new contacts and every grant with evidence', async (
   );
   t.equal(res.statusCode, 201, res.body);
   const importId: string = res.json().id;
-  const contacts = await app.database.db
+  const contacts = await app.database.owner
     .selectFrom('contacts')
     .select(['id', 'email'])
     .where('account_id', '=', owner.accountId)
