@@ -14,6 +14,8 @@ import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
 import { auditRoutes } from './modules/audit/audit.routes.js';
 import { createAuditService } from './modules/audit/audit.service.js';
 import { checkpointSigningKeyOf } from './modules/audit/checkpoint-signing.js';
+import { breachIncidentsRoutes } from './modules/breach-incidents/breach-incidents.routes.js';
+import { createBreachIncidentsService } from './modules/breach-incidents/breach-incidents.service.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
 import { createConsentLinksService } from './modules/consents/consent-links.service.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
@@ -166,6 +168,7 @@ export async function v1Routes(
   });
   requests.startSweeping(v1.log);
   v1.addHook('onClose', () => requests.stopSweeping());
+  const breaches = createBreachIncidentsService({ db, clock });
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -198,6 +201,7 @@ export async function v1Routes(
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
   await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
+  await v1.register(breachIncidentsRoutes, { breaches, clock }); // /v1/breach-incidents/*, /v1/breach-register
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(webhooksRoutes, { webhooks, clock }); // /v1/webhooks/*
   await v1.register(passwordSetupsRoutes, {

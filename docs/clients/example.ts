@@ -109,6 +109,11 @@ export function describe(event: Event): string {
       return `${event.data.contactId} may be mailed for ${event.data.purposeId}`;
     case 'data_subject_request.extended':
       return `tell the subject of ${event.data.requestId} by ${event.data.subjectMustBeInformedBy}`;
+    case 'breach_incident.created':
+    case 'breach_incident.assessed':
+    case 'breach_incident.notified':
+    case 'breach_incident.closed':
+      return `breach ${event.data.incidentId} is ${event.data.status}, notify by ${event.data.authorityDeadlineAt}`;
     default:
       // The other data-subject request events: the request as it now stands.
       return `request ${event.data.requestId} is ${event.data.status}, due ${event.data.dueDate}`;

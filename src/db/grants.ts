@@ -37,6 +37,9 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   webhook_endpoints: ['select', 'insert', 'update', 'delete'],
   // Deleted only with their endpoint, by the foreign key's cascade (which runs as the owner).
   webhook_deliveries: ['select', 'insert', 'update'],
+  breach_incidents: ['select', 'insert', 'update'],
+  // Append-only (Art. 33(4) phases, kept as sent): a trigger refuses UPDATE and DELETE too.
+  breach_authority_notifications: ['select', 'insert'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],

@@ -17,6 +17,8 @@ export interface AccountsTable {
   dpo_phone: string | null;
   /** ISO 3166-1 alpha-2; its public holidays postpone deadlines. Null: weekends only. */
   holiday_country: string | null;
+  /** Art. 33(1): the authority breach notifications go to by default. */
+  supervisory_authority: Generated<string | null>;
   created_at: CreatedAt;
   updated_at: Timestamp;
   version: Generated<number>;
@@ -414,6 +416,76 @@ export interface WebhookDeliveriesTable {
   updated_at: Timestamp;
 }
 
+export type BreachKind = 'confidentiality' | 'integrity' | 'availability';
+export type BreachRisk = 'unassessed' | 'none' | 'risk' | 'high';
+export type BreachStatus = 'open' | 'assessed' | 'notified' | 'closed';
+
+/** The Art. 33(3)(b) contact point: a name, an address, a telephone number. */
+export interface ContactPoint {
+  name: string | null;
+  email: string | null;
+  phone: string | null;
+}
+
+/** A correction of `aware_at`, kept with its reason (the audit entry names the fields only). */
+export interface AwareAtCorrection {
+  previousAwareAt: string;
+  awareAt: string;
+  reason: string;
+  correctedAt: string;
+}
+
+/** Art. 33: a personal-data breach, its 72-hour deadline, its assessment and its closing. */
+export interface BreachIncidentsTable {
+  account_id: string;
+  id: Generated<string>;
+  source: Generated<'account' | 'processor'>;
+  processor_incident_id: string | null;
+  status: BreachStatus;
+  title: string;
+  description: string;
+  kinds: Json<BreachKind[]>;
+  occurred_at: Date | null;
+  aware_at: Date;
+  authority_deadline_at: Date;
+  aware_at_corrections: Json<AwareAtCorrection[] | null>;
+  risk: BreachRisk;
+  risk_reason: string | null;
+  assessed_at: Date | null;
+  data_categories: Json<string[] | null>;
+  subject_categories: Json<string[] | null>;
+  approximate_subjects: number | null;
+  approximate_records: number | null;
+  likely_consequences: string | null;
+  measures_taken: string | null;
+  contact_point: Json<ContactPoint>;
+  first_notified_at: Date | null;
+  notified_late: boolean | null;
+  notification_count: Generated<number>;
+  no_notification_reason: string | null;
+  closing_summary: string | null;
+  closed_at: Date | null;
+  version: Generated<number>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 33(4): one phase of the notification to the supervisory authority (append-only). */
+export interface BreachAuthorityNotificationsTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  phase: number;
+  notified_at: Date;
+  authority: string;
+  reference: string | null;
+  channel: string | null;
+  content: Json<Record<string, unknown>>;
+  delay_reason: string | null;
+  late: boolean;
+  created_at: Date;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -440,6 +512,8 @@ export interface DB {
   data_subject_request_tokens: DataSubjectRequestTokensTable;
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  breach_incidents: BreachIncidentsTable;
+  breach_authority_notifications: BreachAuthorityNotificationsTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -459,3 +533,5 @@ export type ContactImportRow = Selectable<ContactImportsTable>;
 export type ContactImportErrorRow = Selectable<ContactImportErrorsTable>;
 export type WebhookEndpointRow = Selectable<WebhookEndpointsTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type BreachIncidentRow = Selectable<BreachIncidentsTable>;
+export type BreachAuthorityNotificationRow = Selectable<BreachAuthorityNotificationsTable>;

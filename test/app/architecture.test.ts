@@ -60,6 +60,8 @@ const TABLE_OWNERS: Record<string, string> = {
   data_subject_request_tokens: 'src/modules/data-subject-requests/',
   webhook_endpoints: 'src/modules/webhooks/',
   webhook_deliveries: 'src/modules/webhooks/',
+  breach_incidents: 'src/modules/breach-incidents/',
+  breach_authority_notifications: 'src/modules/breach-incidents/',
 };
 
 /**

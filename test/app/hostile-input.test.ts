@@ -148,7 +148,20 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     headers: bearer(owner.accessToken),
   });
   t.equal(delivery.json().data.length, 1, 'a delivery to walk');
+  const incident = await app.inject({
+    method: 'POST',
+    url: '/v1/breach-incidents',
+    headers: bearer(owner.accessToken),
+    payload: {
+      title: 'Hostile walk',
+      description: 'An incident for the walk.',
+      kinds: ['availability'],
+      contactPoint: { email: 'dpo@example.com' },
+    },
+  });
+  t.equal(incident.statusCode, 201, incident.body);
   const ids: Record<string, string> = {
+    'breach-incidents': incident.json().id,
     webhooks: webhook.json().id,
     deliveries: delivery.json().data[0].id,
     contacts: contact.json().id,
@@ -307,6 +320,8 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   listEvents: 'eventSeq',
   listWebhooks: 'createdAt',
   listWebhookDeliveries: 'contactId',
+  listBreachIncidents: 'createdAt',
+  getBreachRegister: 'createdAt',
 };
 
 /**

@@ -49,6 +49,25 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     payload: { type: 'access', subject: { email: 'tenant-b-subject@example.com' } },
   });
   t.equal(bRequest.statusCode, 201, bRequest.body);
+  const bIncident = await app.inject({
+    method: 'POST',
+    url: '/v1/breach-incidents',
+    headers: bearer(b.accessToken),
+    payload: {
+      title: 'Tenant B breach',
+      description: 'Tenant B breach description',
+      kinds: ['integrity'],
+      contactPoint: { email: 'tenant-b-dpo@example.com' },
+    },
+  });
+  t.equal(bIncident.statusCode, 201, bIncident.body);
+  const bNotified = await app.inject({
+    method: 'POST',
+    url: `/v1/breach-incidents/${bIncident.json().id}/authority-notifications`,
+    headers: bearer(b.accessToken),
+    payload: { authority: 'Tenant B authority', reference: 'tenant-b-ref' },
+  });
+  t.equal(bNotified.statusCode, 201, bNotified.body);
   await webhookWorkerFromConfig({
     db: app.database.db,
     config: testConfig(),
@@ -69,6 +88,7 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     'api-keys': bKey.id,
     accounts: b.accountId,
     'data-subject-requests': bRequest.json().id,
+    'breach-incidents': bIncident.json().id,
   };
   const bSecrets = [
     b.accountId,
@@ -84,6 +104,11 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     'tenant-b-hooks',
     bWebhook.json().secret.slice(6),
     bDelivery.json().data[0].id,
+    bIncident.json().id,
+    'Tenant B breach',
+    'tenant-b-dpo',
+    'tenant-b-ref',
+    bNotified.json().notification.id,
   ];
 
   const bChain = await app.inject({

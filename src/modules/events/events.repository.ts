@@ -18,6 +18,10 @@ export const EVENT_TYPES = [
   'data_subject_request.completed',
   'data_subject_request.rejected',
   'data_subject_request.cancelled',
+  'breach_incident.created',
+  'breach_incident.assessed',
+  'breach_incident.notified',
+  'breach_incident.closed',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

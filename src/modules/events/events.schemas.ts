@@ -144,6 +144,55 @@ const RequestEvents = [
   ),
 ] as const;
 
+/** What every breach-incident event says: the incident's state and its Art. 33(1) deadline. */
+const BreachEventData = z.object({
+  incidentId: z.uuid(),
+  status: z.string().describe('`open`, `assessed`, `notified` or `closed`, after the change.'),
+  risk: z.string().describe('`unassessed`, `none`, `risk` or `high`.'),
+  kinds: z.array(z.string()).describe('`confidentiality`, `integrity`, `availability`.'),
+  source: z.string().describe('`account`, or `processor` when the provider reported it.'),
+  awareAt: Timestamp,
+  authorityDeadlineAt: Timestamp.describe('awareAt + 72 h (Art. 33(1)).'),
+});
+
+function breachEvent<T extends string, E extends z.ZodRawShape>(
+  type: T,
+  id: string,
+  description: string,
+  extra: E,
+) {
+  return z
+    .object({ ...eventFields, type: z.literal(type), data: BreachEventData.extend(extra) })
+    .meta({ id, description });
+}
+
+const BreachEvents = [
+  breachEvent(
+    'breach_incident.created',
+    'BreachIncidentCreatedEvent',
+    'A breach was recorded; the 72-hour clock runs from `awareAt`.',
+    {},
+  ),
+  breachEvent(
+    'breach_incident.assessed',
+    'BreachIncidentAssessedEvent',
+    'The risk to people was assessed (`none`: no notification needed, Art. 33(1)).',
+    {},
+  ),
+  breachEvent(
+    'breach_incident.notified',
+    'BreachIncidentNotifiedEvent',
+    'A phase of the notification to the supervisory authority was recorded (Art. 33(4)).',
+    { phase: z.number().int(), notifiedAt: Timestamp, late: z.boolean() },
+  ),
+  breachEvent(
+    'breach_incident.closed',
+    'BreachIncidentClosedEvent',
+    'The incident was closed (notified, or with the reason it needed no notification).',
+    { notified: z.boolean() },
+  ),
+] as const;
+
 export const EventSchema = z
   .discriminatedUnion('type', [
     ConsentGrantedEvent,
@@ -151,6 +200,7 @@ export const EventSchema = z
     ConsentConfirmedEvent,
     ConsentWithdrawnEvent,
     ...RequestEvents,
+    ...BreachEvents,
   ])
   .meta({
     id: 'Event',
