@@ -6,6 +6,7 @@ import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
 import { idempotency, idempotentPosts } from './http/idempotency.js';
+import { backgroundJobs } from './jobs.js';
 import type { Clock } from './lib/clock.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
@@ -139,7 +140,14 @@ export async function v1Routes(
   // Webhook deliveries: in this process on the embedded engine (one process per data folder),
   // by `npm run worker` beside it on Postgres, unless WORKER says otherwise.
   if ((config.WORKER ?? (engine === 'embedded' ? 'in-process' : 'off')) === 'in-process') {
-    const worker = webhookWorkerFromConfig({ db, config, clock, hashSecret, log: v1.log });
+    const worker = webhookWorkerFromConfig({
+      db,
+      config,
+      clock,
+      hashSecret,
+      log: v1.log,
+      jobs: backgroundJobs({ db, clock }),
+    });
     worker.start();
     v1.addHook('onClose', () => worker.stop());
   }

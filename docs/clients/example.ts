@@ -113,6 +113,8 @@ export function describe(event: Event): string {
     case 'breach_incident.assessed':
     case 'breach_incident.notified':
     case 'breach_incident.closed':
+    case 'breach_incident.deadline_approaching':
+    case 'breach_incident.deadline_passed':
       return `breach ${event.data.incidentId} is ${event.data.status}, notify by ${event.data.authorityDeadlineAt}`;
     default:
       // The other data-subject request events: the request as it now stands.

@@ -40,6 +40,9 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   breach_incidents: ['select', 'insert', 'update'],
   // Append-only (Art. 33(4) phases, kept as sent): a trigger refuses UPDATE and DELETE too.
   breach_authority_notifications: ['select', 'insert'],
+  // Once-only reminders: written once, never changed (a request's go with it, by cascade).
+  breach_incident_reminders: ['select', 'insert'],
+  data_subject_request_reminders: ['select', 'insert'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],

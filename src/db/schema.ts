@@ -486,6 +486,22 @@ export interface BreachAuthorityNotificationsTable {
   created_at: Date;
 }
 
+/** A deadline reminder put on the feed, once per incident and threshold. */
+export interface BreachIncidentRemindersTable {
+  account_id: string;
+  incident_id: string;
+  threshold: '24h' | '6h' | 'passed';
+  sent_at: Date;
+}
+
+/** A due-date reminder put on the feed, once per request and threshold. */
+export interface DataSubjectRequestRemindersTable {
+  account_id: string;
+  request_id: string;
+  threshold: '7d' | 'overdue';
+  sent_at: Date;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -514,6 +530,8 @@ export interface DB {
   webhook_deliveries: WebhookDeliveriesTable;
   breach_incidents: BreachIncidentsTable;
   breach_authority_notifications: BreachAuthorityNotificationsTable;
+  breach_incident_reminders: BreachIncidentRemindersTable;
+  data_subject_request_reminders: DataSubjectRequestRemindersTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;

@@ -62,6 +62,8 @@ const TABLE_OWNERS: Record<string, string> = {
   webhook_deliveries: 'src/modules/webhooks/',
   breach_incidents: 'src/modules/breach-incidents/',
   breach_authority_notifications: 'src/modules/breach-incidents/',
+  breach_incident_reminders: 'src/modules/breach-incidents/',
+  data_subject_request_reminders: 'src/modules/data-subject-requests/',
 };
 
 /**

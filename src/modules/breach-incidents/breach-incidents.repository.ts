@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
+import { type Insertable, type Kysely, sql, type Transaction, type Updateable } from 'kysely';
 import type {
   AwareAtCorrection,
   BreachAuthorityNotificationRow,
@@ -205,4 +205,63 @@ export async function lastNotification(
     .orderBy('phase', 'desc')
     .limit(1)
     .executeTakeFirst();
+}
+
+export type ReminderThreshold = '24h' | '6h' | 'passed';
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * Unnotified incidents that still need notifying (risk not `none`, not closed) whose current
+ * reminder is not sent yet: `passed` past the deadline, `6h` within six hours of it, `24h`
+ * within a day. A threshold whose time went by unsent (the worker was down) is skipped for the
+ * next one. Across accounts, soonest deadline first.
+ */
+export async function incidentsDueForReminder(
+  trx: Transaction<DB>,
+  now: Date,
+  limit: number,
+): Promise<(BreachIncidentRow & { threshold: ReminderThreshold })[]> {
+  const threshold = sql<ReminderThreshold>`case
+    when b.authority_deadline_at < ${now} then 'passed'
+    when b.authority_deadline_at <= ${new Date(now.getTime() + 6 * HOUR_MS)} then '6h'
+    else '24h' end`;
+  return trx
+    .selectFrom('breach_incidents as b')
+    .selectAll('b')
+    .select(threshold.as('threshold'))
+    .where('b.first_notified_at', 'is', null)
+    .where('b.status', '<>', 'closed')
+    .where('b.risk', '<>', 'none')
+    .where('b.authority_deadline_at', '<=', new Date(now.getTime() + 24 * HOUR_MS))
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('breach_incident_reminders as r')
+            .select(sql`1`.as('one'))
+            .whereRef('r.account_id', '=', 'b.account_id')
+            .whereRef('r.incident_id', '=', 'b.id')
+            .where(sql<boolean>`r.threshold = ${threshold}`),
+        ),
+      ),
+    )
+    .orderBy('b.authority_deadline_at')
+    .orderBy('b.account_id')
+    .orderBy('b.id')
+    .limit(limit)
+    .execute();
+}
+
+/** Records reminders as sent; returns those that were not already (a concurrent worker's). */
+export async function insertReminders(
+  trx: Transaction<DB>,
+  rows: { account_id: string; incident_id: string; threshold: ReminderThreshold; sent_at: Date }[],
+): Promise<{ account_id: string; incident_id: string; threshold: ReminderThreshold }[]> {
+  if (rows.length === 0) return [];
+  return trx
+    .insertInto('breach_incident_reminders')
+    .values(rows)
+    .onConflict((oc) => oc.doNothing())
+    .returning(['account_id', 'incident_id', 'threshold'])
+    .execute();
 }

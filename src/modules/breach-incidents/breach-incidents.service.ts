@@ -22,9 +22,11 @@ import type { RequestContext } from '../identity/actor.js';
 import {
   findIncident,
   type IncidentChanges,
+  incidentsDueForReminder,
   incidentsQuery,
   insertIncident,
   insertNotification,
+  insertReminders,
   lastNotification,
   lockIncident,
   notificationsOf,
@@ -36,7 +38,7 @@ import type {
   NotificationInput,
   PatchBreachIncidentInput,
 } from './breach-incidents.schemas.js';
-import { authorityDeadline } from './deadline.js';
+import { authorityDeadline, hoursRemaining } from './deadline.js';
 
 /** A time a little ahead of our clock is a clock difference, not a report from the future. */
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -104,6 +106,24 @@ function contentSnapshot(row: BreachIncidentRow, summary: string | undefined) {
   };
 }
 
+/** The feed event of a change: ids, states and dates, never the incident's text. */
+function feedEvent(type: EventType, row: BreachIncidentRow, extra: Record<string, unknown> = {}) {
+  return {
+    type,
+    contactId: null,
+    data: {
+      incidentId: row.id,
+      status: row.status,
+      risk: row.risk,
+      kinds: row.kinds,
+      source: row.source,
+      awareAt: row.aware_at.toISOString(),
+      authorityDeadlineAt: row.authority_deadline_at.toISOString(),
+      ...extra,
+    },
+  };
+}
+
 export interface BreachIncidentsDeps {
   db: Kysely<DB>;
   clock: Clock;
@@ -136,24 +156,6 @@ export function createBreachIncidentsService(deps: BreachIncidentsDeps) {
       throw new PreconditionFailedError();
     }
     return row;
-  }
-
-  /** The feed event of a change: ids, states and dates, never the incident's text. */
-  function feedEvent(type: EventType, row: BreachIncidentRow, extra: Record<string, unknown> = {}) {
-    return {
-      type,
-      contactId: null,
-      data: {
-        incidentId: row.id,
-        status: row.status,
-        risk: row.risk,
-        kinds: row.kinds,
-        source: row.source,
-        awareAt: row.aware_at.toISOString(),
-        authorityDeadlineAt: row.authority_deadline_at.toISOString(),
-        ...extra,
-      },
-    };
   }
 
   async function audit(
@@ -661,6 +663,52 @@ export function createBreachIncidentsService(deps: BreachIncidentsDeps) {
       });
     },
   };
+}
+
+/**
+ * Art. 33(1) reminders, for the worker: `breach_incident.deadline_approaching` 24 and 6 hours
+ * before the deadline of an incident not yet notified, `breach_incident.deadline_passed` after
+ * it; each once per incident and threshold (the reminders table's key decides, also between
+ * workers). Up to `limit` in one transaction; returns how many were put on the feed.
+ */
+export async function sendBreachDeadlineReminders(
+  db: Kysely<DB>,
+  clock: Clock,
+  limit = 500,
+): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const now = clock.now();
+    const due = await incidentsDueForReminder(trx, now, limit);
+    const sent = await insertReminders(
+      trx,
+      due.map((row) => ({
+        account_id: row.account_id,
+        incident_id: row.id,
+        threshold: row.threshold,
+        sent_at: now,
+      })),
+    );
+    const fresh = new Set(sent.map((r) => `${r.account_id}/${r.incident_id}/${r.threshold}`));
+    const byAccount = new Map<string, ReturnType<typeof feedEvent>[]>();
+    for (const row of due) {
+      if (!fresh.has(`${row.account_id}/${row.id}/${row.threshold}`)) continue;
+      const event =
+        row.threshold === 'passed'
+          ? feedEvent('breach_incident.deadline_passed', row)
+          : feedEvent('breach_incident.deadline_approaching', row, {
+              threshold: row.threshold,
+              hoursRemaining: hoursRemaining(row, now),
+            });
+      const list = byAccount.get(row.account_id);
+      if (list) list.push(event);
+      else byAccount.set(row.account_id, [event]);
+    }
+    // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
+    for (const accountId of [...byAccount.keys()].sort()) {
+      await appendEvents(trx, accountId, byAccount.get(accountId)!);
+    }
+    return fresh.size;
+  });
 }
 
 function groupByIncident(rows: BreachAuthorityNotificationRow[]) {

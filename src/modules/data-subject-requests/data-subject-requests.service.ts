@@ -39,6 +39,7 @@ import {
   findVerificationToken,
   forgetSubjectPlaintext,
   insertRequest,
+  insertRequestReminders,
   insertVerificationToken,
   isDuplicateExternalId,
   lockRequest,
@@ -46,6 +47,7 @@ import {
   markVerificationTokenUsed,
   type RequestChanges,
   type RequestListFilter,
+  requestsDueForReminder,
   requestsOfContact,
   requestsQuery,
   revokeVerificationTokens,
@@ -58,7 +60,7 @@ import {
   type REJECTION_BASES,
   type VerifyIdentityInput,
 } from './data-subject-requests.schemas.js';
-import { computeDeadline, extensionAllowed, isOverdue } from './deadlines.js';
+import { computeDeadline, daysRemaining, extensionAllowed, isOverdue } from './deadlines.js';
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -942,4 +944,66 @@ export function requestsExportSection(clock: Clock) {
       })),
     };
   };
+}
+
+/**
+ * Art. 12(3) reminders, for the worker: `data_subject_request.due_soon` once an open request is
+ * due within seven days, `data_subject_request.overdue` once it is past its due time; each once
+ * per request (the reminders table's key decides, also between workers). Up to `limit` in one
+ * transaction; returns how many were put on the feed.
+ */
+export async function sendRequestDueReminders(
+  db: Kysely<DB>,
+  clock: Clock,
+  limit = 500,
+): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    const now = clock.now();
+    const due = await requestsDueForReminder(trx, now, limit);
+    const sent = await insertRequestReminders(
+      trx,
+      due.map((row) => ({
+        account_id: row.account_id,
+        request_id: row.id,
+        threshold: row.threshold,
+        sent_at: now,
+      })),
+    );
+    const fresh = new Set(sent.map((r) => `${r.account_id}/${r.request_id}/${r.threshold}`));
+    const byAccount = new Map<string, { type: EventType; contactId: null; data: object }[]>();
+    for (const row of due) {
+      if (!fresh.has(`${row.account_id}/${row.id}/${row.threshold}`)) continue;
+      const data = {
+        requestId: row.id,
+        requestType: row.type,
+        status: row.status,
+        contactId: row.contact_id,
+        dueDate: row.due_date,
+        dueAt: row.due_at.toISOString(),
+        ...(row.external_id !== null ? { externalId: row.external_id } : {}),
+        ...(row.threshold === '7d'
+          ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
+          : {}),
+      };
+      const event = {
+        type: (row.threshold === '7d'
+          ? 'data_subject_request.due_soon'
+          : 'data_subject_request.overdue') as EventType,
+        contactId: null,
+        data,
+      };
+      const list = byAccount.get(row.account_id);
+      if (list) list.push(event);
+      else byAccount.set(row.account_id, [event]);
+    }
+    // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
+    for (const accountId of [...byAccount.keys()].sort()) {
+      await appendEvents(
+        trx,
+        accountId,
+        byAccount.get(accountId)!.map((e) => ({ ...e, data: e.data as Record<string, unknown> })),
+      );
+    }
+    return fresh.size;
+  });
 }

@@ -142,6 +142,19 @@ const RequestEvents = [
     'The request was withdrawn or recorded in error.',
     {},
   ),
+  requestEvent(
+    'data_subject_request.due_soon',
+    'RequestDueSoonEvent',
+    'Reminder, once per request: an open request’s `dueAt` is less than seven days ' +
+      '(168 hours) away.',
+    { daysRemaining: z.number().int().describe('Calendar days to `dueDate`.') },
+  ),
+  requestEvent(
+    'data_subject_request.overdue',
+    'RequestOverdueEvent',
+    'Reminder, once per request: an open request is past its due time.',
+    {},
+  ),
 ] as const;
 
 /** What every breach-incident event says: the incident's state and its Art. 33(1) deadline. */
@@ -190,6 +203,23 @@ const BreachEvents = [
     'BreachIncidentClosedEvent',
     'The incident was closed (notified, or with the reason it needed no notification).',
     { notified: z.boolean() },
+  ),
+  breachEvent(
+    'breach_incident.deadline_approaching',
+    'BreachIncidentDeadlineApproachingEvent',
+    'Reminder, once per incident and threshold: the authority is not notified yet and ' +
+      '`authorityDeadlineAt` is within 24 hours (`threshold: 24h`), then within 6 (`6h`).',
+    {
+      threshold: z.enum(['24h', '6h']),
+      hoursRemaining: z.number().int().describe('Whole hours to the deadline.'),
+    },
+  ),
+  breachEvent(
+    'breach_incident.deadline_passed',
+    'BreachIncidentDeadlinePassedEvent',
+    'Reminder, once per incident: the 72 hours are over and the authority is not notified; ' +
+      'the first notification now needs `delayReason`.',
+    {},
   ),
 ] as const;
 
