@@ -258,6 +258,7 @@ t.test('authority notifications: phases in order, immutable, late ones need reas
   t.equal(phase1.content.title, MINIMAL_INCIDENT.title, 'a snapshot of the content');
   t.equal(phase1.content.summary, 'Initial report.');
   t.equal(first.json().incident.status, 'notified');
+  t.equal(first.headers.etag, `"v${first.json().incident.version}"`, 'the incident’s new ETag');
   t.equal(first.json().incident.overdue, false, 'no longer overdue');
   t.same(first.json().incident.authorityNotification, {
     phases: 1,

@@ -275,7 +275,10 @@ export const breachIncidentsRoutes: FastifyPluginAsyncZod<{
         headers: IfMatchOnly,
         body: NotificationBody,
         answers: {
-          201: { description: 'The phase, and the incident after it.', headers: ['Location'] },
+          201: {
+            description: 'The phase, and the incident after it (its ETag).',
+            headers: ['ETag', 'Location'],
+          },
         },
         response: {
           201: NotificationAnswer,
@@ -291,6 +294,7 @@ export const breachIncidentsRoutes: FastifyPluginAsyncZod<{
         request.body,
         expectedVersion(request),
       );
+      setEtag(reply, row.version);
       reply.header('location', `/v1/breach-incidents/${row.id}/authority-notifications`).code(201);
       return { notification: toAuthorityNotification(notification), incident: show(row) };
     },
