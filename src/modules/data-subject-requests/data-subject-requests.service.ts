@@ -28,7 +28,12 @@ import type { ConsentsService } from '../consents/consents.service.js';
 import { currentConsentEvents, deriveState } from '../consents/consents.service.js';
 import type { ContactsService } from '../contacts/contacts.service.js';
 import { findContactRef, findContactsByEmail } from '../contacts/contacts.service.js';
-import { appendEvents, type EventType, storedRequestLink } from '../events/events.service.js';
+import {
+  appendEvents,
+  type EventType,
+  type NewEvent,
+  storedRequestLink,
+} from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { purposeLookups } from '../purposes/purposes.service.js';
 import { suppress } from '../suppressions/suppressions.service.js';
@@ -970,10 +975,10 @@ export async function sendRequestDueReminders(
       })),
     );
     const fresh = new Set(sent.map((r) => `${r.account_id}/${r.request_id}/${r.threshold}`));
-    const byAccount = new Map<string, { type: EventType; contactId: null; data: object }[]>();
+    const byAccount = new Map<string, NewEvent[]>();
     for (const row of due) {
       if (!fresh.has(`${row.account_id}/${row.id}/${row.threshold}`)) continue;
-      const data = {
+      const data: Record<string, unknown> = {
         requestId: row.id,
         requestType: row.type,
         status: row.status,
@@ -985,10 +990,9 @@ export async function sendRequestDueReminders(
           ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
           : {}),
       };
-      const event = {
-        type: (row.threshold === '7d'
-          ? 'data_subject_request.due_soon'
-          : 'data_subject_request.overdue') as EventType,
+      const event: NewEvent = {
+        type:
+          row.threshold === '7d' ? 'data_subject_request.due_soon' : 'data_subject_request.overdue',
         contactId: null,
         data,
       };
@@ -998,11 +1002,7 @@ export async function sendRequestDueReminders(
     }
     // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
     for (const accountId of [...byAccount.keys()].sort()) {
-      await appendEvents(
-        trx,
-        accountId,
-        byAccount.get(accountId)!.map((e) => ({ ...e, data: e.data as Record<string, unknown> })),
-      );
+      await appendEvents(trx, accountId, byAccount.get(accountId)!);
     }
     return fresh.size;
   });
