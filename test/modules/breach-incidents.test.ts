@@ -12,43 +12,19 @@ import {
 const HOUR = 3_600_000;
 const LJ = 'Europe/Ljubljana';
 
-/** What "three days later, same local time" would have given: the mistake the rule forbids. */
-function threeLocalDaysLater(iso: string): string {
-  const parts = new Intl.DateTimeFormat('en-CA', {
-    timeZone: LJ,
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    hourCycle: 'h23',
-  }).formatToParts(new Date(iso));
-  const get = (type: string) => Number(parts.find((p) => p.type === type)!.value);
-  // The local wall time three days on, read back as an instant in the zone's offset then.
-  const wall = Date.UTC(get('year'), get('month') - 1, get('day') + 3, get('hour'), get('minute'));
-  for (const offsetH of [1, 2]) {
-    const candidate = new Date(wall - offsetH * HOUR);
-    const back = new Intl.DateTimeFormat('en-CA', {
-      timeZone: LJ,
-      hour: '2-digit',
-      hourCycle: 'h23',
-    }).format(candidate);
-    if (Number(back) === get('hour')) return candidate.toISOString();
-  }
-  throw new Error('no local time found');
-}
-
 t.test('72 hours on the instant, across both DST changes (Europe/Ljubljana)', async (t) => {
   const clock = new TestClock('2026-03-28T12:30:00.000Z');
   const app = await build(t, { clock });
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   await app.inject({ method: 'PATCH', url: '/v1/account', headers, payload: { timeZone: LJ } });
-  for (const [awareAt, deadline] of [
-    // Summer time starts 29 March 2026 (02:00 → 03:00): three local days are 71 hours.
-    ['2026-03-28T12:00:00.000Z', '2026-03-31T12:00:00.000Z'],
-    // Summer time ends 25 October 2026 (03:00 → 02:00): three local days are 73 hours.
-    ['2026-10-24T12:00:00.000Z', '2026-10-27T12:00:00.000Z'],
+  for (const [awareAt, deadline, threeLocalDays] of [
+    // Summer time starts 29 March 2026 (02:00 → 03:00): 13:00 CET on the 28th to 13:00 CEST
+    // on the 31st, three local days, would be 71 hours.
+    ['2026-03-28T12:00:00.000Z', '2026-03-31T12:00:00.000Z', '2026-03-31T11:00:00.000Z'],
+    // Summer time ends 25 October 2026 (03:00 → 02:00): 14:00 CEST on the 24th to 14:00 CET
+    // on the 27th would be 73 hours.
+    ['2026-10-24T12:00:00.000Z', '2026-10-27T12:00:00.000Z', '2026-10-27T13:00:00.000Z'],
   ] as const) {
     clock.set(new Date(new Date(awareAt).getTime() + 30 * 60_000));
     const incident = await createIncident(app, owner, { awareAt });
@@ -59,7 +35,7 @@ t.test('72 hours on the instant, across both DST changes (Europe/Ljubljana)', as
       72 * HOUR,
       'exactly 72 h on the instant',
     );
-    t.not(deadline, threeLocalDaysLater(awareAt), 'not three local calendar days');
+    t.not(incident.authorityDeadlineAt, threeLocalDays, 'not three local calendar days');
     t.equal(incident.hoursRemaining, 71, '71 whole hours left half an hour in');
     t.equal(incident.overdue, false);
     // Just past the deadline, unnotified: overdue.
@@ -576,4 +552,59 @@ t.test('members read, cannot write; Idempotency-Key replays the creation', async
     headers: bearer(owner.accessToken),
   });
   t.equal(list.json().data.length, 1, 'one incident');
+});
+
+t.test('PATCH checks occurredAt against awareAt; the list filters the overdue', async (t) => {
+  const clock = new TestClock('2026-12-01T09:00:00.000Z');
+  const app = await build(t, { clock });
+  const owner = await signup(app);
+  const headers = bearer(owner.accessToken);
+  const early = await createIncident(app, owner, { awareAt: '2026-11-27T09:00:00.000Z' });
+  const recent = await createIncident(app, owner);
+  const before = await footprint(app, owner);
+  const afterAware = await app.inject({
+    method: 'PATCH',
+    url: `/v1/breach-incidents/${recent.id}`,
+    headers,
+    payload: { occurredAt: '2026-12-01T09:01:00.000Z' },
+  });
+  assertFieldProblem(t, afterAware, 400, 'body.occurredAt');
+  const awareBeforeOccurred = await app.inject({
+    method: 'PATCH',
+    url: `/v1/breach-incidents/${early.id}`,
+    headers,
+    payload: {
+      occurredAt: '2026-11-26T09:00:00.000Z',
+      awareAt: '2026-11-25T09:00:00.000Z',
+      awareAtCorrectionReason: 'Earlier than recorded.',
+    },
+  });
+  assertFieldProblem(t, awareBeforeOccurred, 400, 'body.occurredAt');
+  t.same(await footprint(app, owner), before, 'nothing written');
+
+  const overdue = await app.inject({
+    method: 'GET',
+    url: '/v1/breach-incidents?overdue=true',
+    headers,
+  });
+  t.same(
+    overdue.json().data.map((i: { id: string }) => i.id),
+    [early.id],
+    'only the incident past its 72 hours',
+  );
+  const notOverdue = await app.inject({
+    method: 'GET',
+    url: '/v1/breach-incidents?overdue=false',
+    headers,
+  });
+  t.same(
+    notOverdue.json().data.map((i: { id: string }) => i.id),
+    [recent.id],
+  );
+  const open = await app.inject({
+    method: 'GET',
+    url: '/v1/breach-incidents?status=open',
+    headers,
+  });
+  t.equal(open.json().data.length, 2);
 });
