@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import {
   fire,
   type LoadOptions,
@@ -57,6 +58,8 @@ const HELP = `usage: npm run bench -- [options]
   --against DIR      A/B: also run the service from DIR (another checkout, e.g. a git worktree
                      of the commit before a change; built there first unless --no-build) and
                      load both in alternation, reporting each scenario's ratio to its twin
+  --postgres URL     run the service (and --against's) on Postgres: a fresh database each on
+                     that server (BENCH_POSTGRES), dropped afterwards; embedded otherwise
   --data             then run the data benchmark on Postgres (bench/data.ts, needs DATABASE_URL;
                      its options: npm run bench:data -- --help; rows from BENCH_DATA_ROWS)
 `;
@@ -74,6 +77,8 @@ interface Options extends LoadOptions {
   data: boolean;
   /** Another checkout to compare the service with, scenario by scenario. */
   against?: string;
+  /** A Postgres server to run the service targets on (a fresh database each). */
+  postgres?: string;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -93,6 +98,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       'keep-temp': { type: 'boolean' },
       data: { type: 'boolean' },
       against: { type: 'string' },
+      postgres: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -127,6 +133,9 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     keepTemp: values['keep-temp'] ?? false,
     data: values.data ?? false,
     ...(values.against ? { against: resolve(values.against) } : {}),
+    ...((values.postgres ?? env.BENCH_POSTGRES)
+      ? { postgres: (values.postgres ?? env.BENCH_POSTGRES) as string }
+      : {}),
   };
 }
 
@@ -313,6 +322,34 @@ async function argon2Cost(): Promise<string> {
   );
 }
 
+const scratchDatabases: { admin: string; name: string }[] = [];
+
+/** A fresh database on the server of `adminUrl`, dropped by {@link dropScratchDatabases}. */
+async function scratchDatabase(adminUrl: string, label: string): Promise<string> {
+  const name = `custodian_bench_${process.pid}_${label}`;
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    await client.query(`drop database if exists ${name} with (force)`);
+    await client.query(`create database ${name}`);
+  } finally {
+    await client.end();
+  }
+  scratchDatabases.push({ admin: adminUrl, name });
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function dropScratchDatabases(): Promise<void> {
+  for (const { admin, name } of scratchDatabases.splice(0)) {
+    const client = new pg.Client({ connectionString: admin });
+    await client.connect();
+    await client.query(`drop database if exists ${name} with (force)`).catch(() => undefined);
+    await client.end();
+  }
+}
+
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2), process.env);
   const chosen = selectScenarios(scenarios, options.only);
@@ -337,18 +374,31 @@ async function main(): Promise<number> {
   const useDist = needed.has('service') && prepareServiceBuild(options, log);
 
   const startOptions = { workDir, useDist, ...(profileDir ? { profileDir } : {}) };
+  // On Postgres each service target gets a database of its own, made here and dropped at exit.
+  const databaseFor = async (name: string) =>
+    options.postgres ? { databaseUrl: await scratchDatabase(options.postgres, name) } : {};
   const targets = new Map<TargetName, Target>();
   // One after the other, so the service's migrations do not compete with the bare start-up.
   if (needed.has('bare')) targets.set('bare', await startBare(startOptions));
-  if (needed.has('service')) targets.set('service', await startService(startOptions));
+  if (needed.has('service')) {
+    targets.set('service', await startService({ ...startOptions, ...(await databaseFor('a')) }));
+  }
   if (options.against) {
     const root = options.against;
     const beforeDist = prepareServiceBuild(options, log, root);
     targets.set(
       'before',
-      await startService({ ...startOptions, useDist: beforeDist, root, name: 'before' }),
+      await startService({
+        ...startOptions,
+        useDist: beforeDist,
+        root,
+        name: 'before',
+        ...(await databaseFor('b')),
+      }),
     );
   }
+  if (options.postgres)
+    log(`engine: Postgres (${new URL(options.postgres).host}), a database per target`);
   for (const t of targets.values()) log(`${t.name}: ${t.command} (pid ${t.pid}) at ${t.baseUrl}`);
 
   const prepared: PreparedScenario[] = [];
@@ -394,6 +444,7 @@ async function main(): Promise<number> {
 
   // Graceful stop: the service drains and exits 0, which is when profiles are written.
   await stopAllTargets();
+  await dropScratchDatabases();
   const serviceLogBytes = fileSize(targets.get('service')?.logFile);
 
   const results = prepared.map((p) => summarise(p.scenario, samples.get(p.scenario.name)!));

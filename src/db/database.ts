@@ -14,6 +14,7 @@ import {
   ServiceRoleError,
   serviceRoleError,
 } from './service-role.js';
+import { bindConnection, type TenantSetting } from './tenant.js';
 
 export type Engine = 'postgres' | 'embedded';
 
@@ -204,6 +205,7 @@ function openPool(
     } as typeof client.query;
   });
   const inRole = new WeakSet<pg.PoolClient>();
+  const tenants = new WeakMap<pg.PoolClient, TenantSetting>();
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({
       pool: {
@@ -222,6 +224,20 @@ function openPool(
               throw serviceRoleError(role, err);
             }
             inRole.add(client);
+          }
+          if (role) {
+            // The service's connections act for the bound tenant (row-level security).
+            let setting = tenants.get(client);
+            if (!setting) {
+              setting = { current: undefined };
+              tenants.set(client, setting);
+            }
+            try {
+              await bindConnection(setting, (statement) => client.query(statement));
+            } catch (err) {
+              client.release(true);
+              throw err;
+            }
           }
           return client;
         },

@@ -49,7 +49,20 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
 };
 
 /** Owner-defined functions the service may call (each checks its own arguments). */
-export const SERVICE_FUNCTIONS = ['erase_contact(uuid, uuid)'] as const;
+export const SERVICE_FUNCTIONS = [
+  'erase_contact(uuid, uuid)',
+  'account_of_user(uuid)',
+  'account_of_user_email(text)',
+  'account_of_refresh_token(text)',
+  'account_of_api_key(text)',
+  'account_of_consent_token(text)',
+  'account_of_request_token(text)',
+  'account_of_password_setup(text)',
+  'account_directory()',
+  'accounts_with_uncheckpointed_entries()',
+  'webhook_endpoints_behind_their_feed(integer)',
+  'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer)',
+] as const;
 
 /** Tables the embedded engine's ANALYZE and the erasure VACUUM may maintain (Postgres 17+). */
 const MAINTAINED = [

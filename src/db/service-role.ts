@@ -5,6 +5,7 @@ import {
   type Driver,
   type TransactionSettings,
 } from 'kysely';
+import { bindConnection, type TenantSetting } from './tenant.js';
 
 /**
  * The service acts as a role of its own, never as the schema's owner: the owner (migrations)
@@ -60,7 +61,7 @@ export function roleSwitchingDialects(
   role: string,
 ): { service: Dialect; owner: Dialect } {
   const driver = inner.createDriver();
-  const state: { current: Side; init?: Promise<void> } = { current: 'owner' };
+  const state: SharedState = { current: 'owner', tenant: { current: undefined } };
   const dialect = (side: Side): Dialect => ({
     createAdapter: () => inner.createAdapter(),
     createQueryCompiler: () => inner.createQueryCompiler(),
@@ -70,10 +71,17 @@ export function roleSwitchingDialects(
   return { service: dialect('service'), owner: dialect('owner') };
 }
 
+interface SharedState {
+  current: Side;
+  init?: Promise<void>;
+  /** The tenant on the one connection (see `tenant.ts`); the owner's policy ignores it. */
+  tenant: TenantSetting;
+}
+
 class RoleSwitchingDriver implements Driver {
   constructor(
     private readonly inner: Driver,
-    private readonly state: { current: Side; init?: Promise<void> },
+    private readonly state: SharedState,
     private readonly side: Side,
     private readonly role: string,
   ) {}
@@ -95,6 +103,16 @@ class RoleSwitchingDriver implements Driver {
         throw this.side === 'service' ? serviceRoleError(this.role, err) : err;
       }
       this.state.current = this.side;
+    }
+    if (this.side === 'service') {
+      try {
+        await bindConnection(this.state.tenant, (statement) =>
+          connection.executeQuery(CompiledQuery.raw(statement)),
+        );
+      } catch (err) {
+        await this.inner.releaseConnection(connection);
+        throw err;
+      }
     }
     return connection;
   }

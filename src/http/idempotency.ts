@@ -10,6 +10,7 @@ import { type Kysely, sql, type Transaction } from 'kysely';
 import { z } from 'zod';
 import { isDatabaseUnavailable } from '../db/database.js';
 import type { DB } from '../db/schema.js';
+import { withTenantOrNone } from '../db/tenant.js';
 import { BadRequestError, ConflictError, UnprocessableError } from '../errors.js';
 import { canonicalJson } from '../lib/canonical-json.js';
 import { keyedHash } from '../lib/keyed-hash.js';
@@ -103,7 +104,13 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
   const holdsSecret = (request: FastifyRequest) =>
     request.routeOptions.config.secretInResponse === true;
 
-  async function preHandler(request: FastifyRequest, reply: FastifyReply) {
+  // The store's hooks run outside the route's handler: each binds the caller's account.
+  const preHandler = (request: FastifyRequest, reply: FastifyReply) =>
+    withTenantOrNone(request.actor?.accountId, () => claimOrReplay(request, reply));
+  const onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown) =>
+    withTenantOrNone(request.actor?.accountId, () => recordAnswer(request, reply, payload));
+
+  async function claimOrReplay(request: FastifyRequest, reply: FastifyReply) {
     const key = request.headers['idempotency-key'];
     if (typeof key !== 'string') return;
     // Keys are kept per account; an operator (the `user` routes) has none.
@@ -185,7 +192,7 @@ export function idempotency(deps: { db: Kysely<DB>; secret: string }) {
     return reply.send(body);
   }
 
-  async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+  async function recordAnswer(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
     const claim = claims.get(request);
     if (!claim) return payload;
     claims.delete(request);

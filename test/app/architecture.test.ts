@@ -86,11 +86,6 @@ const TABLE_READS_BY_JOIN = new Map<string, string>([
     'the audience page joins contacts (active, not restricted) inside the DISTINCT ON walk of ' +
       'the ledger index, so a page stops after its LIMIT rows however large the audience',
   ],
-  [
-    'src/modules/webhooks/webhooks.repository.ts → reads events',
-    'the worker finds the endpoints behind their account’s feed in one query per tick (an ' +
-      'EXISTS on the feed’s primary key) instead of one query per endpoint',
-  ],
 ]);
 
 const WRITES = new Set(['insertInto', 'updateTable', 'deleteFrom', 'mergeInto', 'replaceInto']);

@@ -142,11 +142,11 @@ function captureLogger() {
 function dbRoutes(database: Database) {
   return (app: import('fastify').FastifyInstance) => {
     app.get('/test/db', { config: { auth: 'public' } }, async () => {
-      const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.db);
+      const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.owner);
       return { one: rows[0]!.one };
     });
     app.get('/test/slow', { config: { auth: 'public' } }, async () => {
-      await sql`select pg_sleep(3)`.execute(database.db);
+      await sql`select pg_sleep(3)`.execute(database.owner);
       return { slept: true };
     });
   };
@@ -354,7 +354,7 @@ t.test(
     t.equal((await login()).res.statusCode, 401, 'a real route reads the database');
     const { rows } = await sql<{
       timeout: string;
-    }>`select current_setting('statement_timeout') as timeout`.execute(database.db);
+    }>`select current_setting('statement_timeout') as timeout`.execute(database.owner);
     t.same(rows, [{ timeout: `${STATEMENT_TIMEOUT_MS}ms` }], 'statement_timeout is applied');
 
     t.test('a statement over statement_timeout answers 503', async (t) => {

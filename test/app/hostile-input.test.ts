@@ -109,7 +109,7 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
   });
   const owner = await signup(app, { accountName: 'Hostile input' });
   const operatorEmail = uniqueEmail('ops');
-  await createOperator(app.database.db, testConfig(), {
+  await createOperator(app.database.owner, testConfig(), {
     email: operatorEmail,
     password: GOOD_PASSWORD,
   });
@@ -136,7 +136,7 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     payload: { type: 'access', subject: { email: uniqueEmail('subject') } },
   });
   await webhookWorkerFromConfig({
-    db: app.database.db,
+    db: app.database.owner,
     config: testConfig(),
     clock: systemClock,
     hashSecret: testConfig().HASH_SECRET!,
@@ -333,7 +333,7 @@ t.test('forged cursors on every list are 400 invalid_cursor, never a 5xx', async
   const app = await build(t, { env: { RATE_LIMIT_MAX: '1000000' } });
   const owner = await signup(app, { accountName: 'Forged cursors' });
   const operatorEmail = uniqueEmail('ops');
-  await createOperator(app.database.db, testConfig(), {
+  await createOperator(app.database.owner, testConfig(), {
     email: operatorEmail,
     password: GOOD_PASSWORD,
   });

@@ -13,7 +13,7 @@ import { assertProblem } from './assert-problem.js';
 
 t.test('Idempotency-Key on POST /v1/contacts', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   const post = (key: string | undefined, payload: object, extra: Record<string, string> = {}) =>
@@ -171,7 +171,7 @@ t.test('two concurrent requests with one key: one does the work', async (t) => {
       t.equal(r.json().id, fresh[0]?.json().id);
     }
   }
-  const rows = await app.database.db
+  const rows = await app.database.owner
     .selectFrom('contacts')
     .select('id')
     .where('account_id', '=', owner.accountId)
@@ -197,7 +197,7 @@ t.test('a consent event: one key, one ledger event', async (t) => {
   t.equal(second.statusCode, 201);
   t.equal(second.headers['idempotent-replayed'], 'true');
   t.equal(second.body, first.body, 'the first answer, links included');
-  const events = await app.database.db
+  const events = await app.database.owner
     .selectFrom('consent_events')
     .select('id')
     .where('account_id', '=', owner.accountId)
@@ -242,7 +242,7 @@ t.test('every POST honours Idempotency-Key, or refuses it', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
   const operatorEmail = 'idempotency-operator@example.com';
-  await createOperator(app.database.db, testConfig(), {
+  await createOperator(app.database.owner, testConfig(), {
     email: operatorEmail,
     password: GOOD_PASSWORD,
   });
@@ -300,7 +300,7 @@ t.test('every POST honours Idempotency-Key, or refuses it', async (t) => {
     t.ok(first.statusCode < 500, `${route.url}: answered ${first.statusCode}`);
     const code = first.body ? first.json().code : undefined;
     t.not(code, 'validation_failed', `${route.url}: the example is valid`);
-    const stored = await app.database.db
+    const stored = await app.database.owner
       .selectFrom('idempotency_keys')
       .select(['status', 'response_status'])
       .where('account_id', '=', owner.accountId)

@@ -147,7 +147,7 @@ t.test(
     });
     t.teardown(() => database.close());
 
-    const slowQuery = sql`select pg_sleep(3)`.execute(database.db).then(
+    const slowQuery = sql`select pg_sleep(3)`.execute(database.owner).then(
       () => 'completed',
       (err: Error) => err.message,
     );
@@ -158,7 +158,7 @@ t.test(
     t.match(await slowQuery, /terminated|ECONNRESET|Connection/i, 'the query rejects');
 
     await proxy.start();
-    const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.db);
+    const { rows } = await sql<{ one: number }>`select 1 as one`.execute(database.owner);
     t.same(rows, [{ one: 1 }], 'the pool serves again once the database is back');
   },
 );

@@ -69,7 +69,7 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
   });
   t.equal(bNotified.statusCode, 201, bNotified.body);
   await webhookWorkerFromConfig({
-    db: app.database.db,
+    db: app.database.owner,
     config: testConfig(),
     clock: systemClock,
     hashSecret: testConfig().HASH_SECRET!,
@@ -214,7 +214,7 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
 t.test('operators act through /v1/ops, audited in the account’s chain', async (t) => {
   const app = await build(t);
   const email = uniqueEmail('ops');
-  await createOperator(app.database.db, testConfig(), { email, password: GOOD_PASSWORD });
+  await createOperator(app.database.owner, testConfig(), { email, password: GOOD_PASSWORD });
   const op = await login(app, email);
   const customer = await signup(app);
 

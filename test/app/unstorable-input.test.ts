@@ -12,7 +12,7 @@ async function rowsOf(
   table: 'purposes' | 'consent_events' | 'contacts',
   accountId: string,
 ): Promise<number> {
-  const rows = await app.database.db
+  const rows = await app.database.owner
     .selectFrom(table)
     .select('account_id')
     .where('account_id', '=', accountId)

@@ -5,6 +5,7 @@ import t, { type Test } from 'tap';
 import { createPostgresDatabase } from '../../src/db/database.js';
 import { SERVICE_GRANTS } from '../../src/db/grants.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
+import { withTenant } from '../../src/db/tenant.js';
 import { bearer, signup } from '../fixtures/identity.js';
 import { build, ENGINE } from '../helper.js';
 
@@ -136,7 +137,9 @@ t.test('the service role cannot switch the guards off', async (t) => {
     'the old erasure setting opens nothing',
   );
   await t.rejects(
-    sql`select erase_contact(${account.accountId}::uuid, ${contactId}::uuid)`.execute(db),
+    withTenant(account.accountId, () =>
+      sql`select erase_contact(${account.accountId}::uuid, ${contactId}::uuid)`.execute(db),
+    ),
     /no erasure is recorded/,
     'erase_contact refuses a contact whose erasure is not recorded',
   );
@@ -152,7 +155,7 @@ t.test('the service role cannot switch the guards off', async (t) => {
     /must be (the )?owner|permission denied/,
     'cannot replace the erasure function',
   );
-  const contact = await db
+  const contact = await app.database.owner
     .selectFrom('contacts')
     .select('id')
     .where('id', '=', contactId)

@@ -72,7 +72,7 @@ t.test('the README’s receiver verifies and deduplicates what the worker sends'
   }
 
   const contactId = await world.grant();
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
   await w.tick();
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'delivered', lastAttempt: { statusCode: 204 } });

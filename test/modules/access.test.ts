@@ -133,7 +133,7 @@ t.test('API keys: shown once, hashed, scoped, revocable', async (t) => {
   const owner = await signup(app);
   const created = await createApiKey(app, owner, ['contacts:read', 'account:read']);
   t.match(created.key, /^cst_[0-9a-f]{16}_/);
-  const stored = await app.database.db
+  const stored = await app.database.owner
     .selectFrom('api_keys')
     .selectAll()
     .where('id', '=', created.id)
@@ -308,7 +308,7 @@ t.test('account holiday country: unset by default, set, audited, cleared, checke
   t.equal(await read(), null);
 
   await t.rejects(
-    app.database.db
+    app.database.owner
       .updateTable('accounts')
       .set({ holiday_country: 'si' })
       .where('id', '=', owner.accountId)

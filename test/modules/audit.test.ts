@@ -133,7 +133,7 @@ t.test('50 concurrent writes on one account leave an unbroken chain', async (t) 
     headers: bearer(owner.accessToken),
   });
   t.same(res.json(), { ...res.json(), valid: true, checked: 52, lastSeq: 52, firstBroken: null });
-  const seqs = await app.database.db
+  const seqs = await app.database.owner
     .selectFrom('audit_events')
     .select('seq')
     .where('account_id', '=', owner.accountId)

@@ -79,7 +79,10 @@ t.test('common passwords are refused wherever a password is set', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
   const opEmail = uniqueEmail('ops');
-  await createOperator(app.database.db, testConfig(), { email: opEmail, password: GOOD_PASSWORD });
+  await createOperator(app.database.owner, testConfig(), {
+    email: opEmail,
+    password: GOOD_PASSWORD,
+  });
   const op = await login(app, opEmail);
   const common = ['correcthorsebatterystaple', 'Password123456789!', 'iloveyou iloveyou'];
   const places = [
@@ -149,7 +152,7 @@ t.test('common passwords are refused wherever a password is set', async (t) => {
   }
   // The command-line bootstrap of operators applies the same policy.
   await t.rejects(
-    createOperator(app.database.db, testConfig(), {
+    createOperator(app.database.owner, testConfig(), {
       email: uniqueEmail('ops'),
       password: 'Password123456789!',
     }),
@@ -426,7 +429,7 @@ t.test('access tokens: algorithm pinned, tampering and expiry refused', async (t
 t.test('the password age shows and recommends a change when old', async (t) => {
   const app = await build(t);
   const owner = await signup(app);
-  await app.database.db
+  await app.database.owner
     .updateTable('users')
     .set({ password_changed_at: new Date(Date.now() - 400 * 86_400_000) })
     .where('id', '=', owner.userId)
@@ -460,7 +463,7 @@ t.test('sign-ups and new users racing for one address: one user, the rest 409', 
   for (const res of signups.filter((r) => r.statusCode === 409)) {
     t.equal(res.json().code, 'email_taken');
   }
-  const accounts = await app.database.db
+  const accounts = await app.database.owner
     .selectFrom('accounts')
     .select('id')
     .where('name', '=', accountName)

@@ -54,7 +54,7 @@ export async function insertContact(
   accountId: string,
   values: { email?: string; status?: ContactStatus; language?: string } = {},
 ): Promise<string> {
-  const row = await app.database.db
+  const row = await app.database.owner
     .insertInto('contacts')
     .values({
       account_id: accountId,
@@ -72,7 +72,7 @@ export async function restrict(
   accountId: string,
   contactId: string,
 ) {
-  await app.database.db
+  await app.database.owner
     .updateTable('contacts')
     .set({ restricted_at: new Date(), restriction_reason: 'accuracy contested' })
     .where('account_id', '=', accountId)

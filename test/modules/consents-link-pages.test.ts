@@ -49,7 +49,7 @@ async function ledger(app: App, world: ConsentWorld, contactId: string) {
 }
 
 async function usedLinks(app: App, contactId: string) {
-  const rows = await app.database.db
+  const rows = await app.database.owner
     .selectFrom('consent_tokens')
     .select(['kind', 'used_at'])
     .where('contact_id', '=', contactId)
@@ -146,7 +146,7 @@ t.test('pages speak the contact’s language where a translation exists', async 
   ];
   for (const [contactLanguage, pageLanguage, title, done] of cases) {
     const contactId = await insertContact(app, world.owner.accountId);
-    await app.database.db
+    await app.database.owner
       .updateTable('contacts')
       .set({ language: contactLanguage })
       .where('id', '=', contactId)
@@ -200,7 +200,7 @@ t.test('links that cannot act show a page with the status, and say nothing more'
   t.equal(misdirected.body, garbage.body, 'the same page as for any unknown token');
 
   const expired = await doubleOptIn(app, world, 'de');
-  await app.database.db
+  await app.database.owner
     .updateTable('consent_tokens')
     .set({ expires_at: new Date(Date.now() - 1000) })
     .where('contact_id', '=', expired.contactId)

@@ -57,7 +57,7 @@ t.test('double opt-in: pending until the person confirms with the link', async (
   t.ok(withdrawalExpires >= before + 364 * 86_400_000, 'the withdrawal link lasts a year');
   t.not(granted.withdrawal.token, granted.confirmation.token);
 
-  const stored = await app.database.db
+  const stored = await app.database.owner
     .selectFrom('consent_tokens')
     .selectAll()
     .where('contact_id', '=', contactId)
@@ -149,7 +149,7 @@ t.test('an expired confirmation link is 410 token_expired', async (t) => {
   const world = await consentWorld(app);
   const contactId = await insertContact(app, world.owner.accountId);
   const granted = await doubleOptIn(app, world, contactId);
-  await app.database.db
+  await app.database.owner
     .updateTable('consent_tokens')
     .set({ expires_at: new Date(Date.now() - 1000) })
     .where('contact_id', '=', contactId)

@@ -129,7 +129,7 @@ t.test('a contact at a suppressed address without the mark must confirm too', as
   const w = await world(t);
   const a = api(w);
   const id = await a.readmit('unmarked@example.com');
-  await w.app.database.db
+  await w.app.database.owner
     .updateTable('contacts')
     .set({ suppressed_until_confirmed: false })
     .where('id', '=', id)
@@ -144,7 +144,7 @@ t.test('a contact at a suppressed address without the mark must confirm too', as
 t.test('imports apply the same rule, row by row', async (t) => {
   const w = await world(t);
   const a = api(w);
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   const ndjsonUpload = (rows: object[], query = 'format=ndjson') =>
     upload(w, ndjson(rows), query, 'application/x-ndjson');
 

@@ -13,7 +13,7 @@ import { consentWorld, insertContact } from './consents-fixtures.js';
  */
 
 async function counts(database: Database, accountId: string, contactId: string) {
-  const { db } = database;
+  const { owner: db } = database;
   const one = async (table: 'consent_events' | 'consent_tokens' | 'events') =>
     Number(
       (
@@ -43,7 +43,7 @@ t.test('recordIn writes in the caller’s transaction, and only there', async (t
   const app = await build(t);
   const { owner, purposeId } = await consentWorld(app);
   const contactId = await insertContact(app, owner.accountId);
-  const { db } = app.database;
+  const { owner: db } = app.database;
   const consents = createConsentsService({
     db,
     hashSecret: 'a-test-hash-secret-of-some-length',
@@ -104,7 +104,7 @@ t.test('recordIn writes in the caller’s transaction, and only there', async (t
 t.test('purposes: createIn and createNoticeIn roll back with the caller', async (t) => {
   const app = await build(t);
   const { owner } = await consentWorld(app);
-  const { db } = app.database;
+  const { owner: db } = app.database;
   const purposes = createPurposesService({ db });
   const ctx: RequestContext = {
     actor: {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 import t from 'tap';
+import { withTenant } from '../../src/db/tenant.js';
 import { assertProblem } from '../app/assert-problem.js';
 import { createApiKey } from '../fixtures/identity.js';
 import { build } from '../helper.js';
@@ -229,7 +230,7 @@ t.test('a grant needs a notice version of its purpose', async (t) => {
     'body.evidence.sourceUrl',
   ]);
 
-  const events = await app.database.db
+  const events = await app.database.owner
     .selectFrom('consent_events')
     .select('purpose_id')
     .where('contact_id', '=', contactId)
@@ -405,7 +406,9 @@ t.test('the ledger is append-only, except for an erasure', async (t) => {
     'and no setting lets it',
   );
   await t.rejects(
-    sql`select erase_contact(${owner.accountId}::uuid, ${contactId}::uuid)`.execute(service),
+    withTenant(owner.accountId, () =>
+      sql`select erase_contact(${owner.accountId}::uuid, ${contactId}::uuid)`.execute(service),
+    ),
     /no erasure is recorded/,
     'the erasure function refuses a contact whose erasure is not recorded',
   );
@@ -590,7 +593,7 @@ t.test('another account’s contact or purpose is a 404', async (t) => {
   });
   t.match(body.detail, /purpose/);
 
-  const theirLedger = await app.database.db
+  const theirLedger = await app.database.owner
     .selectFrom('consent_events')
     .select('id')
     .where('contact_id', '=', theirContact)

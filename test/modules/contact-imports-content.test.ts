@@ -39,7 +39,7 @@ const FIRST = 1500;
  */
 async function interruptedImport(w: World, body: string): Promise<string> {
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -57,7 +57,7 @@ async function interruptedImport(w: World, body: string): Promise<string> {
   // The first FIRST rows arrive; the rest never does.
   const cut = body.split('\n').slice(0, FIRST).join('\n').length + 1;
   stream.write(body.slice(0, cut));
-  const db = w.app.database.db;
+  const db = w.app.database.owner;
   let id: string | undefined;
   for (let i = 0; i < 400; i++) {
     await sleep(25);
@@ -98,7 +98,7 @@ async function getJob(w: World, id: string) {
 }
 
 async function errorRows(w: World) {
-  const rows = await w.app.database.db
+  const rows = await w.app.database.owner
     .selectFrom('contact_import_errors')
     .select('row_number')
     .where('account_id', '=', w.owner.accountId)
@@ -193,7 +193,7 @@ t.test('a job read to its end resumes only with exactly that body', async (t) =>
   t.equal(done.statusCode, 201, done.body);
   const id = done.json().id;
   // Its last batch committed, then the process died before it marked the job completed.
-  await w.app.database.db
+  await w.app.database.owner
     .updateTable('contact_imports')
     .set({
       status: 'running',
@@ -224,7 +224,7 @@ t.test('the check does not depend on how the body is cut into chunks', async (t)
   const original = ndjson(rowsOf('a', 2500));
   const id = await interruptedImport(w, original);
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -251,7 +251,7 @@ t.test('a resume whose other file breaks the parser is a content mismatch', asyn
   const line = (i: number) => `c-${i}@example.com,newsletter,1,form,2025-03-01T10:15:00Z`;
   const csv = `${header}\n${Array.from({ length: 1500 }, (_, i) => line(i + 1)).join('\n')}\n`;
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -267,7 +267,7 @@ t.test('a resume whose other file breaks the parser is a content mismatch', asyn
   await t.rejects(imports.run(ownerContext(w), w.owner.accountId, input, Readable.from([broken])), {
     code: 'csv_malformed',
   });
-  const [job] = await w.app.database.db
+  const [job] = await w.app.database.owner
     .selectFrom('contact_imports')
     .selectAll()
     .where('account_id', '=', w.owner.accountId)

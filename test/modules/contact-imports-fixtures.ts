@@ -61,7 +61,7 @@ export async function errorsOf(w: World, id: string) {
 }
 
 export async function contactsOf(w: World) {
-  return w.app.database.db
+  return w.app.database.owner
     .selectFrom('contacts')
     .selectAll()
     .where('account_id', '=', w.owner.accountId)
@@ -70,7 +70,7 @@ export async function contactsOf(w: World) {
 }
 
 export async function eventsOf(w: World) {
-  return w.app.database.db
+  return w.app.database.owner
     .selectFrom('consent_events')
     .selectAll()
     .where('account_id', '=', w.owner.accountId)

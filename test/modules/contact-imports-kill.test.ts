@@ -197,7 +197,7 @@ function startUpload(base: string, token: string) {
 }
 
 async function counts(database: Database, accountId: string) {
-  const db = database.db;
+  const db = database.owner;
   const contacts = await db
     .selectFrom('contacts')
     .select((eb) => [

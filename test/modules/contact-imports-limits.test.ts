@@ -29,7 +29,7 @@ const bad = (count: number) =>
   Array.from({ length: count }, () => ({ email: 'x', consent: CONSENT }));
 
 async function storedErrors(w: World, id: string) {
-  const rows = await w.app.database.db
+  const rows = await w.app.database.owner
     .selectFrom('contact_import_errors')
     .select('row_number')
     .where('account_id', '=', w.owner.accountId)
@@ -57,7 +57,7 @@ async function allListedErrors(w: World, id: string) {
 
 function service(w: World, limits: Record<string, number>) {
   return createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -67,7 +67,7 @@ function service(w: World, limits: Record<string, number>) {
 }
 
 async function onlyJob(w: World) {
-  return w.app.database.db
+  return w.app.database.owner
     .selectFrom('contact_imports')
     .selectAll()
     .where('account_id', '=', w.owner.accountId)

@@ -104,7 +104,7 @@ t.test(
     }));
     const statement = appendConsentsStatement(w.owner.accountId, { type: 'user', id: null }, batch);
 
-    const plan = await w.app.database.db.transaction().execute(async (trx) => {
+    const plan = await w.app.database.owner.transaction().execute(async (trx) => {
       await tuneBatchTransaction(trx, true);
       const compiled = statement.compile(trx);
       const explained = await trx.executeQuery<{ 'QUERY PLAN': unknown }>(
@@ -155,7 +155,7 @@ t.test('batches commit asynchronously only on a Postgres server', async (t) => {
   const database = await testDatabase();
   const seen: string[] = [];
   const app = await build(t, {
-    database: { ...database, db: database.db.withPlugin(commitModeRecorder(seen)) },
+    database: { ...database, db: database.owner.withPlugin(commitModeRecorder(seen)) },
   });
   const w = await world(t, app as never);
   const res = await upload(

@@ -27,7 +27,7 @@ const rowsOf = (count: number, from = 1) =>
   }));
 
 async function jobRow(w: World, id: string) {
-  return w.app.database.db
+  return w.app.database.owner
     .selectFrom('contact_imports')
     .selectAll()
     .where('account_id', '=', w.owner.accountId)
@@ -54,7 +54,7 @@ t.test('the same key and file answer the finished import again, writing nothing'
   t.same(again.json(), first.json(), 'the same job, as it finished');
   t.equal((await contactsOf(w)).length, 5);
   t.equal((await eventsOf(w)).length, eventsBefore, 'nothing recorded twice');
-  const jobs = await w.app.database.db
+  const jobs = await w.app.database.owner
     .selectFrom('contact_imports')
     .select('id')
     .where('account_id', '=', w.owner.accountId)
@@ -191,7 +191,7 @@ t.test('a failed import resumes after its last committed row on retry', async (t
 t.test('an attempt that lost its job to a retry stops before writing', async (t) => {
   const w = await world(t);
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -243,7 +243,7 @@ t.test('an attempt that lost its job to a retry stops before writing', async (t)
 t.test('the lease is renewed while an import runs', async (t) => {
   const w = await world(t);
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 1,

@@ -55,7 +55,7 @@ t.test('NDJSON happy path: counts, contacts, consent events, one audit entry', a
   t.equal(got.statusCode, 200);
   t.same(got.json(), job);
 
-  const audit = await w.app.database.db
+  const audit = await w.app.database.owner
     .selectFrom('audit_events')
     .select(['action', 'changed_fields', 'entity_id'])
     .where('account_id', '=', w.owner.accountId)
@@ -184,7 +184,7 @@ t.test('missing consent: rejected by default, pending double opt-in when asked',
 t.test('suppressed addresses are refused unless pending double opt-in', async (t) => {
   const w = await world(t);
   const hash = emailFingerprint(testConfig().HASH_SECRET!, 'erased@example.com');
-  await w.app.database.db
+  await w.app.database.owner
     .insertInto('suppressions')
     .values({ account_id: w.owner.accountId, email_hash: hash, reason: 'erased' })
     .execute();
@@ -210,7 +210,7 @@ t.test('suppressed addresses are refused unless pending double opt-in', async (t
 t.test('restricted contacts are left unchanged', async (t) => {
   const w = await world(t);
   await upload(w, ndjson([{ email: 'r@example.com', firstName: 'Before', consent: CONSENT }]));
-  await w.app.database.db
+  await w.app.database.owner
     .updateTable('contacts')
     .set({ restricted_at: new Date(), restriction_reason: 'contested' })
     .where('account_id', '=', w.owner.accountId)
@@ -340,7 +340,7 @@ t.test('malformed files: a clear 4xx, the job failed, never a 5xx', async (t) =>
   t.equal(brokenQuote.statusCode, 422);
   t.equal(brokenQuote.json().code, 'csv_malformed');
 
-  const jobs = await w.app.database.db
+  const jobs = await w.app.database.owner
     .selectFrom('contact_imports')
     .select(['status', 'error_code'])
     .where('account_id', '=', w.owner.accountId)
@@ -393,7 +393,7 @@ t.test('tenancy: another account’s import is 404', async (t) => {
 t.test('a body over the size limit is refused with 413 and the job failed', async (t) => {
   const w = await world(t);
   const imports = createContactImportsService({
-    db: w.app.database.db,
+    db: w.app.database.owner,
     asyncCommit: w.app.database.engine === 'postgres',
     hashSecret: testConfig().HASH_SECRET!,
     leaseSeconds: 60,
@@ -406,7 +406,7 @@ t.test('a body over the size limit is refused with 413 and the job failed', asyn
     imports.run(ctx, w.owner.accountId, { format: 'ndjson', missingConsent: 'reject' }, body),
     { status: 413, code: 'payload_too_large' },
   );
-  const [job] = await w.app.database.db
+  const [job] = await w.app.database.owner
     .selectFrom('contact_imports')
     .select(['status', 'error_code'])
     .where('account_id', '=', w.owner.accountId)

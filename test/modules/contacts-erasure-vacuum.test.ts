@@ -49,7 +49,7 @@ async function deadTuples(db: Kysely<DB>, table: string): Promise<number | undef
 
 t.test('a burst of erasures is followed by one vacuum of the touched tables', async (t) => {
   const app = await build(t, { env: { ERASURE_VACUUM_INTERVAL_MS: String(INTERVAL_MS) } });
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   const ids: string[] = [];
@@ -114,7 +114,7 @@ t.test('a burst of erasures is followed by one vacuum of the touched tables', as
 t.test('an interval of 0 turns it off, and closing the app cancels a pending run', async (t) => {
   for (const interval of ['0', '300']) {
     const app = await build(t, { env: { ERASURE_VACUUM_INTERVAL_MS: interval } });
-    const db = app.database.db;
+    const db = app.database.owner;
     const owner = await signup(app);
     const headers = bearer(owner.accessToken);
     const created = await app.inject({

@@ -20,7 +20,7 @@ async function createContact(
 
 t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   const purposeId = await createPurposeWithNotice(app, owner, 'newsletter');
@@ -151,7 +151,7 @@ t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => 
     1,
   );
   await t.rejects(
-    db.deleteFrom('consent_events').where('contact_id', '=', keepId).execute(),
+    app.database.db.deleteFrom('consent_events').where('contact_id', '=', keepId).execute(),
     /permission denied/,
     'the service still may not delete from the ledger',
   );
@@ -179,7 +179,7 @@ t.test('erasure (Art. 17) leaves only the keyed hash, everywhere', async (t) => 
 
 t.test('an erased address is suppressed: re-creation refused, check stores nothing', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   const email = 'gone@example.com';
@@ -271,7 +271,7 @@ t.test('an erased address is suppressed: re-creation refused, check stores nothi
 
 t.test('erasure suppresses every address the contact held, keeping no plaintext', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const headers = bearer(owner.accessToken);
   const first = 'first.address@example.com';
@@ -351,7 +351,7 @@ t.test(
   'keys that name an erased address are forgotten, and a replay creates nothing',
   async (t) => {
     const w = await world(t);
-    const db = w.app.database.db;
+    const db = w.app.database.owner;
     const email = 'jana@example.com';
     const file = ndjson([{ email, firstName: 'Jaroslava-8812', consent: CONSENT }]);
     const importKey = { 'idempotency-key': 'import-Jana@Example.com' };

@@ -10,7 +10,7 @@ import { build, testConfig } from '../helper.js';
  */
 t.test('erase, restrict, update and export run in the caller transaction', async (t) => {
   const app = await build(t);
-  const db = app.database.db;
+  const db = app.database.owner;
   const owner = await signup(app);
   const created = await app.inject({
     method: 'POST',

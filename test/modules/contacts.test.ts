@@ -21,7 +21,7 @@ async function mustCreate(app: FastifyInstance, headers: Headers, payload: objec
 }
 
 async function auditActions(app: App, owner: SignedUp, contactId: string) {
-  const rows = await app.database.db
+  const rows = await app.database.owner
     .selectFrom('audit_events')
     .select(['action', 'changed_fields'])
     .where('account_id', '=', owner.accountId)

@@ -78,7 +78,7 @@ async function verifiedRequest(app: App, owner: SignedUp, body: Record<string, u
 }
 
 async function snapshot(app: App, owner: SignedUp) {
-  const db = app.database.db;
+  const db = app.database.owner;
   const verify = await call(app, owner, 'GET', '/v1/audit-events/verify');
   const tables = ['contacts', 'consent_events', 'events', 'suppressions', 'erasures'] as const;
   const counts: Record<string, number> = { checked: verify.json().checked };
@@ -121,7 +121,7 @@ t.test('erasure: the contact is erased and only the keyed hash remains', async (
     result: { noDataHeld: false, suppressed: true },
     recipientsInformed: [{ name: 'Acme CRM' }],
   });
-  const db = app.database.db;
+  const db = app.database.owner;
   t.same(await db.selectFrom('contacts').select('id').where('id', '=', contactId).execute(), []);
   const erasure = await db
     .selectFrom('erasures')
@@ -160,7 +160,7 @@ t.test('erasure without a contact: no data held, the address is suppressed', asy
     email: 'nobody@example.com',
   });
   t.equal(check.json().suppressed, true);
-  t.same(await whereIs(app.database.db, 'nobody@example.com'), []);
+  t.same(await whereIs(app.database.owner, 'nobody@example.com'), []);
 });
 
 t.test('a contact erased directly clears its open requests’ plaintext', async (t) => {
@@ -185,8 +185,8 @@ t.test('a contact erased directly clears its open requests’ plaintext', async 
     subject: { email: null, customerId: null },
     notes: null,
   });
-  t.same(await whereIs(app.database.db, 'direct@example.com'), []);
-  t.same(await whereIs(app.database.db, 'crm-direct'), []);
+  t.same(await whereIs(app.database.owner, 'direct@example.com'), []);
+  t.same(await whereIs(app.database.owner, 'crm-direct'), []);
 });
 
 t.test('rectification applies the requested corrections', async (t) => {
@@ -201,7 +201,7 @@ t.test('rectification applies the requested corrections', async (t) => {
     recipientsNotInformedReason: 'None.',
   });
   t.equal(done.statusCode, 200, done.body);
-  const row = await app.database.db
+  const row = await app.database.owner
     .selectFrom('contacts')
     .select(['email', 'first_name'])
     .where('id', '=', contactId)
@@ -243,7 +243,7 @@ t.test(
       request,
       'the request is as it was',
     );
-    const contact = await app.database.db
+    const contact = await app.database.owner
       .selectFrom('contacts')
       .select(['email', 'first_name', 'version'])
       .where('id', '=', contactId)
@@ -263,7 +263,7 @@ t.test('restriction restricts the contact', async (t) => {
     recipientsNotInformedReason: 'None.',
   });
   t.equal(done.statusCode, 200, done.body);
-  const row = await app.database.db
+  const row = await app.database.owner
     .selectFrom('contacts')
     .select(['restricted_at', 'restriction_reason'])
     .where('id', '=', contactId)
@@ -290,7 +290,7 @@ t.test('objection withdraws consent with method data_subject_request', async (t)
   const done = await call(app, owner, 'POST', `${BASE}/${id}/complete`, {});
   t.equal(done.statusCode, 200, done.body);
   t.same(done.json().result.withdrawnPurposeIds, [purposeId]);
-  const newest = await app.database.db
+  const newest = await app.database.owner
     .selectFrom('consent_events')
     .select(['event', 'method'])
     .where('contact_id', '=', contactId)
@@ -348,7 +348,7 @@ t.test(
     });
     // The sweep drops the ciphertext; the digest and size stay.
     const sweeper = createDataSubjectRequestsService({
-      db: app.database.db,
+      db: app.database.owner,
       hashSecret: 'x'.repeat(32),
       clock,
       contacts: {} as never,
@@ -357,7 +357,7 @@ t.test(
       exportTtlDays: 1,
     });
     t.equal(await sweeper.sweepExpiredExports(), 1, 'one export dropped');
-    const stored = await app.database.db
+    const stored = await app.database.owner
       .selectFrom('data_subject_requests')
       .select(['export_ciphertext', 'outcome'])
       .where('id', '=', id)

@@ -55,7 +55,7 @@ async function requestWithLink(app: App, owner: SignedUp, body: Record<string, u
 }
 
 async function usedAt(app: App, requestId: string) {
-  const rows = await app.database.db
+  const rows = await app.database.owner
     .selectFrom('data_subject_request_tokens')
     .select('used_at')
     .where('request_id', '=', requestId)
@@ -139,7 +139,7 @@ t.test('the button’s form post verifies and answers with a page', async (t) =>
     identity: { method: 'link', verifiedAt: '2026-12-02T10:00:00.000Z' },
   });
   t.not((await usedAt(app, id))[0], null, 'the link is used');
-  const trail = await app.database.db
+  const trail = await app.database.owner
     .selectFrom('audit_events')
     .select(['actor_type', 'actor_id', 'ip'])
     .where('entity_id', '=', id)

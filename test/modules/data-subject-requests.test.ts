@@ -28,7 +28,7 @@ function post(app: FastifyInstance, owner: SignedUp, url: string, payload: unkno
   });
 }
 
-async function counts(app: FastifyInstance & { database: { db: unknown } }, owner: SignedUp) {
+async function counts(app: FastifyInstance & { database: { owner: unknown } }, owner: SignedUp) {
   const verify = await app.inject({
     method: 'GET',
     url: '/v1/audit-events/verify',
@@ -36,9 +36,9 @@ async function counts(app: FastifyInstance & { database: { db: unknown } }, owne
   });
   const db = (
     app as unknown as {
-      database: { db: import('kysely').Kysely<import('../../src/db/schema.js').DB> };
+      database: { owner: import('kysely').Kysely<import('../../src/db/schema.js').DB> };
     }
-  ).database.db;
+  ).database.owner;
   const requests = await db
     .selectFrom('data_subject_requests')
     .select((eb) => eb.fn.countAll<number>().as('n'))
@@ -400,7 +400,7 @@ t.test('verification links: tampered, reused, expired', async (t) => {
       (e: { type: string }) => e.type === 'data_subject_request.identity_verification_requested',
     );
   t.equal(requested.data.verification.url, url, 'the link reaches the customer on the feed');
-  const raw = await app.database.db.selectFrom('events').select('data').execute();
+  const raw = await app.database.owner.selectFrom('events').select('data').execute();
   t.notMatch(JSON.stringify(raw), new RegExp(token), 'stored sealed, not in clear');
 
   const tampered = `${token.slice(0, -1)}${token.endsWith('A') ? 'B' : 'A'}`;
@@ -425,7 +425,7 @@ t.test('verification links: tampered, reused, expired', async (t) => {
     headers: bearer(owner.accessToken),
   });
   t.match(after.json(), { status: 'identity_verified', identity: { method: 'link' } });
-  const trail = await app.database.db
+  const trail = await app.database.owner
     .selectFrom('audit_events')
     .select(['actor_type', 'ip'])
     .where('entity_id', '=', id)

@@ -169,7 +169,7 @@ t.test('an import pending double opt-in requests one confirmation per new contac
   const events = (await feed(app, world.headers)).data;
   t.equal(events.length, 3, 'the granted row asks for nothing');
   t.ok(events.every((event) => event.type === 'consent.confirmation_requested'));
-  const tokens = await app.database.db
+  const tokens = await app.database.owner
     .selectFrom('consent_tokens')
     .select((eb) => eb.fn.countAll<string>().as('n'))
     .where('account_id', '=', world.owner.accountId)
@@ -178,7 +178,11 @@ t.test('an import pending double opt-in requests one confirmation per new contac
   t.equal(new Set(events.map((event) => event.data.confirmation?.url)).size, 3, 'one link each');
   for (const event of events) {
     const token = event.data.confirmation!.url.split('/').pop()!;
-    t.same(await whereIs(app.database.db, token), [], 'the feed stores no imported link in clear');
+    t.same(
+      await whereIs(app.database.owner, token),
+      [],
+      'the feed stores no imported link in clear',
+    );
   }
   const confirmed = await app.inject({
     method: 'POST',
@@ -310,7 +314,7 @@ async function signupWorldEvent(app: App) {
   const world = await consentWorld(app);
   const contactId = await insertContact(app, world.owner.accountId);
   await doubleOptIn(app, world, contactId);
-  const row = await app.database.db
+  const row = await app.database.owner
     .selectFrom('events')
     .select('data')
     .where('account_id', '=', world.owner.accountId)

@@ -117,7 +117,7 @@ t.test('counters hold keyed hashes only', async (t) => {
   const app = await build(t);
   const email = uniqueEmail('private');
   await attempt(app, email, WRONG, '192.0.2.70');
-  const rows = await app.database.db.selectFrom('login_throttles').selectAll().execute();
+  const rows = await app.database.owner.selectFrom('login_throttles').selectAll().execute();
   const text = JSON.stringify(rows);
   t.notOk(text.includes(email) || text.includes('192.0.2.70'), 'no address, no IP');
   t.ok(rows.every((row) => /^[0-9a-f]{64}$/.test(row.key)));
@@ -168,7 +168,7 @@ t.test('unknown and known addresses do the same work on a failed login', async (
   async function trace(email: string, ip: string) {
     const statements = new StatementLog();
     const auth = createAuthService({
-      db: app.database.db.withPlugin(statements),
+      db: app.database.owner.withPlugin(statements),
       config: testConfig(env),
       app,
       principals: new PrincipalCache(0),

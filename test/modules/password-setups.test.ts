@@ -20,7 +20,7 @@ const HOUR = 3_600_000;
 
 async function operatorToken(app: App): Promise<string> {
   const email = uniqueEmail('ops');
-  await createOperator(app.database.db, testConfig(), { email, password: GOOD_PASSWORD });
+  await createOperator(app.database.owner, testConfig(), { email, password: GOOD_PASSWORD });
   return (await login(app, email)).accessToken;
 }
 
@@ -68,11 +68,11 @@ t.test('the operator creates an account; its owner sets the password with the li
   t.equal(expiresAt, new Date(Date.parse(START) + 72 * HOUR).toISOString(), '72 hours');
 
   // Only the token's hash is stored, and the owner has no password.
-  const rows = await app.database.db.selectFrom('password_setups').selectAll().execute();
+  const rows = await app.database.owner.selectFrom('password_setups').selectAll().execute();
   t.equal(rows.length, 1);
   t.equal(rows[0]!.token_hash, createHash('sha256').update(token).digest('hex'));
   t.notOk(JSON.stringify(rows).includes(token), 'the token itself is nowhere in the table');
-  const owner = await app.database.db
+  const owner = await app.database.owner
     .selectFrom('users')
     .select('password_hash')
     .where('id', '=', created.owner.id)

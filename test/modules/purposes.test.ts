@@ -280,7 +280,7 @@ t.test('notice versions are numbered, hashed, kept, and never edited', async (t)
   });
   assertProblem(t, badLanguage, { status: 400, code: 'validation_failed', instance: notices });
 
-  const db = app.database.db;
+  const db = app.database.owner;
   await t.rejects(
     db
       .updateTable('notice_versions')
@@ -305,7 +305,7 @@ t.test('a used notice version records its first use and cannot be deleted', asyn
       payload: { text, language: 'en' },
     });
   }
-  const db = app.database.db;
+  const db = app.database.owner;
   const contact = await db
     .insertInto('contacts')
     .values({ account_id: owner.accountId, email: 'jane@example.com' })
@@ -351,7 +351,7 @@ t.test('a used notice version records its first use and cannot be deleted', asyn
   t.equal(v1Later.json().firstUsedAt, v1.json().firstUsedAt, 'first use is recorded once');
 
   await t.rejects(
-    db
+    app.database.db
       .deleteFrom('notice_versions')
       .where('purpose_id', '=', purpose.id)
       .where('version', '=', 1)

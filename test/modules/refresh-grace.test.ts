@@ -39,7 +39,7 @@ t.test('parallel refreshes with one token all get the same successor', async (t)
   const next = await refresh(app, successor);
   t.equal(next.statusCode, 200, 'the successor rotates normally');
 
-  const stored = await app.database.db
+  const stored = await app.database.owner
     .selectFrom('refresh_tokens')
     .select('successor_ciphertext')
     .where('successor_ciphertext', 'is not', null)
@@ -73,7 +73,7 @@ t.test('reuse after the grace window ends the session family', async (t) => {
   });
   t.equal(me.statusCode, 401, 'and the access tokens of the family');
 
-  const sealed = await app.database.db
+  const sealed = await app.database.owner
     .selectFrom('refresh_tokens')
     .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
     .select('refresh_tokens.successor_ciphertext')
@@ -90,7 +90,7 @@ t.test('successors whose window passed are cleared by the next rotation', async 
   t.equal((await refresh(app, a.refreshToken)).statusCode, 200);
   await new Promise((resolve) => setTimeout(resolve, 1_200));
   t.equal((await refresh(app, b.refreshToken)).statusCode, 200);
-  const sealed = await app.database.db
+  const sealed = await app.database.owner
     .selectFrom('refresh_tokens')
     .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
     .select('refresh_tokens.successor_ciphertext')

@@ -29,7 +29,7 @@ t.test('an event reaches the receiver signed, exactly as the feed shows it', asy
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   const contactId = await world.grant('subscriber-1@example.com');
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
 
   t.match(await w.tick(), { fannedOut: 1, attempted: 1 });
   t.equal(hook.received.length, 1, 'one POST');
@@ -68,7 +68,7 @@ t.test('only the chosen types; a paused endpoint queues and resumes', async (t) 
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url, ['consent.withdrawn']);
   const contactId = await world.grant();
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
   await w.tick();
   t.equal(hook.received.length, 0, 'a grant is not a withdrawal');
 
@@ -109,7 +109,7 @@ t.test(
     const hook = await receiver(t, (n) => (n <= 2 ? 503 : 204));
     const webhook = await createWebhook(app, world.owner, hook.url);
     await world.grant();
-    const w = worker(app.database.db, clock);
+    const w = worker(app.database.owner, clock);
 
     await w.tick();
     let [delivery] = await deliveries(app, world.owner, webhook.id);
@@ -157,7 +157,7 @@ t.test('back-off: doubles from the base, capped; failed once the retry window en
   const hook = await receiver(t, () => 500);
   const webhook = await createWebhook(app, world.owner, hook.url);
   await world.grant();
-  const w = worker(app.database.db, clock, env);
+  const w = worker(app.database.owner, clock, env);
   await w.tick(); // fails; next in 1 s
   clock.advance(1000);
   await w.tick(); // fails; next in 2 s
@@ -190,12 +190,12 @@ t.test('a worker dying mid-send loses nothing: the lease runs out, it is sent ag
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   await world.grant();
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
   t.match(await w.fanOut(), 1);
 
   // What a worker does before it sends: claim, with a lease. Then it dies (nothing recorded).
   const now = clock.now();
-  const claimed = await claimDueDeliveries(app.database.db, {
+  const claimed = await claimDueDeliveries(app.database.owner, {
     now,
     leaseUntil: new Date(now.getTime() + 30_000),
     limit: 10,
@@ -220,7 +220,7 @@ t.test('redelivery sends it again with the same webhook-id', async (t) => {
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   await world.grant();
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
   await w.tick();
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.equal(delivery!.status, 'delivered');
@@ -269,7 +269,7 @@ t.test('after a rotation both secrets sign for 24 hours, then only the new one',
   });
   t.equal(rotated.statusCode, 200);
   const { secret } = rotated.json();
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
 
   await world.grant();
   await w.tick();

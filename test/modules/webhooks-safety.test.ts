@@ -33,7 +33,7 @@ t.test('a host that resolves to a private address is refused at send time', asyn
     'mapped.example.com': [{ address: '::ffff:127.0.0.1', family: 6 }],
   };
   const resolve = async (host: string) => resolved[host] ?? [];
-  const w = worker(app.database.db, clock, PUBLIC_ONLY, { resolve });
+  const w = worker(app.database.owner, clock, PUBLIC_ONLY, { resolve });
   const webhooks = [];
   for (const host of [...Object.keys(resolved), 'nowhere.example.com']) {
     webhooks.push(await createWebhook(app, world.owner, `https://${host}:${hook.port}/hook`));
@@ -59,7 +59,7 @@ t.test('an endpoint registered while private targets were allowed is refused lat
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
   await world.grant();
-  await worker(app.database.db, clock, PUBLIC_ONLY).tick();
+  await worker(app.database.owner, clock, PUBLIC_ONLY).tick();
   t.equal(hook.received.length, 0, 'nothing was sent');
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.equal(delivery!.lastAttempt!.errorCode, 'url_forbidden', 'http to a loopback address');
@@ -75,7 +75,7 @@ t.test('a redirect is not followed', async (t) => {
   });
   const webhook = await createWebhook(app, world.owner, redirecting.url);
   await world.grant();
-  await worker(app.database.db, clock).tick();
+  await worker(app.database.owner, clock).tick();
   t.equal(redirecting.received.length, 1);
   t.equal(target.received.length, 0, 'the redirect target got nothing');
   const [delivery] = await deliveries(app, world.owner, webhook.id);
@@ -93,7 +93,7 @@ t.test('a receiver that does not answer in time: timeout, retried', async (t) =>
   const silent = await receiver(t, () => new Promise(() => {}));
   const webhook = await createWebhook(app, world.owner, silent.url);
   await world.grant();
-  await worker(app.database.db, clock, env).tick();
+  await worker(app.database.owner, clock, env).tick();
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'pending', lastAttempt: { statusCode: null, errorCode: 'timeout' } });
   t.ok(
@@ -108,7 +108,7 @@ t.test('an erased contact’s pending deliveries are cancelled, and never sent',
   const world = await consentingWorld(app);
   const hook = await receiver(t, () => 503);
   const webhook = await createWebhook(app, world.owner, hook.url);
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
 
   // One delivery already tried (failing), one not yet tried, then the contact is erased.
   const tried = await world.grant('erase-me@example.com');
@@ -152,7 +152,7 @@ t.test('an event erased between fan-out and send is cancelled at send time', asy
   const world = await consentingWorld(app);
   const hook = await receiver(t);
   const webhook = await createWebhook(app, world.owner, hook.url);
-  const w = worker(app.database.db, clock);
+  const w = worker(app.database.owner, clock);
   const contactId = await world.grant();
   await w.fanOut();
   // The event goes the way an erasure takes it (as the owner), without the forgetter's help.
@@ -184,7 +184,7 @@ t.test('an event the feed cannot serve is a failed attempt, not a loop', async (
       data: JSON.stringify({ unexpected: true }),
     })
     .execute();
-  const w = worker(app.database.db, clock, env);
+  const w = worker(app.database.owner, clock, env);
   await w.tick();
   let [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, {

@@ -49,7 +49,7 @@ t.test('two workers never send the same attempt twice', async (t) => {
       })
     : app.database;
   if (other !== app.database) t.teardown(() => other.close());
-  const workers = [worker(app.database.db, clock, env), worker(other.db, clock, env)];
+  const workers = [worker(app.database.owner, clock, env), worker(other.db, clock, env)];
 
   // Fan-out and claims race: every round, each worker runs two of each at once.
   let attempted = 0;
@@ -85,7 +85,7 @@ t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint
   });
   await createWebhook(app, world.owner, hook.url);
   for (let i = 0; i < 5; i++) await world.grant();
-  const w = worker(app.database.db, clock, env);
+  const w = worker(app.database.owner, clock, env);
   t.match(await w.tick(), { fannedOut: 5, attempted: 2 }, 'two of five at once');
   t.match(await w.tick(), { attempted: 2 });
   t.match(await w.tick(), { attempted: 1 });
@@ -144,7 +144,7 @@ t.test(
     let [delivery] = await deliveries(app, world.owner, webhook.id);
     t.match(delivery, { status: 'sending', attempts: 1 }, 'left as the killed worker held it');
     const clock = new TestClock(new Date());
-    const w = worker(app.database.db, clock);
+    const w = worker(app.database.owner, clock);
     t.match(await w.tick(), { attempted: 0 }, 'not while its lease holds');
     clock.advance(26_000);
     t.match(await w.tick(), { attempted: 1 }, 'claimed again once it ran out');

@@ -95,7 +95,7 @@ t.test('create shows the secret once; reads never do', async (t) => {
   t.notOk(list.body.includes(created.secret.slice(6)), 'no secret in the list');
 
   // At rest the secret is encrypted.
-  const row = await app.database.db
+  const row = await app.database.owner
     .selectFrom('webhook_endpoints')
     .selectAll()
     .where('id', '=', created.id)
@@ -375,7 +375,7 @@ t.test(
     t.equal(replayed.headers['idempotent-replayed'], 'true');
     t.equal(replayed.json().secret, rotated.json().secret);
 
-    const stored = await app.database.db
+    const stored = await app.database.owner
       .selectFrom('idempotency_keys')
       .select(['key', 'response_body'])
       .where('account_id', '=', owner.accountId)

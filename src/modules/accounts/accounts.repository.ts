@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import { pageByCreatedAt } from '../../db/keyset.js';
 import type { AccountRow, DB } from '../../db/schema.js';
 
@@ -6,7 +6,7 @@ import type { AccountRow, DB } from '../../db/schema.js';
 
 export function insertAccount(
   db: Kysely<DB> | Transaction<DB>,
-  account: { name: string; time_zone?: string },
+  account: { id: string; name: string; time_zone?: string },
 ) {
   return db.insertInto('accounts').values(account).returningAll().executeTakeFirstOrThrow();
 }
@@ -50,5 +50,10 @@ export function pageAccounts(
   db: Kysely<DB> | Transaction<DB>,
   page: { limit: number; cursor?: string | undefined },
 ) {
-  return pageByCreatedAt(db.selectFrom('accounts').selectAll(), page);
+  // Across accounts, for operators: row-level security shows a connection its own account
+  // only, so the directory comes from an owner-defined function (see the RLS migration).
+  return pageByCreatedAt(
+    db.selectFrom(sql<AccountRow>`account_directory()`.as('accounts')).selectAll(),
+    page,
+  );
 }

@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ApiKeyRow, DB } from '../../db/schema.js';
+import { accountOf, inAccountOf, withTenant } from '../../db/tenant.js';
 import { NotFoundError, UnauthorizedError } from '../../errors.js';
 import { recordAudit } from '../audit/audit.service.js';
 import type { Actor, ApiKeyScope, RequestContext } from '../identity/actor.js';
@@ -22,7 +23,11 @@ export async function authenticateApiKey(db: Kysely<DB>, key: string): Promise<A
   const parsed = parseApiKey(key);
   const invalid = new UnauthorizedError('The API key is not valid.', 'invalid_api_key');
   if (!parsed) throw invalid;
-  const row = await findApiKeyByPrefix(db, parsed.prefix);
+  // Before the key is checked no account is bound: a definer function names the key's account.
+  const row = await inAccountOf(
+    () => accountOf(db, 'account_of_api_key', parsed.prefix),
+    () => findApiKeyByPrefix(db, parsed.prefix),
+  );
   if (!row || !constantTimeEqualHex(row.secret_hash, sha256Hex(parsed.secret))) throw invalid;
   if (row.revoked_at) throw new UnauthorizedError('The API key was revoked.', 'api_key_revoked');
   if (row.expires_at && row.expires_at < new Date()) {
@@ -30,7 +35,7 @@ export async function authenticateApiKey(db: Kysely<DB>, key: string): Promise<A
   }
   // Last use is informational: refresh it at most once a minute rather than on every call.
   if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
-    await touchApiKey(db, row.account_id, row.id);
+    await withTenant(row.account_id, () => touchApiKey(db, row.account_id, row.id));
   }
   return { type: 'api_key', id: row.id, accountId: row.account_id, scopes: row.scopes };
 }

@@ -288,21 +288,9 @@ export function walkCheckpoints(
  * grows with the number of accounts, not of entries.
  */
 export async function accountsWithUncheckpointedEntries(db: Kysely<DB>): Promise<string[]> {
+  // Across accounts: an owner-defined function (row-level security shows a connection one
+  // account), answering account ids only, each then checkpointed bound to its account.
   const result = await sql<{ account_id: string }>`
-    with recursive chains(account_id) as (
-      (select account_id from audit_events order by account_id limit 1)
-      union all
-      select (
-        select e.account_id from audit_events e
-        where e.account_id > chains.account_id order by e.account_id limit 1
-      )
-      from chains where chains.account_id is not null
-    )
-    select account_id from chains
-    where account_id is not null
-      and (select e.seq from audit_events e where e.account_id = chains.account_id
-           order by e.seq desc limit 1)
-        > coalesce((select c.seq from audit_checkpoints c where c.account_id = chains.account_id
-           order by c.seq desc limit 1), 0)`.execute(db);
+    select account_id from accounts_with_uncheckpointed_entries() as account_id`.execute(db);
   return result.rows.map((row) => row.account_id);
 }

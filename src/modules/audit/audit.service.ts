@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import type { AuditCheckpointRow, AuditEventRow, DB } from '../../db/schema.js';
+import { withTenant } from '../../db/tenant.js';
 import type { RequestContext } from '../identity/actor.js';
 import {
   type AuditFilter,
@@ -298,7 +299,8 @@ export function createAuditService(deps: {
     let signed = 0;
     for (const accountId of await accountsWithUncheckpointedEntries(db)) {
       if (stopped) break;
-      if ((await checkpointHead(db, signer, accountId))?.created) signed++;
+      const made = await withTenant(accountId, () => checkpointHead(db, signer, accountId));
+      if (made?.created) signed++;
     }
     if (signed > 0) log?.info({ accounts: signed }, 'signed audit checkpoints');
   }

@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsentEventRow, ConsentTokensTable, DB } from '../../db/schema.js';
+import { accountOf, inAccountOf } from '../../db/tenant.js';
 import { type AppError, ConflictError } from '../../errors.js';
 import { TokenExpiredError, TokenInvalidError, TokenUsedError } from '../../lib/link-tokens.js';
 import { recordSubjectAudit } from '../audit/audit.service.js';
@@ -73,6 +74,14 @@ export interface ConsentLinkView extends ConsentLinkPageFacts {
 export function createConsentLinksService(deps: { db: Kysely<DB> }) {
   const { db } = deps;
 
+  // A link names no account: the token's account is found by an owner-defined function (row-
+  // level security shows nothing before an account is bound) and the work acts for it.
+  const forToken = <T>(token: string, fn: () => Promise<T>) =>
+    inAccountOf(async () => {
+      const hash = consentLinkTokenHash(token);
+      return hash ? accountOf(db, 'account_of_consent_token', hash) : null;
+    }, fn);
+
   /**
    * Uses a link's token once: refuses unknown or tampered tokens (404), used ones (409) and
    * expired ones (410). The row stays locked until the transaction ends, so two clicks on one
@@ -112,35 +121,37 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
      * link, as a mail scanner does, records nothing. Takes no lock.
      */
     async view(kind: ConsentLinkKind, token: string): Promise<ConsentLinkView> {
-      const unknown: ConsentLinkView = {
-        language: null,
-        purposeName: null,
-        noticeVersion: null,
-        notice: null,
-        refusal: new TokenInvalidError(),
-      };
-      const hash = consentLinkTokenHash(token);
-      const row = hash ? await findConsentLink(db, hash) : undefined;
-      if (!row || row.kind !== kind) return unknown;
-      const contact = await findContactRef(db, row.account_id, row.contact_id);
-      if (!contact) return unknown;
-      const refusal = linkRefusal(row, kind);
-      if (refusal) return { ...unknown, language: contact.language, refusal };
-      const newest = await newestConsentEvent(db, row.account_id, row.contact_id, row.purpose_id);
-      const noticeVersion = newest?.notice_version ?? null;
-      const purpose = await purposeLookups.forLinkPage(
-        db,
-        row.account_id,
-        row.purpose_id,
-        noticeVersion,
-      );
-      return {
-        language: contact.language,
-        purposeName: purpose?.name ?? null,
-        noticeVersion,
-        notice: purpose?.notice ?? null,
-        refusal: kind === 'confirm' ? confirmationRefusal(contact, newest) : null,
-      };
+      return forToken(token, async () => {
+        const unknown: ConsentLinkView = {
+          language: null,
+          purposeName: null,
+          noticeVersion: null,
+          notice: null,
+          refusal: new TokenInvalidError(),
+        };
+        const hash = consentLinkTokenHash(token);
+        const row = hash ? await findConsentLink(db, hash) : undefined;
+        if (!row || row.kind !== kind) return unknown;
+        const contact = await findContactRef(db, row.account_id, row.contact_id);
+        if (!contact) return unknown;
+        const refusal = linkRefusal(row, kind);
+        if (refusal) return { ...unknown, language: contact.language, refusal };
+        const newest = await newestConsentEvent(db, row.account_id, row.contact_id, row.purpose_id);
+        const noticeVersion = newest?.notice_version ?? null;
+        const purpose = await purposeLookups.forLinkPage(
+          db,
+          row.account_id,
+          row.purpose_id,
+          noticeVersion,
+        );
+        return {
+          language: contact.language,
+          purposeName: purpose?.name ?? null,
+          noticeVersion,
+          notice: purpose?.notice ?? null,
+          refusal: kind === 'confirm' ? confirmationRefusal(contact, newest) : null,
+        };
+      });
     },
 
     /**
@@ -149,71 +160,75 @@ export function createConsentLinksService(deps: { db: Kysely<DB> }) {
      * withdrawal, an old confirmation link must not bring the consent back.
      */
     async confirm(token: string, link: LinkRequest) {
-      return db.transaction().execute(async (trx) => {
-        const redeemed = await redeem(trx, 'confirm', token);
-        const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
-        if (!contact) throw new TokenInvalidError();
-        const newest = await newestConsentEvent(
-          trx,
-          redeemed.account_id,
-          redeemed.contact_id,
-          redeemed.purpose_id,
-        );
-        const refusal = confirmationRefusal(contact, newest);
-        if (refusal || !newest) throw refusal ?? new TokenInvalidError();
-        const event = await appendConsentEvent(trx, {
-          accountId: redeemed.account_id,
-          contactId: redeemed.contact_id,
-          purposeId: redeemed.purpose_id,
-          noticeVersion: newest.notice_version,
-          event: 'confirmed',
-          method: 'double_opt_in',
-          legalBasis: newest.legal_basis,
-          occurredAt: new Date(),
-          ip: link.ip,
-          userAgent: link.userAgent,
-          sourceUrl: null,
-          actorType: 'data_subject',
-          actorId: null,
+      return forToken(token, async () => {
+        return db.transaction().execute(async (trx) => {
+          const redeemed = await redeem(trx, 'confirm', token);
+          const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
+          if (!contact) throw new TokenInvalidError();
+          const newest = await newestConsentEvent(
+            trx,
+            redeemed.account_id,
+            redeemed.contact_id,
+            redeemed.purpose_id,
+          );
+          const refusal = confirmationRefusal(contact, newest);
+          if (refusal || !newest) throw refusal ?? new TokenInvalidError();
+          const event = await appendConsentEvent(trx, {
+            accountId: redeemed.account_id,
+            contactId: redeemed.contact_id,
+            purposeId: redeemed.purpose_id,
+            noticeVersion: newest.notice_version,
+            event: 'confirmed',
+            method: 'double_opt_in',
+            legalBasis: newest.legal_basis,
+            occurredAt: new Date(),
+            ip: link.ip,
+            userAgent: link.userAgent,
+            sourceUrl: null,
+            actorType: 'data_subject',
+            actorId: null,
+          });
+          // The person confirmed: a re-admitted contact may receive other grants from now on.
+          await clearSuppressedUntilConfirmed(trx, event.account_id, event.contact_id);
+          await auditLinkEvent(trx, link, event, 'consent.confirmed');
+          await appendEvents(trx, event.account_id, [consentEvent(event)]);
+          return event;
         });
-        // The person confirmed: a re-admitted contact may receive other grants from now on.
-        await clearSuppressedUntilConfirmed(trx, event.account_id, event.contact_id);
-        await auditLinkEvent(trx, link, event, 'consent.confirmed');
-        await appendEvents(trx, event.account_id, [consentEvent(event)]);
-        return event;
       });
     },
 
     /** Art. 7(3): the person withdraws with the link they received with their consent. */
     async withdrawByLink(token: string, link: LinkRequest) {
-      return db.transaction().execute(async (trx) => {
-        const redeemed = await redeem(trx, 'withdraw', token);
-        const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
-        if (!contact) throw new TokenInvalidError();
-        const newest = await newestConsentEvent(
-          trx,
-          redeemed.account_id,
-          redeemed.contact_id,
-          redeemed.purpose_id,
-        );
-        const event = await appendConsentEvent(trx, {
-          accountId: redeemed.account_id,
-          contactId: redeemed.contact_id,
-          purposeId: redeemed.purpose_id,
-          noticeVersion: newest?.notice_version ?? null,
-          event: 'withdrawn',
-          method: 'withdrawal_link',
-          legalBasis: newest?.legal_basis ?? 'consent',
-          occurredAt: new Date(),
-          ip: link.ip,
-          userAgent: link.userAgent,
-          sourceUrl: null,
-          actorType: 'data_subject',
-          actorId: null,
+      return forToken(token, async () => {
+        return db.transaction().execute(async (trx) => {
+          const redeemed = await redeem(trx, 'withdraw', token);
+          const contact = await lockContact(trx, redeemed.account_id, redeemed.contact_id);
+          if (!contact) throw new TokenInvalidError();
+          const newest = await newestConsentEvent(
+            trx,
+            redeemed.account_id,
+            redeemed.contact_id,
+            redeemed.purpose_id,
+          );
+          const event = await appendConsentEvent(trx, {
+            accountId: redeemed.account_id,
+            contactId: redeemed.contact_id,
+            purposeId: redeemed.purpose_id,
+            noticeVersion: newest?.notice_version ?? null,
+            event: 'withdrawn',
+            method: 'withdrawal_link',
+            legalBasis: newest?.legal_basis ?? 'consent',
+            occurredAt: new Date(),
+            ip: link.ip,
+            userAgent: link.userAgent,
+            sourceUrl: null,
+            actorType: 'data_subject',
+            actorId: null,
+          });
+          await auditLinkEvent(trx, link, event, 'consent.withdrawn');
+          await appendEvents(trx, event.account_id, [consentEvent(event)]);
+          return event;
         });
-        await auditLinkEvent(trx, link, event, 'consent.withdrawn');
-        await appendEvents(trx, event.account_id, [consentEvent(event)]);
-        return event;
       });
     },
   };

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { pageByCreatedAt, pageByDueDate } from '../../db/keyset.js';
 import type { DataSubjectRequestRow, DB } from '../../db/schema.js';
+import { accountOf, allAccounts, inAccountOf, withTenant } from '../../db/tenant.js';
 import {
   AppError,
   BadRequestError,
@@ -287,13 +288,28 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
     };
   }
 
+  // A verification link names no account: an owner-defined function finds the token's, and
+  // the work acts for it (row-level security shows nothing before an account is bound).
+  const forRequestToken = <T>(token: string, fn: () => Promise<T>) =>
+    inAccountOf(async () => {
+      const hash = linkTokenHash(token);
+      return hash ? accountOf(db, 'account_of_request_token', hash) : null;
+    }, fn);
+
   let sweepTimer: NodeJS.Timeout | undefined;
 
   const service = {
     get,
 
     /** Drops stored exports past REQUEST_EXPORT_TTL_DAYS, in every account. */
-    sweepExpiredExports: () => dropExpiredExports(db, clock.now()),
+    // Across accounts: each account's expired exports, bound to it.
+    sweepExpiredExports: async () => {
+      let dropped = 0;
+      for (const accountId of await allAccounts(db)) {
+        dropped += await withTenant(accountId, () => dropExpiredExports(db, clock.now()));
+      }
+      return dropped;
+    },
 
     /** Runs the export sweep every `exportSweepIntervalMs` until {@link stopSweeping}. */
     startSweeping(log: { warn: (obj: object, msg: string) => void }) {
@@ -505,63 +521,68 @@ export function createDataSubjectRequestsService(deps: RequestsDeps) {
      * received; nothing of the subject. Takes no lock.
      */
     async verificationView(token: string): Promise<VerificationLinkView> {
-      const tokenHash = linkTokenHash(token);
-      const link = tokenHash ? await findVerificationToken(db, tokenHash) : undefined;
-      const row = link && (await findRequest(db, link.account_id, link.request_id));
-      if (!link || !row) return { language: null, request: null, refusal: new TokenInvalidError() };
-      const contact = row.contact_id
-        ? await findContactRef(db, row.account_id, row.contact_id)
-        : undefined;
-      const language = contact?.language ?? null;
-      try {
-        assertRedeemable(link, clock.now());
-        assertAwaitingVerification(row);
-      } catch (err) {
-        if (err instanceof AppError) return { language, request: null, refusal: err };
-        throw err;
-      }
-      const account = await findAccount(db, row.account_id);
-      return {
-        language,
-        request: {
-          type: row.type,
-          receivedAt: row.received_at,
-          timeZone: row.time_zone,
-          controllerName: account?.name ?? null,
-        },
-        refusal: null,
-      };
+      return forRequestToken(token, async () => {
+        const tokenHash = linkTokenHash(token);
+        const link = tokenHash ? await findVerificationToken(db, tokenHash) : undefined;
+        const row = link && (await findRequest(db, link.account_id, link.request_id));
+        if (!link || !row)
+          return { language: null, request: null, refusal: new TokenInvalidError() };
+        const contact = row.contact_id
+          ? await findContactRef(db, row.account_id, row.contact_id)
+          : undefined;
+        const language = contact?.language ?? null;
+        try {
+          assertRedeemable(link, clock.now());
+          assertAwaitingVerification(row);
+        } catch (err) {
+          if (err instanceof AppError) return { language, request: null, refusal: err };
+          throw err;
+        }
+        const account = await findAccount(db, row.account_id);
+        return {
+          language,
+          request: {
+            type: row.type,
+            receivedAt: row.received_at,
+            timeZone: row.time_zone,
+            controllerName: account?.name ?? null,
+          },
+          refusal: null,
+        };
+      });
     },
 
     /** The subject follows the verification link (public; audited without an IP). */
     async verifyByLink(token: string, requestId: string) {
-      const tokenHash = linkTokenHash(token);
-      if (!tokenHash) throw new TokenInvalidError();
-      return db.transaction().execute(async (trx) => {
-        const now = clock.now();
-        const link = await lockVerificationToken(trx, tokenHash);
-        assertRedeemable(link, now);
-        const current = await lockRequest(trx, link.account_id, link.request_id);
-        assertAwaitingVerification(current);
-        await markVerificationTokenUsed(trx, tokenHash, now);
-        const row = await updateRequest(
-          trx,
-          current,
-          { status: 'identity_verified', identity_verified_at: now, identity_method: 'link' },
-          now,
-        );
-        await recordSubjectAudit(trx, {
-          accountId: row.account_id,
-          requestId,
-          action: 'data_subject_request.identity_verified',
-          entityType: 'data_subject_request',
-          entityId: row.id,
-          changedFields: ['status', 'identity.method'],
+      return forRequestToken(token, async () => {
+        const tokenHash = linkTokenHash(token);
+        if (!tokenHash) throw new TokenInvalidError();
+        return db.transaction().execute(async (trx) => {
+          const now = clock.now();
+          const link = await lockVerificationToken(trx, tokenHash);
+          assertRedeemable(link, now);
+          const current = await lockRequest(trx, link.account_id, link.request_id);
+          assertAwaitingVerification(current);
+          await markVerificationTokenUsed(trx, tokenHash, now);
+          const row = await updateRequest(
+            trx,
+            current,
+            { status: 'identity_verified', identity_verified_at: now, identity_method: 'link' },
+            now,
+          );
+          await recordSubjectAudit(trx, {
+            accountId: row.account_id,
+            requestId,
+            action: 'data_subject_request.identity_verified',
+            entityType: 'data_subject_request',
+            entityId: row.id,
+            changedFields: ['status', 'identity.method'],
+          });
+          await appendEvents(trx, row.account_id, [
+            feedEvent('data_subject_request.identity_verified', row, { method: 'link' }),
+          ]);
+          return row;
         });
-        await appendEvents(trx, row.account_id, [
-          feedEvent('data_subject_request.identity_verified', row, { method: 'link' }),
-        ]);
-        return row;
       });
     },
 

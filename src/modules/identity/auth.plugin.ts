@@ -3,6 +3,7 @@ import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
 import type { Database } from '../../db/database.js';
+import { accountOf, inAccountOf, withTenantOrNone } from '../../db/tenant.js';
 import { ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { authenticateApiKey } from '../api-keys/api-keys.service.js';
 import type { Actor, Permission } from './actor.js';
@@ -81,6 +82,12 @@ export async function registerAuth(
     if (route.url.startsWith('/v1/') && route.url !== '/v1/' && !auth) {
       throw new Error(`route ${route.method} ${route.url} declares no config.auth`);
     }
+    // Row-level security: the handler acts for the caller's account (see src/db/tenant.ts),
+    // public and operator routes for none; they bind the account they act on themselves.
+    const handler = route.handler;
+    route.handler = function tenantBound(this: FastifyInstance, request, reply) {
+      return withTenantOrNone(request.actor?.accountId, () => handler.call(this, request, reply));
+    };
     if (!auth || auth === 'public') return;
     const guard = async (request: FastifyRequest) => {
       const actor = await authenticate(app, database, cache, verified, request);
@@ -117,7 +124,11 @@ async function authenticate(
   // and within the cache's short TTL on other instances.
   const cached = cache.get(claims.sid);
   if (cached && cached.user.id === claims.sub) return sessionActor(request, claims.sid, cached);
-  const principal = await findSessionPrincipal(database.db, claims.sid, claims.sub);
+  // The token names a user; a definer function names their account (none for an operator).
+  const principal = await inAccountOf(
+    () => accountOf(database.db, 'account_of_user', claims.sub),
+    () => findSessionPrincipal(database.db, claims.sid, claims.sub),
+  );
   if (principal) cache.set(principal);
   return sessionActor(request, claims.sid, principal);
 }

@@ -2,8 +2,10 @@ import type { FastifyInstance } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import type { Config } from '../../config.js';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
+import { accountOf, bindTransaction, inAccountOf } from '../../db/tenant.js';
 import { AppError, ForbiddenError, UnauthorizedError } from '../../errors.js';
 import { keyedHash } from '../../lib/keyed-hash.js';
+import { uuidV7 } from '../../lib/uuid-v7.js';
 import { findAccount, insertAccount } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
 import { hashSecretOf } from '../suppressions/suppressions.service.js';
@@ -224,7 +226,12 @@ export function createAuthService(deps: {
         passwordField,
       );
     }
+    // The new account's id is chosen here, so the transaction can act for it (row-level
+    // security lets an account's rows be written only by a connection bound to it).
+    const accountId = uuidV7();
+    await bindTransaction(trx, accountId);
     const account = await insertAccount(trx, {
+      id: accountId,
       name: input.accountName,
       ...(input.timeZone ? { time_zone: input.timeZone } : {}),
     });
@@ -292,80 +299,85 @@ export function createAuthService(deps: {
      * own pair's budget and cannot lock the owner out from one network.
      */
     async login(input: { email: string; password: string }, meta: TraceMeta): Promise<TokenPair> {
-      const now = new Date();
-      const addressKey = keyedHash(
-        serverSecret,
-        `${THROTTLE_KEY_PREFIX}address\u0000${input.email}`,
-      );
-      const pairKey = keyedHash(
-        serverSecret,
-        `${THROTTLE_KEY_PREFIX}pair\u0000${input.email}\u0000${clientNetwork(meta.ip)}`,
-      );
-      const user = await findUserByEmail(db, input.email);
-      const counters = await findLoginThrottles(db, [addressKey, pairKey]);
-      const pair = counters.find((row) => row.key === pairKey);
-      const address = counters.find((row) => row.key === addressKey);
-
-      if (
-        pair?.resets_at &&
-        pair.resets_at > now &&
-        pair.failures >= config.LOGIN_MAX_FAILURES_PER_CLIENT
-      ) {
-        throw tooManyAttempts(pair.resets_at, now, config.LOGIN_MAX_FAILURES_PER_CLIENT);
-      }
-      if (address && address.failures >= config.LOGIN_BACKOFF_AFTER_FAILURES) {
-        const exponent = Math.min(30, address.failures - config.LOGIN_BACKOFF_AFTER_FAILURES);
-        const delaySeconds = Math.min(2 ** exponent, config.LOGIN_BACKOFF_MAX_SECONDS);
-        const waitUntil = new Date(address.last_failure_at.getTime() + delaySeconds * 1000);
-        if (waitUntil > now) {
-          throw tooManyAttempts(waitUntil, now, config.LOGIN_BACKOFF_AFTER_FAILURES);
-        }
-      }
-
-      // A user who has not set a password yet (an owner awaiting their set-password link) has
-      // no hash: verified against the dummy like an unknown address, they cannot sign in, and
-      // neither the answer nor its timing tells them apart.
-      const storedHash = user?.password_hash ?? null;
-      const passwordOk = await verifyPassword(
-        storedHash ?? (await DUMMY_HASH.get()),
-        input.password,
-      );
-      const locked = address?.locked_until != null && address.locked_until > now;
-      if (!user || !storedHash || !passwordOk || locked) {
-        // While locked, even the right password counts as a failure: answering it with less
-        // work would tell the attacker that the guess was right.
-        const failures = await recordLoginFailure(db, {
-          addressKey,
-          pairKey,
-          now,
-          pairResetsAt: new Date(now.getTime() + config.LOGIN_CLIENT_WINDOW_MINUTES * 60_000),
-          forgetBefore: new Date(now.getTime() - FAILURE_MEMORY_MS),
-          threshold: config.LOGIN_LOCKOUT_THRESHOLD,
-          lockUntil: new Date(now.getTime() + LOCK_MINUTES * 60_000),
-        });
-        // No user id: a field present only for known addresses would enumerate them in the logs.
-        app.log.warn({ requestId: meta.requestId, locked, failures }, 'login failed');
-        throw invalidCredentials();
-      }
-      return db.transaction().execute(async (trx) => {
-        // Success clears this client's and the address's counts; most logins have none to clear,
-        // and skipping the write then keeps a successful login at one statement fewer.
-        const toClear = counters.map((row) => row.key);
-        if (toClear.length > 0) await resetLoginThrottles(trx, toClear);
-        if (needsRehash(storedHash)) {
-          // Parameters were raised since this hash was made: upgrade it while we hold the password.
-          await replacePasswordHash(trx, user.id, await hashPassword(input.password));
-        }
-        const { session, tokens } = await startSession(trx, user.id);
-        if (user.account_id) {
-          await recordAudit(
-            trx,
-            { actor: actorFor(user, session.id), ...meta },
-            { action: 'auth.login', entityType: 'session', entityId: session.id },
+      return inAccountOf(
+        () => accountOf(db, 'account_of_user_email', input.email),
+        async () => {
+          const now = new Date();
+          const addressKey = keyedHash(
+            serverSecret,
+            `${THROTTLE_KEY_PREFIX}address\u0000${input.email}`,
           );
-        }
-        return tokens;
-      });
+          const pairKey = keyedHash(
+            serverSecret,
+            `${THROTTLE_KEY_PREFIX}pair\u0000${input.email}\u0000${clientNetwork(meta.ip)}`,
+          );
+          const user = await findUserByEmail(db, input.email);
+          const counters = await findLoginThrottles(db, [addressKey, pairKey]);
+          const pair = counters.find((row) => row.key === pairKey);
+          const address = counters.find((row) => row.key === addressKey);
+
+          if (
+            pair?.resets_at &&
+            pair.resets_at > now &&
+            pair.failures >= config.LOGIN_MAX_FAILURES_PER_CLIENT
+          ) {
+            throw tooManyAttempts(pair.resets_at, now, config.LOGIN_MAX_FAILURES_PER_CLIENT);
+          }
+          if (address && address.failures >= config.LOGIN_BACKOFF_AFTER_FAILURES) {
+            const exponent = Math.min(30, address.failures - config.LOGIN_BACKOFF_AFTER_FAILURES);
+            const delaySeconds = Math.min(2 ** exponent, config.LOGIN_BACKOFF_MAX_SECONDS);
+            const waitUntil = new Date(address.last_failure_at.getTime() + delaySeconds * 1000);
+            if (waitUntil > now) {
+              throw tooManyAttempts(waitUntil, now, config.LOGIN_BACKOFF_AFTER_FAILURES);
+            }
+          }
+
+          // A user who has not set a password yet (an owner awaiting their set-password link) has
+          // no hash: verified against the dummy like an unknown address, they cannot sign in, and
+          // neither the answer nor its timing tells them apart.
+          const storedHash = user?.password_hash ?? null;
+          const passwordOk = await verifyPassword(
+            storedHash ?? (await DUMMY_HASH.get()),
+            input.password,
+          );
+          const locked = address?.locked_until != null && address.locked_until > now;
+          if (!user || !storedHash || !passwordOk || locked) {
+            // While locked, even the right password counts as a failure: answering it with less
+            // work would tell the attacker that the guess was right.
+            const failures = await recordLoginFailure(db, {
+              addressKey,
+              pairKey,
+              now,
+              pairResetsAt: new Date(now.getTime() + config.LOGIN_CLIENT_WINDOW_MINUTES * 60_000),
+              forgetBefore: new Date(now.getTime() - FAILURE_MEMORY_MS),
+              threshold: config.LOGIN_LOCKOUT_THRESHOLD,
+              lockUntil: new Date(now.getTime() + LOCK_MINUTES * 60_000),
+            });
+            // No user id: a field present only for known addresses would enumerate them in the logs.
+            app.log.warn({ requestId: meta.requestId, locked, failures }, 'login failed');
+            throw invalidCredentials();
+          }
+          return db.transaction().execute(async (trx) => {
+            // Success clears this client's and the address's counts; most logins have none to clear,
+            // and skipping the write then keeps a successful login at one statement fewer.
+            const toClear = counters.map((row) => row.key);
+            if (toClear.length > 0) await resetLoginThrottles(trx, toClear);
+            if (needsRehash(storedHash)) {
+              // Parameters were raised since this hash was made: upgrade it while we hold the password.
+              await replacePasswordHash(trx, user.id, await hashPassword(input.password));
+            }
+            const { session, tokens } = await startSession(trx, user.id);
+            if (user.account_id) {
+              await recordAudit(
+                trx,
+                { actor: actorFor(user, session.id), ...meta },
+                { action: 'auth.login', entityType: 'session', entityId: session.id },
+              );
+            }
+            return tokens;
+          });
+        },
+      );
     },
 
     /**
@@ -378,95 +390,106 @@ export function createAuthService(deps: {
      * just-used token still works for not logging out a user whose tabs raced.
      */
     async refresh(refreshToken: string, meta: TraceMeta): Promise<TokenPair> {
-      const tokenHash = sha256Hex(refreshToken);
-      let row = await findRefreshToken(db, tokenHash);
-      const invalid = new UnauthorizedError(
-        'The refresh token is not valid.',
-        'invalid_refresh_token',
-      );
-      const sessionEnded = () =>
-        new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
-      if (!row) throw invalid;
-      if (row.revoked_at || row.session_expires_at < new Date()) throw sessionEnded();
-      if (row.used_at === null) {
-        if (row.expires_at < new Date()) throw invalid;
-        const current = row;
-        const rotated = await db.transaction().execute(async (trx) => {
-          // Concurrent refreshes with this token wait here for the first one's commit (the row
-          // lock), then find it used: they lose, and read the successor stored below.
-          if (!(await markRefreshTokenUsed(trx, current.id))) return undefined;
-          await touchSession(trx, current.session_id);
-          const tokens = await issueTokens(trx, current.user_id, current.session_id);
-          if (graceMs > 0) {
-            const sealed = seal(
-              sealKey,
-              tokenHash,
-              JSON.stringify([tokens.refreshToken, tokens.refreshTokenExpiresAt]),
-            );
-            await storeSuccessor(trx, current.id, sealed);
-          }
-          return tokens;
-        });
-        if (rotated) {
-          // Successors are kept for the grace window only: clear those whose window is over.
-          // Outside the rotation's transaction, so that it never waits on other sessions' rows;
-          // a failure here costs nothing but a later retry.
-          await clearSuccessors(db, { usedBefore: new Date(Date.now() - graceMs) }).catch(
-            (error: unknown) => app.log.warn({ err: error }, 'clearing refresh successors failed'),
+      return inAccountOf(
+        () => accountOf(db, 'account_of_refresh_token', sha256Hex(refreshToken)),
+        async () => {
+          const tokenHash = sha256Hex(refreshToken);
+          let row = await findRefreshToken(db, tokenHash);
+          const invalid = new UnauthorizedError(
+            'The refresh token is not valid.',
+            'invalid_refresh_token',
           );
-          return rotated;
-        }
-        row = await findRefreshToken(db, tokenHash);
-        if (!row) throw invalid;
-        if (row.revoked_at) throw sessionEnded();
-      }
+          const sessionEnded = () =>
+            new UnauthorizedError('The session has ended; sign in again.', 'session_revoked');
+          if (!row) throw invalid;
+          if (row.revoked_at || row.session_expires_at < new Date()) throw sessionEnded();
+          if (row.used_at === null) {
+            if (row.expires_at < new Date()) throw invalid;
+            const current = row;
+            const rotated = await db.transaction().execute(async (trx) => {
+              // Concurrent refreshes with this token wait here for the first one's commit (the row
+              // lock), then find it used: they lose, and read the successor stored below.
+              if (!(await markRefreshTokenUsed(trx, current.id))) return undefined;
+              await touchSession(trx, current.session_id);
+              const tokens = await issueTokens(trx, current.user_id, current.session_id);
+              if (graceMs > 0) {
+                const sealed = seal(
+                  sealKey,
+                  tokenHash,
+                  JSON.stringify([tokens.refreshToken, tokens.refreshTokenExpiresAt]),
+                );
+                await storeSuccessor(trx, current.id, sealed);
+              }
+              return tokens;
+            });
+            if (rotated) {
+              // Successors are kept for the grace window only: clear those whose window is over.
+              // Outside the rotation's transaction, so that it never waits on other sessions' rows;
+              // a failure here costs nothing but a later retry.
+              await clearSuccessors(db, { usedBefore: new Date(Date.now() - graceMs) }).catch(
+                (error: unknown) =>
+                  app.log.warn({ err: error }, 'clearing refresh successors failed'),
+              );
+              return rotated;
+            }
+            row = await findRefreshToken(db, tokenHash);
+            if (!row) throw invalid;
+            if (row.revoked_at) throw sessionEnded();
+          }
 
-      // Used before: the same successor within the grace window, else a copied token.
-      const usedAt = row.used_at;
-      if (usedAt && row.successor_ciphertext && Date.now() - usedAt.getTime() < graceMs) {
-        const successor = unseal(sealKey, tokenHash, row.successor_ciphertext);
-        if (successor) {
-          const [token, expiresAt] = JSON.parse(successor) as [string, string];
-          return {
-            tokenType: 'Bearer',
-            accessToken: app.jwt.sign({ sub: row.user_id, sid: row.session_id, typ: 'access' }),
-            expiresIn: accessTtl,
-            refreshToken: token,
-            refreshTokenExpiresAt: expiresAt,
+          // Used before: the same successor within the grace window, else a copied token.
+          const usedAt = row.used_at;
+          if (usedAt && row.successor_ciphertext && Date.now() - usedAt.getTime() < graceMs) {
+            const successor = unseal(sealKey, tokenHash, row.successor_ciphertext);
+            if (successor) {
+              const [token, expiresAt] = JSON.parse(successor) as [string, string];
+              return {
+                tokenType: 'Bearer',
+                accessToken: app.jwt.sign({ sub: row.user_id, sid: row.session_id, typ: 'access' }),
+                expiresIn: accessTtl,
+                refreshToken: token,
+                refreshTokenExpiresAt: expiresAt,
+              };
+            }
+          }
+          const used = row;
+          const ctx: RequestContext = {
+            actor:
+              used.role === 'operator'
+                ? {
+                    type: 'operator',
+                    id: used.user_id,
+                    accountId: null,
+                    sessionId: used.session_id,
+                  }
+                : {
+                    type: 'user',
+                    id: used.user_id,
+                    accountId: used.account_id!,
+                    role: used.role,
+                    sessionId: used.session_id,
+                  },
+            ...meta,
           };
-        }
-      }
-      const used = row;
-      const ctx: RequestContext = {
-        actor:
-          used.role === 'operator'
-            ? { type: 'operator', id: used.user_id, accountId: null, sessionId: used.session_id }
-            : {
-                type: 'user',
-                id: used.user_id,
-                accountId: used.account_id!,
-                role: used.role,
-                sessionId: used.session_id,
-              },
-        ...meta,
-      };
-      await db.transaction().execute(async (trx) => {
-        await revokeSession(trx, used.session_id, 'refresh_token_reuse');
-        await clearSuccessors(trx, { sessionId: used.session_id });
-        if (used.account_id) {
-          await recordAudit(trx, ctx, {
-            action: 'auth.session_revoked',
-            entityType: 'session',
-            entityId: used.session_id,
-            changedFields: ['revokedAt'],
+          await db.transaction().execute(async (trx) => {
+            await revokeSession(trx, used.session_id, 'refresh_token_reuse');
+            await clearSuccessors(trx, { sessionId: used.session_id });
+            if (used.account_id) {
+              await recordAudit(trx, ctx, {
+                action: 'auth.session_revoked',
+                entityType: 'session',
+                entityId: used.session_id,
+                changedFields: ['revokedAt'],
+              });
+            }
           });
-        }
-      });
-      principals.forgetSession(used.session_id);
-      app.log.warn({ sessionId: used.session_id }, 'refresh token reused: session revoked');
-      throw new UnauthorizedError(
-        'This refresh token was already used; the session has been ended for safety.',
-        'refresh_token_reused',
+          principals.forgetSession(used.session_id);
+          app.log.warn({ sessionId: used.session_id }, 'refresh token reused: session revoked');
+          throw new UnauthorizedError(
+            'This refresh token was already used; the session has been ended for safety.',
+            'refresh_token_reused',
+          );
+        },
       );
     },
 

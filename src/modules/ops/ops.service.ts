@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { AccountRow, DB, UserRow } from '../../db/schema.js';
+import { withTenant } from '../../db/tenant.js';
 import { ConflictError } from '../../errors.js';
 import type { AccountsService } from '../accounts/accounts.service.js';
 import { recordAudit } from '../audit/audit.service.js';
@@ -76,20 +77,9 @@ export function createOpsService(deps: {
      * first one expired or was lost); the older link stops working. An owner who has a
      * password gets 409 `password_already_set`: the provider never resets a customer's password.
      */
-    async reissueOwnerPasswordSetup(ctx: RequestContext, accountId: string) {
-      await accounts.get(accountId); // 404 for an unknown account
-      const owners = await users.list(accountId, { limit: 100, role: 'owner' });
-      const owner = owners.rows.find((user) => user.password_hash === null);
-      if (!owner) {
-        throw new ConflictError(
-          'password_already_set',
-          'The account’s owner has set a password already.',
-        );
-      }
-      const passwordSetup = await db
-        .transaction()
-        .execute((trx) => passwordSetups.issueIn(trx, ctx, owner));
-      return { owner, passwordSetup };
+    reissueOwnerPasswordSetup(ctx: RequestContext, accountId: string) {
+      // Operators act on one account at a time, bound to it (row-level security).
+      return withTenant(accountId, () => reissueIn(ctx, accountId));
     },
 
     listAccounts(page: { limit: number; cursor?: string | undefined }) {
@@ -97,9 +87,25 @@ export function createOpsService(deps: {
     },
 
     getAccount(id: string) {
-      return accounts.get(id);
+      return withTenant(id, () => accounts.get(id));
     },
   };
+
+  async function reissueIn(ctx: RequestContext, accountId: string) {
+    await accounts.get(accountId); // 404 for an unknown account
+    const owners = await users.list(accountId, { limit: 100, role: 'owner' });
+    const owner = owners.rows.find((user) => user.password_hash === null);
+    if (!owner) {
+      throw new ConflictError(
+        'password_already_set',
+        'The account’s owner has set a password already.',
+      );
+    }
+    const passwordSetup = await db
+      .transaction()
+      .execute((trx) => passwordSetups.issueIn(trx, ctx, owner));
+    return { owner, passwordSetup };
+  }
 }
 
 export type OpsService = ReturnType<typeof createOpsService>;

@@ -1,6 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Config } from '../../config.js';
 import type { DB, UserRow } from '../../db/schema.js';
+import { accountOf, inAccountOf } from '../../db/tenant.js';
 import type { Clock } from '../../lib/clock.js';
 import {
   assertRedeemable,
@@ -86,42 +87,53 @@ export function createPasswordSetupsService(deps: {
      * enough to matter to a held lock); the link's row is locked and checked again inside it.
      */
     async setPassword(token: string, password: string, meta: { requestId: string; ip: string }) {
-      const hash = linkTokenHash(token);
-      if (!hash) throw new TokenInvalidError();
-      const found = await findPasswordSetup(db, hash);
-      assertRedeemable(found, clock.now());
-      const user = await findUserById(db, found.user_id);
-      if (!user?.account_id) throw new TokenInvalidError();
-      if (user.password_hash !== null) throw new TokenUsedError();
-      const account = await findAccount(db, user.account_id);
-      enforcePasswordPolicy(config, password, { email: user.email, accountName: account?.name });
-      const passwordHash = await hashPassword(password);
+      return inAccountOf(
+        async () => {
+          const hash = linkTokenHash(token);
+          return hash ? accountOf(db, 'account_of_password_setup', hash) : null;
+        },
+        async () => {
+          const hash = linkTokenHash(token);
+          if (!hash) throw new TokenInvalidError();
+          const found = await findPasswordSetup(db, hash);
+          assertRedeemable(found, clock.now());
+          const user = await findUserById(db, found.user_id);
+          if (!user?.account_id) throw new TokenInvalidError();
+          if (user.password_hash !== null) throw new TokenUsedError();
+          const account = await findAccount(db, user.account_id);
+          enforcePasswordPolicy(config, password, {
+            email: user.email,
+            accountName: account?.name,
+          });
+          const passwordHash = await hashPassword(password);
 
-      return db.transaction().execute(async (trx) => {
-        assertRedeemable(await lockPasswordSetup(trx, hash), clock.now());
-        await setPassword(trx, user.id, passwordHash);
-        await markPasswordSetupUsed(trx, hash, clock.now());
-        await deleteUnusedPasswordSetups(trx, user.id);
-        // The user acts through the link alone: there is no session yet.
-        const ctx: RequestContext = {
-          actor: {
-            type: 'user',
-            id: user.id,
-            accountId: user.account_id!,
-            role: user.role as AccountRole,
-            sessionId: '',
-          },
-          ...meta,
-        };
-        await recordAudit(trx, ctx, {
-          action: 'user.password_set',
-          entityType: 'user',
-          entityId: user.id,
-          changedFields: ['password'],
-        });
-        const updated = await findUserById(trx, user.id);
-        return { email: user.email, passwordChangedAt: updated!.password_changed_at };
-      });
+          return db.transaction().execute(async (trx) => {
+            assertRedeemable(await lockPasswordSetup(trx, hash), clock.now());
+            await setPassword(trx, user.id, passwordHash);
+            await markPasswordSetupUsed(trx, hash, clock.now());
+            await deleteUnusedPasswordSetups(trx, user.id);
+            // The user acts through the link alone: there is no session yet.
+            const ctx: RequestContext = {
+              actor: {
+                type: 'user',
+                id: user.id,
+                accountId: user.account_id!,
+                role: user.role as AccountRole,
+                sessionId: '',
+              },
+              ...meta,
+            };
+            await recordAudit(trx, ctx, {
+              action: 'user.password_set',
+              entityType: 'user',
+              entityId: user.id,
+              changedFields: ['password'],
+            });
+            const updated = await findUserById(trx, user.id);
+            return { email: user.email, passwordChangedAt: updated!.password_changed_at };
+          });
+        },
+      );
     },
   };
 }

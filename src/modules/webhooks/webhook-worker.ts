@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import type { DB, WebhookDeliveryRow } from '../../db/schema.js';
+import { withTenant } from '../../db/tenant.js';
 import type { Clock } from '../../lib/clock.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { webhookHeaders } from '../../lib/standard-webhooks.js';
@@ -127,7 +128,9 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   async function fanOut(): Promise<number> {
     let made = 0;
     for (const endpoint of await endpointsBehindTheirFeed(db, FAN_OUT_ENDPOINTS)) {
-      made += await fanOutEndpoint(endpoint.account_id, endpoint.id);
+      made += await withTenant(endpoint.account_id, () =>
+        fanOutEndpoint(endpoint.account_id, endpoint.id),
+      );
     }
     return made;
   }
@@ -255,20 +258,24 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     try {
       await Promise.all(
         claims.map((claim) =>
-          attempt(claim, controller.signal).catch(async (err: unknown) => {
-            log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
-            // Counted as a failed attempt, so a delivery that always crashes (an event whose
-            // data no longer fits its schema) ends `failed` instead of looping on its lease.
-            // If even this fails, the lease runs out and another attempt follows.
-            const fence = { accountId: claim.account_id, id: claim.id, attempt: claim.attempts };
-            const failed = retryOrFail(claim, {
-              attemptedAt: clock.now(),
-              statusCode: null,
-              errorCode: 'internal_error',
-              durationMs: null,
-            });
-            await recordAttempt(db, fence, failed, clock.now()).catch(() => undefined);
-          }),
+          withTenant(claim.account_id, () => attempt(claim, controller.signal)).catch(
+            async (err: unknown) => {
+              log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
+              // Counted as a failed attempt, so a delivery that always crashes (an event whose
+              // data no longer fits its schema) ends `failed` instead of looping on its lease.
+              // If even this fails, the lease runs out and another attempt follows.
+              const fence = { accountId: claim.account_id, id: claim.id, attempt: claim.attempts };
+              const failed = retryOrFail(claim, {
+                attemptedAt: clock.now(),
+                statusCode: null,
+                errorCode: 'internal_error',
+                durationMs: null,
+              });
+              await withTenant(claim.account_id, () =>
+                recordAttempt(db, fence, failed, clock.now()),
+              ).catch(() => undefined);
+            },
+          ),
         ),
       );
     } finally {

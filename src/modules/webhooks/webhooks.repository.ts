@@ -139,15 +139,9 @@ export async function endpointsBehindTheirFeed(
   db: Kysely<DB>,
   limit: number,
 ): Promise<{ account_id: string; id: string }[]> {
+  // Across accounts: an owner-defined function (see the row-level security migration).
   const { rows } = await sql<{ account_id: string; id: string }>`
-    select e.account_id, e.id
-    from webhook_endpoints e
-    where e.status = 'active'
-      and exists (
-        select 1 from events v where v.account_id = e.account_id and v.seq > e.cursor_seq
-      )
-    order by e.cursor_seq, e.account_id, e.id
-    limit ${limit}`.execute(db);
+    select account_id, id from webhook_endpoints_behind_their_feed(${limit})`.execute(db);
   return rows;
 }
 
@@ -226,35 +220,12 @@ export async function claimDueDeliveries(
   options: { now: Date; leaseUntil: Date; limit: number; perEndpoint: number },
 ): Promise<WebhookDeliveryRow[]> {
   const { now, leaseUntil, limit, perEndpoint } = options;
+  // Across accounts, claimed in one statement by an owner-defined function (see the row-level
+  // security migration); each claim is then attempted bound to its account.
   const { rows } = await sql<WebhookDeliveryRow>`
-    with due as (
-      select d.account_id, d.id, d.endpoint_id, d.next_attempt_at
-      from webhook_deliveries d
-      join webhook_endpoints e
-        on e.account_id = d.account_id and e.id = d.endpoint_id and e.status = 'active'
-      where (d.status = 'pending' and d.next_attempt_at <= ${now})
-         or (d.status = 'sending' and d.lease_expires_at <= ${now})
-      order by d.next_attempt_at, d.id
-      limit ${limit}
-      for update of d skip locked
-    ),
-    ranked as (
-      select due.account_id, due.id,
-        row_number() over (
-          partition by due.account_id, due.endpoint_id order by due.next_attempt_at, due.id
-        ) as rank,
-        (select count(*) from webhook_deliveries f
-          where f.account_id = due.account_id and f.endpoint_id = due.endpoint_id
-            and f.status = 'sending' and f.lease_expires_at > ${now}) as in_flight
-      from due
-    )
-    update webhook_deliveries w
-    set status = 'sending', attempts = w.attempts + 1, lease_expires_at = ${leaseUntil},
-      updated_at = ${now}
-    from ranked
-    where w.account_id = ranked.account_id and w.id = ranked.id
-      and ranked.rank + ranked.in_flight <= ${perEndpoint}
-    returning w.*`.execute(db);
+    select * from claim_due_webhook_deliveries(${now}, ${leaseUntil}, ${limit}, ${perEndpoint})`.execute(
+    db,
+  );
   return rows;
 }
 
