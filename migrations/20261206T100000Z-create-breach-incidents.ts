@@ -1,5 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 
+// The bound account, as the row-level security migration's policies read it.
+const TENANT = sql.raw(`nullif(current_setting('custodian.account_id', true), '')::uuid`);
+
 // biome-ignore lint/suspicious/noExplicitAny: migrations are frozen in time and see no app types
 export async function up(db: Kysely<any>): Promise<void> {
   // Art. 33(1): the authority a notification goes to unless the caller names another.
@@ -123,6 +126,19 @@ export async function up(db: Kysely<any>): Promise<void> {
     create trigger breach_authority_notifications_no_truncate
     before truncate on breach_authority_notifications
     for each statement execute function breach_authority_notifications_append_only()`.execute(db);
+
+  // Tenant tables: row-level security as on every other one (migration
+  // enable-row-level-security), the bound account's rows only, the owner past it.
+  for (const table of ['breach_incidents', 'breach_authority_notifications']) {
+    const t = sql.id(table);
+    await sql`alter table ${t} enable row level security`.execute(db);
+    await sql`alter table ${t} force row level security`.execute(db);
+    await sql`create policy tenant_isolation on ${t}
+      using (account_id = ${TENANT}) with check (account_id = ${TENANT})`.execute(db);
+    await sql`create policy owner_access on ${t} to current_user using (true) with check (true)`.execute(
+      db,
+    );
+  }
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: see up()

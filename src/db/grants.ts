@@ -62,6 +62,8 @@ export const SERVICE_FUNCTIONS = [
   'accounts_with_uncheckpointed_entries()',
   'webhook_endpoints_behind_their_feed(integer)',
   'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer)',
+  'breach_incidents_due_for_reminder(timestamptz, integer)',
+  'data_subject_requests_due_for_reminder(timestamptz, integer)',
 ] as const;
 
 /** Tables the embedded engine's ANALYZE and the erasure VACUUM may maintain (Postgres 17+). */

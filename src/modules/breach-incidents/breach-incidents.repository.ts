@@ -212,16 +212,33 @@ export type ReminderThreshold = '24h' | '6h' | 'passed';
 const HOUR_MS = 3_600_000;
 
 /**
- * Unnotified incidents that still need notifying (risk not `none`, not closed) whose current
- * reminder is not sent yet: `passed` past the deadline, `6h` within six hours of it, `24h`
- * within a day. A threshold whose time went by unsent (the worker was down) is skipped for the
- * next one. Across accounts, soonest deadline first.
+ * Across accounts (through the owner-defined `breach_incidents_due_for_reminder()`, the sweep
+ * runs bound to no account): the ids of unnotified incidents that still need notifying (risk not
+ * `none`, not closed) whose current reminder is not sent yet, soonest deadline first. Each
+ * account's are then read with {@link incidentsDueForReminder}, bound to it.
+ */
+export async function incidentIdsDueForReminder(
+  db: Kysely<DB>,
+  now: Date,
+  limit: number,
+): Promise<{ account_id: string; id: string }[]> {
+  const { rows } = await sql<{ account_id: string; id: string }>`
+    select account_id, id from breach_incidents_due_for_reminder(${now}, ${limit})`.execute(db);
+  return rows;
+}
+
+/**
+ * Of the account's incidents `ids`, those whose current reminder is still unsent: `passed` past
+ * the deadline, `6h` within six hours of it, `24h` within a day. A threshold whose time went by
+ * unsent (the worker was down) is skipped for the next one.
  */
 export async function incidentsDueForReminder(
   trx: Transaction<DB>,
+  accountId: string,
+  ids: string[],
   now: Date,
-  limit: number,
 ): Promise<(BreachIncidentRow & { threshold: ReminderThreshold })[]> {
+  if (ids.length === 0) return [];
   const threshold = sql<ReminderThreshold>`case
     when b.authority_deadline_at < ${now} then 'passed'
     when b.authority_deadline_at <= ${new Date(now.getTime() + 6 * HOUR_MS)} then '6h'
@@ -230,6 +247,8 @@ export async function incidentsDueForReminder(
     .selectFrom('breach_incidents as b')
     .selectAll('b')
     .select(threshold.as('threshold'))
+    .where('b.account_id', '=', accountId)
+    .where('b.id', 'in', ids)
     .where('b.first_notified_at', 'is', null)
     .where('b.status', '<>', 'closed')
     .where('b.risk', '<>', 'none')
@@ -246,9 +265,7 @@ export async function incidentsDueForReminder(
       ),
     )
     .orderBy('b.authority_deadline_at')
-    .orderBy('b.account_id')
     .orderBy('b.id')
-    .limit(limit)
     .execute();
 }
 

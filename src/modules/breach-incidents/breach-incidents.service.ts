@@ -7,6 +7,7 @@ import type {
   ContactPoint,
   DB,
 } from '../../db/schema.js';
+import { withTenant } from '../../db/tenant.js';
 import {
   ConflictError,
   NotFoundError,
@@ -22,6 +23,7 @@ import type { RequestContext } from '../identity/actor.js';
 import {
   findIncident,
   type IncidentChanges,
+  incidentIdsDueForReminder,
   incidentsDueForReminder,
   incidentsQuery,
   insertIncident,
@@ -669,46 +671,55 @@ export function createBreachIncidentsService(deps: BreachIncidentsDeps) {
  * Art. 33(1) reminders, for the worker: `breach_incident.deadline_approaching` 24 and 6 hours
  * before the deadline of an incident not yet notified, `breach_incident.deadline_passed` after
  * it; each once per incident and threshold (the reminders table's key decides, also between
- * workers). Up to `limit` in one transaction; returns how many were put on the feed.
+ * workers). Up to `limit` per sweep: the question across accounts answers ids, and each account's
+ * reminders are then recorded and put on its feed in a transaction bound to it. Returns how many
+ * were put on the feed.
  */
 export async function sendBreachDeadlineReminders(
   db: Kysely<DB>,
   clock: Clock,
   limit = 500,
 ): Promise<number> {
-  return db.transaction().execute(async (trx) => {
-    const now = clock.now();
-    const due = await incidentsDueForReminder(trx, now, limit);
-    const sent = await insertReminders(
-      trx,
-      due.map((row) => ({
-        account_id: row.account_id,
-        incident_id: row.id,
-        threshold: row.threshold,
-        sent_at: now,
-      })),
+  const now = clock.now();
+  const due = await incidentIdsDueForReminder(db, now, limit);
+  const byAccount = new Map<string, string[]>();
+  for (const { account_id, id } of due) {
+    const ids = byAccount.get(account_id);
+    if (ids) ids.push(id);
+    else byAccount.set(account_id, [id]);
+  }
+  let sent = 0;
+  // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
+  for (const accountId of [...byAccount.keys()].sort()) {
+    sent += await withTenant(accountId, () =>
+      db.transaction().execute(async (trx) => {
+        const rows = await incidentsDueForReminder(trx, accountId, byAccount.get(accountId)!, now);
+        const fresh = await insertReminders(
+          trx,
+          rows.map((row) => ({
+            account_id: accountId,
+            incident_id: row.id,
+            threshold: row.threshold,
+            sent_at: now,
+          })),
+        );
+        const recorded = new Set(fresh.map((r) => `${r.incident_id}/${r.threshold}`));
+        const events = rows
+          .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
+          .map((row) =>
+            row.threshold === 'passed'
+              ? feedEvent('breach_incident.deadline_passed', row)
+              : feedEvent('breach_incident.deadline_approaching', row, {
+                  threshold: row.threshold,
+                  hoursRemaining: hoursRemaining(row, now),
+                }),
+          );
+        if (events.length > 0) await appendEvents(trx, accountId, events);
+        return events.length;
+      }),
     );
-    const fresh = new Set(sent.map((r) => `${r.account_id}/${r.incident_id}/${r.threshold}`));
-    const byAccount = new Map<string, ReturnType<typeof feedEvent>[]>();
-    for (const row of due) {
-      if (!fresh.has(`${row.account_id}/${row.id}/${row.threshold}`)) continue;
-      const event =
-        row.threshold === 'passed'
-          ? feedEvent('breach_incident.deadline_passed', row)
-          : feedEvent('breach_incident.deadline_approaching', row, {
-              threshold: row.threshold,
-              hoursRemaining: hoursRemaining(row, now),
-            });
-      const list = byAccount.get(row.account_id);
-      if (list) list.push(event);
-      else byAccount.set(row.account_id, [event]);
-    }
-    // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
-    for (const accountId of [...byAccount.keys()].sort()) {
-      await appendEvents(trx, accountId, byAccount.get(accountId)!);
-    }
-    return fresh.size;
-  });
+  }
+  return sent;
 }
 
 function groupByIncident(rows: BreachAuthorityNotificationRow[]) {

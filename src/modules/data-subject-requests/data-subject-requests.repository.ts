@@ -331,20 +331,41 @@ export type RequestReminderThreshold = '7d' | 'overdue';
 const WEEK_MS = 7 * 24 * 3_600_000;
 
 /**
- * Open requests whose current reminder is not sent yet: `overdue` past the due time, `7d`
- * within a week of it. Across accounts, soonest due first.
+ * Across accounts (through the owner-defined `data_subject_requests_due_for_reminder()`, the
+ * sweep runs bound to no account): the ids of open requests whose current reminder is not sent
+ * yet, soonest due first. Each account's are then read with {@link requestsDueForReminder}.
+ */
+export async function requestIdsDueForReminder(
+  db: Kysely<DB>,
+  now: Date,
+  limit: number,
+): Promise<{ account_id: string; id: string }[]> {
+  const { rows } = await sql<{ account_id: string; id: string }>`
+    select account_id, id from data_subject_requests_due_for_reminder(${now}, ${limit})`.execute(
+    db,
+  );
+  return rows;
+}
+
+/**
+ * Of the account's requests `ids`, the open ones whose current reminder is not sent yet:
+ * `overdue` past the due time, `7d` within a week of it.
  */
 export async function requestsDueForReminder(
   trx: Transaction<DB>,
+  accountId: string,
+  ids: string[],
   now: Date,
-  limit: number,
 ): Promise<(DataSubjectRequestRow & { threshold: RequestReminderThreshold })[]> {
+  if (ids.length === 0) return [];
   const threshold = sql<RequestReminderThreshold>`case
     when d.due_at < ${now} then 'overdue' else '7d' end`;
   return trx
     .selectFrom('data_subject_requests as d')
     .selectAll('d')
     .select(threshold.as('threshold'))
+    .where('d.account_id', '=', accountId)
+    .where('d.id', 'in', ids)
     .where('d.status', 'in', ['received', 'identity_verified'])
     .where('d.due_at', '<=', new Date(now.getTime() + WEEK_MS))
     .where(({ not, exists, selectFrom }) =>
@@ -359,9 +380,7 @@ export async function requestsDueForReminder(
       ),
     )
     .orderBy('d.due_at')
-    .orderBy('d.account_id')
     .orderBy('d.id')
-    .limit(limit)
     .execute();
 }
 

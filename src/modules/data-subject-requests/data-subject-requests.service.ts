@@ -53,6 +53,7 @@ import {
   markVerificationTokenUsed,
   type RequestChanges,
   type RequestListFilter,
+  requestIdsDueForReminder,
   requestsDueForReminder,
   requestsOfContact,
   requestsQuery,
@@ -975,56 +976,65 @@ export function requestsExportSection(clock: Clock) {
 /**
  * Art. 12(3) reminders, for the worker: `data_subject_request.due_soon` once an open request is
  * due within seven days, `data_subject_request.overdue` once it is past its due time; each once
- * per request (the reminders table's key decides, also between workers). Up to `limit` in one
- * transaction; returns how many were put on the feed.
+ * per request (the reminders table's key decides, also between workers). Up to `limit` per
+ * sweep: the question across accounts answers ids, and each account's reminders are then
+ * recorded and put on its feed in a transaction bound to it. Returns how many were put on the
+ * feed.
  */
 export async function sendRequestDueReminders(
   db: Kysely<DB>,
   clock: Clock,
   limit = 500,
 ): Promise<number> {
-  return db.transaction().execute(async (trx) => {
-    const now = clock.now();
-    const due = await requestsDueForReminder(trx, now, limit);
-    const sent = await insertRequestReminders(
-      trx,
-      due.map((row) => ({
-        account_id: row.account_id,
-        request_id: row.id,
-        threshold: row.threshold,
-        sent_at: now,
-      })),
+  const now = clock.now();
+  const due = await requestIdsDueForReminder(db, now, limit);
+  const byAccount = new Map<string, string[]>();
+  for (const { account_id, id } of due) {
+    const ids = byAccount.get(account_id);
+    if (ids) ids.push(id);
+    else byAccount.set(account_id, [id]);
+  }
+  let sent = 0;
+  // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
+  for (const accountId of [...byAccount.keys()].sort()) {
+    sent += await withTenant(accountId, () =>
+      db.transaction().execute(async (trx) => {
+        const rows = await requestsDueForReminder(trx, accountId, byAccount.get(accountId)!, now);
+        const fresh = await insertRequestReminders(
+          trx,
+          rows.map((row) => ({
+            account_id: accountId,
+            request_id: row.id,
+            threshold: row.threshold,
+            sent_at: now,
+          })),
+        );
+        const recorded = new Set(fresh.map((r) => `${r.request_id}/${r.threshold}`));
+        const events: NewEvent[] = rows
+          .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
+          .map((row) => ({
+            type:
+              row.threshold === '7d'
+                ? 'data_subject_request.due_soon'
+                : 'data_subject_request.overdue',
+            contactId: null,
+            data: {
+              requestId: row.id,
+              requestType: row.type,
+              status: row.status,
+              contactId: row.contact_id,
+              dueDate: row.due_date,
+              dueAt: row.due_at.toISOString(),
+              ...(row.external_id !== null ? { externalId: row.external_id } : {}),
+              ...(row.threshold === '7d'
+                ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
+                : {}),
+            },
+          }));
+        if (events.length > 0) await appendEvents(trx, accountId, events);
+        return events.length;
+      }),
     );
-    const fresh = new Set(sent.map((r) => `${r.account_id}/${r.request_id}/${r.threshold}`));
-    const byAccount = new Map<string, NewEvent[]>();
-    for (const row of due) {
-      if (!fresh.has(`${row.account_id}/${row.id}/${row.threshold}`)) continue;
-      const data: Record<string, unknown> = {
-        requestId: row.id,
-        requestType: row.type,
-        status: row.status,
-        contactId: row.contact_id,
-        dueDate: row.due_date,
-        dueAt: row.due_at.toISOString(),
-        ...(row.external_id !== null ? { externalId: row.external_id } : {}),
-        ...(row.threshold === '7d'
-          ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
-          : {}),
-      };
-      const event: NewEvent = {
-        type:
-          row.threshold === '7d' ? 'data_subject_request.due_soon' : 'data_subject_request.overdue',
-        contactId: null,
-        data,
-      };
-      const list = byAccount.get(row.account_id);
-      if (list) list.push(event);
-      else byAccount.set(row.account_id, [event]);
-    }
-    // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
-    for (const accountId of [...byAccount.keys()].sort()) {
-      await appendEvents(trx, accountId, byAccount.get(accountId)!);
-    }
-    return fresh.size;
-  });
+  }
+  return sent;
 }
