@@ -17,6 +17,8 @@ import { createAuditService } from './modules/audit/audit.service.js';
 import { checkpointSigningKeyOf } from './modules/audit/checkpoint-signing.js';
 import { breachIncidentsRoutes } from './modules/breach-incidents/breach-incidents.routes.js';
 import { createBreachIncidentsService } from './modules/breach-incidents/breach-incidents.service.js';
+import { subjectNoticesRoutes } from './modules/breach-incidents/subject-notices.routes.js';
+import { createSubjectNoticesService } from './modules/breach-incidents/subject-notices.service.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
 import { createConsentLinksService } from './modules/consents/consent-links.service.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
@@ -177,6 +179,7 @@ export async function v1Routes(
   requests.startSweeping(v1.log);
   v1.addHook('onClose', () => requests.stopSweeping());
   const breaches = createBreachIncidentsService({ db, clock });
+  const subjectNotices = createSubjectNoticesService({ db, clock });
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -210,6 +213,7 @@ export async function v1Routes(
   await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
   await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
   await v1.register(breachIncidentsRoutes, { breaches, clock }); // /v1/breach-incidents/*, /v1/breach-register
+  await v1.register(subjectNoticesRoutes, { notices: subjectNotices, clock }); // /v1/breach-incidents/:id/subject-notice*
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(webhooksRoutes, { webhooks, clock }); // /v1/webhooks/*
   await v1.register(passwordSetupsRoutes, {

@@ -43,6 +43,10 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   // Once-only reminders: written once, never changed (a request's go with it, by cascade).
   breach_incident_reminders: ['select', 'insert'],
   data_subject_request_reminders: ['select', 'insert'],
+  // Art. 34 notices: a batch's text is kept as stored; a notice changes only by its delivery
+  // report, and goes only with its person (erase_contact(), as the owner).
+  breach_subject_notice_batches: ['select', 'insert'],
+  breach_subject_notices: ['select', 'insert', 'update'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],

@@ -465,7 +465,48 @@ export interface BreachIncidentsTable {
   no_notification_reason: string | null;
   closing_summary: string | null;
   closed_at: Date | null;
+  subject_notice_exemption: Json<SubjectNoticeExemption | null>;
   version: Generated<number>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 34(3): why the people affected need not be told, recorded on the incident. */
+export interface SubjectNoticeExemption {
+  ground: 'unintelligible' | 'risk_removed' | 'disproportionate_effort';
+  explanation: string;
+  /** Art. 34(3)(c): the public communication that informs them instead. */
+  publicCommunication: { url: string; publishedAt: string } | null;
+  recordedAt: string;
+}
+
+/** Art. 34: one batch of notices to the people affected, its text kept once with its hash. */
+export interface BreachSubjectNoticeBatchesTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  selection: Json<Record<string, unknown>>;
+  nature: string;
+  contact_point: string;
+  consequences: string;
+  measures: string;
+  text_sha256: string;
+  created_at: Date;
+}
+
+export type SubjectNoticeStatus = 'pending' | 'delivered' | 'failed';
+
+/** One person's breach notice (kind `breach_notice`), pending until the sender reports. */
+export interface BreachSubjectNoticesTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  batch_id: string;
+  contact_id: string;
+  kind: Generated<'breach_notice'>;
+  status: Generated<SubjectNoticeStatus>;
+  reported_at: Date | null;
+  failure_reason: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -531,6 +572,8 @@ export interface DB {
   breach_incidents: BreachIncidentsTable;
   breach_authority_notifications: BreachAuthorityNotificationsTable;
   breach_incident_reminders: BreachIncidentRemindersTable;
+  breach_subject_notice_batches: BreachSubjectNoticeBatchesTable;
+  breach_subject_notices: BreachSubjectNoticesTable;
   data_subject_request_reminders: DataSubjectRequestRemindersTable;
 }
 
@@ -553,3 +596,5 @@ export type WebhookEndpointRow = Selectable<WebhookEndpointsTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type BreachIncidentRow = Selectable<BreachIncidentsTable>;
 export type BreachAuthorityNotificationRow = Selectable<BreachAuthorityNotificationsTable>;
+export type BreachSubjectNoticeBatchRow = Selectable<BreachSubjectNoticeBatchesTable>;
+export type BreachSubjectNoticeRow = Selectable<BreachSubjectNoticesTable>;

@@ -9,6 +9,7 @@ import type {
   BreachStatus,
   ContactPoint,
   DB,
+  SubjectNoticeExemption,
 } from '../../db/schema.js';
 
 /**
@@ -23,7 +24,8 @@ type JsonColumns =
   | 'aware_at_corrections'
   | 'data_categories'
   | 'subject_categories'
-  | 'contact_point';
+  | 'contact_point'
+  | 'subject_notice_exemption';
 
 interface JsonValues {
   kinds?: BreachKind[];
@@ -31,6 +33,7 @@ interface JsonValues {
   data_categories?: string[] | null;
   subject_categories?: string[] | null;
   contact_point?: ContactPoint;
+  subject_notice_exemption?: SubjectNoticeExemption | null;
 }
 
 export type NewIncident = Omit<Insertable<BreachIncidentsTable>, JsonColumns | 'id'> &
@@ -54,6 +57,7 @@ function jsonColumns(values: JsonValues) {
     'data_categories',
     'subject_categories',
     'contact_point',
+    'subject_notice_exemption',
   ] as const) {
     if (values[key] !== undefined) out[key] = json(values[key]);
   }
@@ -67,6 +71,7 @@ function withoutJson<T extends JsonValues>(values: T) {
     data_categories: _d,
     subject_categories: _s,
     contact_point: _c,
+    subject_notice_exemption: _e,
     ...rest
   } = values;
   return rest;

@@ -3,6 +3,7 @@ import type { BreachAuthorityNotificationRow, BreachIncidentRow } from '../../db
 import { Email, Id, IdempotencyKey, Instant, PageQuery, toIso } from '../../http/schemas.js';
 import { csvRow } from '../../lib/csv.js';
 import { hoursRemaining, isOverdue } from './deadline.js';
+import { ExemptionSchema } from './subject-notices.schemas.js';
 
 export const BREACH_KINDS = ['confidentiality', 'integrity', 'availability'] as const;
 export const BREACH_RISKS = ['unassessed', 'none', 'risk', 'high'] as const;
@@ -261,6 +262,7 @@ export const BreachIncidentSchema = z
       late: z.boolean().nullable().describe('The first phase came after the deadline.'),
     }),
     noNotificationReason: z.string().nullable(),
+    subjectNoticeExemption: ExemptionSchema,
     closingSummary: z.string().nullable(),
     closedAt: Instant.nullable(),
     createdAt: Instant,
@@ -327,6 +329,7 @@ export function toBreachIncident(row: BreachIncidentRow, now: Date) {
       late: row.notified_late,
     },
     noNotificationReason: row.no_notification_reason,
+    subjectNoticeExemption: row.subject_notice_exemption,
     closingSummary: row.closing_summary,
     closedAt: toIso(row.closed_at),
     createdAt: toIso(row.created_at),

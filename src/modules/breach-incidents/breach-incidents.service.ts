@@ -109,7 +109,11 @@ function contentSnapshot(row: BreachIncidentRow, summary: string | undefined) {
 }
 
 /** The feed event of a change: ids, states and dates, never the incident's text. */
-function feedEvent(type: EventType, row: BreachIncidentRow, extra: Record<string, unknown> = {}) {
+export function feedEvent(
+  type: EventType,
+  row: BreachIncidentRow,
+  extra: Record<string, unknown> = {},
+) {
   return {
     type,
     contactId: null,

@@ -26,6 +26,8 @@ export const EVENT_TYPES = [
   'breach_incident.closed',
   'breach_incident.deadline_approaching',
   'breach_incident.deadline_passed',
+  'breach_incident.subject_notice_exemption_recorded',
+  'breach_incident.subject_notices_ready',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -221,6 +221,25 @@ const BreachEvents = [
       'the first notification now needs `delayReason`.',
     {},
   ),
+  breachEvent(
+    'breach_incident.subject_notice_exemption_recorded',
+    'BreachIncidentSubjectNoticeExemptionRecordedEvent',
+    'An Art. 34(3) ground was recorded: the people affected need not be told one by one.',
+    {
+      ground: z.enum(['unintelligible', 'risk_removed', 'disproportionate_effort']),
+    },
+  ),
+  breachEvent(
+    'breach_incident.subject_notices_ready',
+    'BreachIncidentSubjectNoticesReadyEvent',
+    'A batch of Art. 34 notices to the people affected awaits sending: read the pending ones ' +
+      'at `GET /v1/breach-incidents/{id}/subject-notices?status=pending`.',
+    {
+      batchId: z.string(),
+      noticeCount: z.number().int(),
+      textSha256: z.string().describe('SHA-256 (hex) of the notice text, as stored.'),
+    },
+  ),
 ] as const;
 
 export const EventSchema = z
