@@ -17,6 +17,8 @@ import { createAuditService } from './modules/audit/audit.service.js';
 import { checkpointSigningKeyOf } from './modules/audit/checkpoint-signing.js';
 import { breachIncidentsRoutes } from './modules/breach-incidents/breach-incidents.routes.js';
 import { createBreachIncidentsService } from './modules/breach-incidents/breach-incidents.service.js';
+import { processorIncidentsRoutes } from './modules/breach-incidents/processor-incidents.routes.js';
+import { createProcessorIncidentsService } from './modules/breach-incidents/processor-incidents.service.js';
 import { subjectNoticesRoutes } from './modules/breach-incidents/subject-notices.routes.js';
 import { createSubjectNoticesService } from './modules/breach-incidents/subject-notices.service.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
@@ -180,6 +182,7 @@ export async function v1Routes(
   v1.addHook('onClose', () => requests.stopSweeping());
   const breaches = createBreachIncidentsService({ db, clock });
   const subjectNotices = createSubjectNoticesService({ db, clock });
+  const processorIncidents = createProcessorIncidentsService({ db, clock });
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -214,6 +217,7 @@ export async function v1Routes(
   await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
   await v1.register(breachIncidentsRoutes, { breaches, clock }); // /v1/breach-incidents/*, /v1/breach-register
   await v1.register(subjectNoticesRoutes, { notices: subjectNotices, clock }); // /v1/breach-incidents/:id/subject-notice*
+  await v1.register(processorIncidentsRoutes, { processorIncidents, clock }); // /v1/ops/breach-incidents/*, …/:id/acknowledgement
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(webhooksRoutes, { webhooks, clock }); // /v1/webhooks/*
   await v1.register(passwordSetupsRoutes, {

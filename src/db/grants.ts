@@ -47,6 +47,8 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   // report, and goes only with its person (erase_contact(), as the owner).
   breach_subject_notice_batches: ['select', 'insert'],
   breach_subject_notices: ['select', 'insert', 'update'],
+  // Provider-level (no account's), the operators' alone: its fan-out cursor moves.
+  processor_breach_incidents: ['select', 'insert', 'update'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],
@@ -68,6 +70,7 @@ export const SERVICE_FUNCTIONS = [
   'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer)',
   'breach_incidents_due_for_reminder(timestamptz, integer)',
   'data_subject_requests_due_for_reminder(timestamptz, integer)',
+  'processor_breach_accounts(uuid)',
 ] as const;
 
 /** Tables the embedded engine's ANALYZE and the erasure VACUUM may maintain (Postgres 17+). */

@@ -466,7 +466,29 @@ export interface BreachIncidentsTable {
   closing_summary: string | null;
   closed_at: Date | null;
   subject_notice_exemption: Json<SubjectNoticeExemption | null>;
+  /** When the account acknowledged a breach its processor reported (Art. 33(2)). */
+  acknowledged_at: Date | null;
   version: Generated<number>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 33(2): a breach at the provider as processor, told to the accounts it affects. */
+export interface ProcessorBreachIncidentsTable {
+  id: Generated<string>;
+  title: string;
+  description: string;
+  kinds: Json<BreachKind[]>;
+  occurred_at: Date | null;
+  aware_at: Date;
+  contact_point: Json<ContactPoint>;
+  /** The accounts to tell; null: every account. */
+  target_account_ids: Json<string[] | null>;
+  /** The last account (in id order) the fan-out finished. */
+  fan_out_after: string | null;
+  fan_out_done_at: Date | null;
+  public_communication: Json<{ url: string; publishedAt: string; recordedAt: string } | null>;
+  created_by: string;
   created_at: Date;
   updated_at: Date;
 }
@@ -574,6 +596,7 @@ export interface DB {
   breach_incident_reminders: BreachIncidentRemindersTable;
   breach_subject_notice_batches: BreachSubjectNoticeBatchesTable;
   breach_subject_notices: BreachSubjectNoticesTable;
+  processor_breach_incidents: ProcessorBreachIncidentsTable;
   data_subject_request_reminders: DataSubjectRequestRemindersTable;
 }
 
@@ -598,3 +621,4 @@ export type BreachIncidentRow = Selectable<BreachIncidentsTable>;
 export type BreachAuthorityNotificationRow = Selectable<BreachAuthorityNotificationsTable>;
 export type BreachSubjectNoticeBatchRow = Selectable<BreachSubjectNoticeBatchesTable>;
 export type BreachSubjectNoticeRow = Selectable<BreachSubjectNoticesTable>;
+export type ProcessorBreachIncidentRow = Selectable<ProcessorBreachIncidentsTable>;

@@ -65,6 +65,7 @@ const TABLE_OWNERS: Record<string, string> = {
   breach_incident_reminders: 'src/modules/breach-incidents/',
   breach_subject_notice_batches: 'src/modules/breach-incidents/',
   breach_subject_notices: 'src/modules/breach-incidents/',
+  processor_breach_incidents: 'src/modules/breach-incidents/',
   data_subject_request_reminders: 'src/modules/data-subject-requests/',
 };
 

@@ -287,3 +287,25 @@ export async function insertReminders(
     .returning(['account_id', 'incident_id', 'threshold'])
     .execute();
 }
+
+/**
+ * The account's own copy of a breach its processor reported (Art. 33(2)), unless it has one
+ * already: the unique (account_id, processor_incident_id) makes a resumed fan-out tell no
+ * account twice. Undefined when it was told before.
+ */
+export async function insertProcessorCopy(
+  trx: Transaction<DB>,
+  values: NewIncident & { processor_incident_id: string },
+): Promise<BreachIncidentRow | undefined> {
+  return trx
+    .insertInto('breach_incidents')
+    .values({ ...withoutJson(values), ...jsonColumns(values) } as Insertable<BreachIncidentsTable>)
+    .onConflict((oc) =>
+      oc
+        .columns(['account_id', 'processor_incident_id'])
+        .where('processor_incident_id', 'is not', null)
+        .doNothing(),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}

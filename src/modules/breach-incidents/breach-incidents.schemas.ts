@@ -263,6 +263,9 @@ export const BreachIncidentSchema = z
     }),
     noNotificationReason: z.string().nullable(),
     subjectNoticeExemption: ExemptionSchema,
+    acknowledgedAt: Instant.nullable().describe(
+      'When the account acknowledged a breach its processor reported (`source: processor`).',
+    ),
     closingSummary: z.string().nullable(),
     closedAt: Instant.nullable(),
     createdAt: Instant,
@@ -330,6 +333,7 @@ export function toBreachIncident(row: BreachIncidentRow, now: Date) {
     },
     noNotificationReason: row.no_notification_reason,
     subjectNoticeExemption: row.subject_notice_exemption,
+    acknowledgedAt: toIso(row.acknowledged_at),
     closingSummary: row.closing_summary,
     closedAt: toIso(row.closed_at),
     createdAt: toIso(row.created_at),

@@ -28,6 +28,7 @@ export const EVENT_TYPES = [
   'breach_incident.deadline_passed',
   'breach_incident.subject_notice_exemption_recorded',
   'breach_incident.subject_notices_ready',
+  'breach_incident.reported_by_processor',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

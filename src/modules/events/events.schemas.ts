@@ -240,6 +240,14 @@ const BreachEvents = [
       textSha256: z.string().describe('SHA-256 (hex) of the notice text, as stored.'),
     },
   ),
+  breachEvent(
+    'breach_incident.reported_by_processor',
+    'BreachIncidentReportedByProcessorEvent',
+    'The provider, as your processor, told you of a breach (Art. 33(2)): your own incident, ' +
+      'its 72 hours from this moment. Acknowledge it at ' +
+      '`POST /v1/breach-incidents/{id}/acknowledgement`.',
+    { processorIncidentId: z.string() },
+  ),
 ] as const;
 
 export const EventSchema = z
