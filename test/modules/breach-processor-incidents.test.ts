@@ -1,7 +1,9 @@
+import { pino } from 'pino';
 import t from 'tap';
 import { TestClock } from '../../src/lib/clock.js';
 import { createProcessorIncidentsService } from '../../src/modules/breach-incidents/processor-incidents.service.js';
 import { createOperator } from '../../src/modules/ops/operators.js';
+import { webhookWorkerFromConfig } from '../../src/modules/webhooks/webhook-worker.js';
 import {
   bearer,
   GOOD_PASSWORD,
@@ -56,6 +58,18 @@ t.test('fan-out to three accounts told at different times; resumed, nobody twice
   const clock = new TestClock('2026-12-01T09:00:00.000Z');
   const app = await build(t, { clock });
   const accounts = [await signup(app), await signup(app), await signup(app)];
+  const ordered = [...accounts].sort((x, y) => (x.accountId < y.accountId ? -1 : 1));
+  // The second account listens for the news on a webhook.
+  const hook = await app.inject({
+    method: 'POST',
+    url: '/v1/webhooks',
+    headers: bearer(ordered[1]!.accessToken),
+    payload: {
+      url: 'https://processor-news.example.com/in',
+      eventTypes: ['breach_incident.reported_by_processor'],
+    },
+  });
+  t.equal(hook.statusCode, 201, hook.body);
   const operator = await operatorOf(app);
   const created = await app.inject({
     method: 'POST',
@@ -94,7 +108,6 @@ t.test('fan-out to three accounts told at different times; resumed, nobody twice
   t.equal(last.told, 0);
   t.not(last.row.fan_out_done_at, null, 'the fan-out is done');
 
-  const ordered = [...accounts].sort((x, y) => (x.accountId < y.accountId ? -1 : 1));
   for (const [i, account] of ordered.entries()) {
     const copies = await copiesOf(app, account);
     t.equal(copies.length, 1, 'each account sees its own copy only');
@@ -153,6 +166,22 @@ t.test('fan-out to three accounts told at different times; resumed, nobody twice
     headers: bearer(first.accessToken),
   });
   t.equal(again.json().acknowledgedAt, ack.json().acknowledgedAt, 'once');
+  // The webhook delivers the news to the second account (the receiver's 2xx, as recorded).
+  await webhookWorkerFromConfig({
+    db: app.database.owner,
+    config: testConfig(),
+    clock,
+    hashSecret: testConfig().HASH_SECRET!,
+    log: pino({ level: 'silent' }),
+  }).fanOut();
+  const delivered = await app.database.owner
+    .updateTable('webhook_deliveries')
+    .set({ status: 'delivered', delivered_at: clock.now() })
+    .where('account_id', '=', ordered[1]!.accountId)
+    .where('event_type', '=', 'breach_incident.reported_by_processor')
+    .returning('delivered_at')
+    .execute();
+  t.equal(delivered.length, 1, 'one delivery of the news');
   clock.advance(25 * HOUR);
   const view = await app.inject({
     method: 'GET',
@@ -184,8 +213,13 @@ t.test('fan-out to three accounts told at different times; resumed, nobody twice
     ordered.map(
       (a) => (byAccount.get(a.accountId) as { needsOtherContact: boolean }).needsOtherContact,
     ),
-    [false, true, true],
-    'the silent ones are flagged for another way of contact',
+    [false, false, true],
+    'the one neither acknowledging nor reached by webhook is flagged for another contact',
+  );
+  t.equal(
+    (byAccount.get(ordered[1]!.accountId) as { webhookDeliveredAt: string }).webhookDeliveredAt,
+    delivered[0]!.delivered_at!.toISOString(),
+    'the operator sees when the webhook delivered it',
   );
   const published = await app.inject({
     method: 'POST',
