@@ -6,6 +6,7 @@ import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
 import { idempotency, idempotentPosts } from './http/idempotency.js';
+import { backgroundJobs } from './jobs.js';
 import type { Clock } from './lib/clock.js';
 import { accountRoutes } from './modules/accounts/accounts.routes.js';
 import { createAccountsService } from './modules/accounts/accounts.service.js';
@@ -14,6 +15,12 @@ import { createApiKeysService } from './modules/api-keys/api-keys.service.js';
 import { auditRoutes } from './modules/audit/audit.routes.js';
 import { createAuditService } from './modules/audit/audit.service.js';
 import { checkpointSigningKeyOf } from './modules/audit/checkpoint-signing.js';
+import { breachIncidentsRoutes } from './modules/breach-incidents/breach-incidents.routes.js';
+import { createBreachIncidentsService } from './modules/breach-incidents/breach-incidents.service.js';
+import { processorIncidentsRoutes } from './modules/breach-incidents/processor-incidents.routes.js';
+import { createProcessorIncidentsService } from './modules/breach-incidents/processor-incidents.service.js';
+import { subjectNoticesRoutes } from './modules/breach-incidents/subject-notices.routes.js';
+import { createSubjectNoticesService } from './modules/breach-incidents/subject-notices.service.js';
 import { consentLinksRoutes } from './modules/consents/consent-links.routes.js';
 import { createConsentLinksService } from './modules/consents/consent-links.service.js';
 import { consentsRoutes } from './modules/consents/consents.routes.js';
@@ -137,7 +144,14 @@ export async function v1Routes(
   // Webhook deliveries: in this process on the embedded engine (one process per data folder),
   // by `npm run worker` beside it on Postgres, unless WORKER says otherwise.
   if ((config.WORKER ?? (engine === 'embedded' ? 'in-process' : 'off')) === 'in-process') {
-    const worker = webhookWorkerFromConfig({ db, config, clock, hashSecret, log: v1.log });
+    const worker = webhookWorkerFromConfig({
+      db,
+      config,
+      clock,
+      hashSecret,
+      log: v1.log,
+      jobs: backgroundJobs({ db, clock }),
+    });
     worker.start();
     v1.addHook('onClose', () => worker.stop());
   }
@@ -166,6 +180,9 @@ export async function v1Routes(
   });
   requests.startSweeping(v1.log);
   v1.addHook('onClose', () => requests.stopSweeping());
+  const breaches = createBreachIncidentsService({ db, clock });
+  const subjectNotices = createSubjectNoticesService({ db, clock });
+  const processorIncidents = createProcessorIncidentsService({ db, clock });
   const imports = createContactImportsService({
     db,
     hashSecret,
@@ -198,6 +215,9 @@ export async function v1Routes(
   await v1.register(consentLinksRoutes, { consentLinks }); // /v1/public/consent-*
   await v1.register(dataSubjectRequestsRoutes, { requests, clock }); // /v1/data-subject-requests/*
   await v1.register(verificationLinksRoutes, { requests }); // /v1/public/data-subject-request-verifications/*
+  await v1.register(breachIncidentsRoutes, { breaches, clock }); // /v1/breach-incidents/*, /v1/breach-register
+  await v1.register(subjectNoticesRoutes, { notices: subjectNotices, clock }); // /v1/breach-incidents/:id/subject-notice*
+  await v1.register(processorIncidentsRoutes, { processorIncidents, clock }); // /v1/ops/breach-incidents/*, …/:id/acknowledgement
   await v1.register(eventsRoutes, { events }); //       /v1/events
   await v1.register(webhooksRoutes, { webhooks, clock }); // /v1/webhooks/*
   await v1.register(passwordSetupsRoutes, {

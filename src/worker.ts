@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { schemaStatus } from './db/migrate.js';
+import { backgroundJobs } from './jobs.js';
 import { clockFromConfig } from './lib/clock.js';
 import { loggerOptions } from './logger.js';
 import { hashSecretOf } from './modules/suppressions/suppressions.service.js';
@@ -12,7 +13,7 @@ import { webhookWorkerFromConfig } from './modules/webhooks/webhook-worker.js';
 const SCHEMA_POLL_MS = 5_000;
 
 /**
- * `npm run worker`: background work (webhook deliveries) on Postgres, beside the API. Any number
+ * `npm run worker`: background work (webhook deliveries, deadline reminders) on Postgres, beside the API. Any number
  * may run on one database: claims never overlap (see webhook-worker.ts). On the embedded engine
  * the API process runs the worker itself, since only one process can open its data. SIGTERM or
  * SIGINT stops it after the current round; attempts in flight are put back as due.
@@ -47,12 +48,14 @@ export async function startWorker(env: NodeJS.ProcessEnv = process.env): Promise
   }
   if (stopped) return;
 
+  const clock = clockFromConfig(config);
   const worker = webhookWorkerFromConfig({
     db: database.db,
     config,
-    clock: clockFromConfig(config),
+    clock,
     hashSecret: hashSecretOf(config, logger),
     log: logger,
+    jobs: backgroundJobs({ db: database.db, clock }),
   });
   stopWorker = () => worker.stop();
   worker.start();

@@ -119,6 +119,13 @@ export function describe(event: Event): string {
       return `forget ${event.data.contactId} (request ${event.data.dataSubjectRequestId ?? 'none'})`;
     case 'data_subject_request.extended':
       return `tell the subject of ${event.data.requestId} by ${event.data.subjectMustBeInformedBy}`;
+    case 'breach_incident.created':
+    case 'breach_incident.assessed':
+    case 'breach_incident.notified':
+    case 'breach_incident.closed':
+    case 'breach_incident.deadline_approaching':
+    case 'breach_incident.deadline_passed':
+      return `breach ${event.data.incidentId} is ${event.data.status}, notify by ${event.data.authorityDeadlineAt}`;
     default:
       // The other data-subject request events: the request as it now stands.
       return `request ${event.data.requestId} is ${event.data.status}, due ${event.data.dueDate}`;

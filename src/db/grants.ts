@@ -38,6 +38,18 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   webhook_endpoints: ['select', 'insert', 'update', 'delete'],
   // Deleted only with their endpoint, by the foreign key's cascade (which runs as the owner).
   webhook_deliveries: ['select', 'insert', 'update'],
+  breach_incidents: ['select', 'insert', 'update'],
+  // Append-only (Art. 33(4) phases, kept as sent): a trigger refuses UPDATE and DELETE too.
+  breach_authority_notifications: ['select', 'insert'],
+  // Once-only reminders: written once, never changed (a request's go with it, by cascade).
+  breach_incident_reminders: ['select', 'insert'],
+  data_subject_request_reminders: ['select', 'insert'],
+  // Art. 34 notices: a batch's text is kept as stored; a notice changes only by its delivery
+  // report, and goes only with its person (erase_contact(), as the owner).
+  breach_subject_notice_batches: ['select', 'insert'],
+  breach_subject_notices: ['select', 'insert', 'update'],
+  // Provider-level (no account's), the operators' alone: its fan-out cursor moves.
+  processor_breach_incidents: ['select', 'insert', 'update'],
   // The migrator's bookkeeping: the service only reads it (is the schema up to date?).
   kysely_migration: ['select'],
   kysely_migration_lock: [],
@@ -57,6 +69,9 @@ export const SERVICE_FUNCTIONS = [
   'accounts_with_uncheckpointed_entries()',
   'webhook_endpoints_behind_their_feed(integer)',
   'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer)',
+  'breach_incidents_due_for_reminder(timestamptz, integer)',
+  'data_subject_requests_due_for_reminder(timestamptz, integer)',
+  'processor_breach_accounts(uuid)',
 ] as const;
 
 /** Tables the embedded engine's ANALYZE and the erasure VACUUM may maintain (Postgres 17+). */

@@ -17,6 +17,8 @@ export interface AccountsTable {
   dpo_phone: string | null;
   /** ISO 3166-1 alpha-2; its public holidays postpone deadlines. Null: weekends only. */
   holiday_country: string | null;
+  /** Art. 33(1): the authority breach notifications go to by default. */
+  supervisory_authority: Generated<string | null>;
   created_at: CreatedAt;
   updated_at: Timestamp;
   version: Generated<number>;
@@ -420,6 +422,155 @@ export interface WebhookDeliveriesTable {
   updated_at: Timestamp;
 }
 
+export type BreachKind = 'confidentiality' | 'integrity' | 'availability';
+export type BreachRisk = 'unassessed' | 'none' | 'risk' | 'high';
+export type BreachStatus = 'open' | 'assessed' | 'notified' | 'closed';
+
+/** The Art. 33(3)(b) contact point: a name, an address, a telephone number. */
+export interface ContactPoint {
+  name: string | null;
+  email: string | null;
+  phone: string | null;
+}
+
+/** A correction of `aware_at`, kept with its reason (the audit entry names the fields only). */
+export interface AwareAtCorrection {
+  previousAwareAt: string;
+  awareAt: string;
+  reason: string;
+  correctedAt: string;
+}
+
+/** Art. 33: a personal-data breach, its 72-hour deadline, its assessment and its closing. */
+export interface BreachIncidentsTable {
+  account_id: string;
+  id: Generated<string>;
+  source: Generated<'account' | 'processor'>;
+  processor_incident_id: string | null;
+  status: BreachStatus;
+  title: string;
+  description: string;
+  kinds: Json<BreachKind[]>;
+  occurred_at: Date | null;
+  aware_at: Date;
+  authority_deadline_at: Date;
+  aware_at_corrections: Json<AwareAtCorrection[] | null>;
+  risk: BreachRisk;
+  risk_reason: string | null;
+  assessed_at: Date | null;
+  data_categories: Json<string[] | null>;
+  subject_categories: Json<string[] | null>;
+  approximate_subjects: number | null;
+  approximate_records: number | null;
+  likely_consequences: string | null;
+  measures_taken: string | null;
+  contact_point: Json<ContactPoint>;
+  first_notified_at: Date | null;
+  notified_late: boolean | null;
+  notification_count: Generated<number>;
+  no_notification_reason: string | null;
+  closing_summary: string | null;
+  closed_at: Date | null;
+  subject_notice_exemption: Json<SubjectNoticeExemption | null>;
+  /** When the account acknowledged a breach its processor reported (Art. 33(2)). */
+  acknowledged_at: Date | null;
+  version: Generated<number>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 33(2): a breach at the provider as processor, told to the accounts it affects. */
+export interface ProcessorBreachIncidentsTable {
+  id: Generated<string>;
+  title: string;
+  description: string;
+  kinds: Json<BreachKind[]>;
+  occurred_at: Date | null;
+  aware_at: Date;
+  contact_point: Json<ContactPoint>;
+  /** The accounts to tell; null: every account. */
+  target_account_ids: Json<string[] | null>;
+  /** The last account (in id order) the fan-out finished. */
+  fan_out_after: string | null;
+  fan_out_done_at: Date | null;
+  public_communication: Json<{ url: string; publishedAt: string; recordedAt: string } | null>;
+  created_by: string;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 34(3): why the people affected need not be told, recorded on the incident. */
+export interface SubjectNoticeExemption {
+  ground: 'unintelligible' | 'risk_removed' | 'disproportionate_effort';
+  explanation: string;
+  /** Art. 34(3)(c): the public communication that informs them instead. */
+  publicCommunication: { url: string; publishedAt: string } | null;
+  recordedAt: string;
+}
+
+/** Art. 34: one batch of notices to the people affected, its text kept once with its hash. */
+export interface BreachSubjectNoticeBatchesTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  selection: Json<Record<string, unknown>>;
+  nature: string;
+  contact_point: string;
+  consequences: string;
+  measures: string;
+  text_sha256: string;
+  created_at: Date;
+}
+
+export type SubjectNoticeStatus = 'pending' | 'delivered' | 'failed';
+
+/** One person's breach notice (kind `breach_notice`), pending until the sender reports. */
+export interface BreachSubjectNoticesTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  batch_id: string;
+  contact_id: string;
+  kind: Generated<'breach_notice'>;
+  status: Generated<SubjectNoticeStatus>;
+  reported_at: Date | null;
+  failure_reason: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Art. 33(4): one phase of the notification to the supervisory authority (append-only). */
+export interface BreachAuthorityNotificationsTable {
+  account_id: string;
+  id: Generated<string>;
+  incident_id: string;
+  phase: number;
+  notified_at: Date;
+  authority: string;
+  reference: string | null;
+  channel: string | null;
+  content: Json<Record<string, unknown>>;
+  delay_reason: string | null;
+  late: boolean;
+  created_at: Date;
+}
+
+/** A deadline reminder put on the feed, once per incident and threshold. */
+export interface BreachIncidentRemindersTable {
+  account_id: string;
+  incident_id: string;
+  threshold: '24h' | '6h' | 'passed';
+  sent_at: Date;
+}
+
+/** A due-date reminder put on the feed, once per request and threshold. */
+export interface DataSubjectRequestRemindersTable {
+  account_id: string;
+  request_id: string;
+  threshold: '7d' | 'overdue';
+  sent_at: Date;
+}
+
 export interface DB {
   accounts: AccountsTable;
   users: UsersTable;
@@ -447,6 +598,13 @@ export interface DB {
   data_subject_request_tokens: DataSubjectRequestTokensTable;
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
+  breach_incidents: BreachIncidentsTable;
+  breach_authority_notifications: BreachAuthorityNotificationsTable;
+  breach_incident_reminders: BreachIncidentRemindersTable;
+  breach_subject_notice_batches: BreachSubjectNoticeBatchesTable;
+  breach_subject_notices: BreachSubjectNoticesTable;
+  processor_breach_incidents: ProcessorBreachIncidentsTable;
+  data_subject_request_reminders: DataSubjectRequestRemindersTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -466,3 +624,8 @@ export type ContactImportRow = Selectable<ContactImportsTable>;
 export type ContactImportErrorRow = Selectable<ContactImportErrorsTable>;
 export type WebhookEndpointRow = Selectable<WebhookEndpointsTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type BreachIncidentRow = Selectable<BreachIncidentsTable>;
+export type BreachAuthorityNotificationRow = Selectable<BreachAuthorityNotificationsTable>;
+export type BreachSubjectNoticeBatchRow = Selectable<BreachSubjectNoticeBatchesTable>;
+export type BreachSubjectNoticeRow = Selectable<BreachSubjectNoticesTable>;
+export type ProcessorBreachIncidentRow = Selectable<ProcessorBreachIncidentsTable>;

@@ -64,6 +64,12 @@ export const openApi = fp<OpenApiOptions>(
               'Requests under Art. 15–18, 20, 21: deadlines (Art. 12(3)), decisions, actions.',
           },
           {
+            name: 'breach-incidents',
+            description:
+              'Personal-data breaches (Art. 33): the 72-hour deadline, the assessment, the ' +
+              'phased notification to the authority, the register (Art. 33(5)).',
+          },
+          {
             name: 'contact-imports',
             description: 'Bulk imports of contacts with consent evidence.',
           },

@@ -61,6 +61,13 @@ const TABLE_OWNERS: Record<string, string> = {
   data_subject_request_tokens: 'src/modules/data-subject-requests/',
   webhook_endpoints: 'src/modules/webhooks/',
   webhook_deliveries: 'src/modules/webhooks/',
+  breach_incidents: 'src/modules/breach-incidents/',
+  breach_authority_notifications: 'src/modules/breach-incidents/',
+  breach_incident_reminders: 'src/modules/breach-incidents/',
+  breach_subject_notice_batches: 'src/modules/breach-incidents/',
+  breach_subject_notices: 'src/modules/breach-incidents/',
+  processor_breach_incidents: 'src/modules/breach-incidents/',
+  data_subject_request_reminders: 'src/modules/data-subject-requests/',
 };
 
 /**

@@ -148,7 +148,33 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     headers: bearer(owner.accessToken),
   });
   t.equal(delivery.json().data.length, 1, 'a delivery to walk');
+  const incident = await app.inject({
+    method: 'POST',
+    url: '/v1/breach-incidents',
+    headers: bearer(owner.accessToken),
+    payload: {
+      title: 'Hostile walk',
+      description: 'An incident for the walk.',
+      kinds: ['availability'],
+      risk: 'high',
+      riskReason: 'High risk, so the subject notices are walked too.',
+      contactPoint: { email: 'dpo@example.com' },
+    },
+  });
+  t.equal(incident.statusCode, 201, incident.body);
+  const noticeBatch = await app.inject({
+    method: 'POST',
+    url: `/v1/breach-incidents/${incident.json().id}/subject-notices`,
+    headers: bearer(owner.accessToken),
+    payload: {
+      selection: { type: 'all' },
+      text: { nature: 'N', contactPoint: 'C', consequences: 'Q', measures: 'M' },
+    },
+  });
+  t.equal(noticeBatch.statusCode, 201, noticeBatch.body);
   const ids: Record<string, string> = {
+    'breach-incidents': incident.json().id,
+    'subject-notice-batches': noticeBatch.json().id,
     webhooks: webhook.json().id,
     deliveries: delivery.json().data[0].id,
     contacts: contact.json().id,
@@ -178,6 +204,7 @@ t.test('hostile input on every /v1 route is a 4xx problem, never a 5xx', async (
     const path = route.url
       .replace(/:id\b/, ids[collection] ?? randomUUID())
       .replace(/:deliveryId\b/, ids.deliveries!)
+      .replace(/:batchId\b/, ids['subject-notice-batches']!)
       .replace(/:version\b/, '1')
       .replace(/:\w+/g, 'not-a-real-token-0123456789');
     const operation = doc.paths[route.url.replace(/:(\w+)/g, '{$1}')]?.[method.toLowerCase()];
@@ -307,6 +334,9 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   listEvents: 'eventSeq',
   listWebhooks: 'createdAt',
   listWebhookDeliveries: 'contactId',
+  listBreachIncidents: 'createdAt',
+  getBreachRegister: 'createdAt',
+  listBreachSubjectNotices: 'contactId',
 };
 
 /**

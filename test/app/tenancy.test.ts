@@ -49,6 +49,62 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     payload: { type: 'access', subject: { email: 'tenant-b-subject@example.com' } },
   });
   t.equal(bRequest.statusCode, 201, bRequest.body);
+  const bIncident = await app.inject({
+    method: 'POST',
+    url: '/v1/breach-incidents',
+    headers: bearer(b.accessToken),
+    payload: {
+      title: 'Tenant B breach',
+      description: 'Tenant B breach description',
+      kinds: ['integrity'],
+      contactPoint: { email: 'tenant-b-dpo@example.com' },
+    },
+  });
+  t.equal(bIncident.statusCode, 201, bIncident.body);
+  const bNotified = await app.inject({
+    method: 'POST',
+    url: `/v1/breach-incidents/${bIncident.json().id}/authority-notifications`,
+    headers: bearer(b.accessToken),
+    payload: { authority: 'Tenant B authority', reference: 'tenant-b-ref' },
+  });
+  t.equal(bNotified.statusCode, 201, bNotified.body);
+  // A high-risk incident of B's with a batch of subject notices (Art. 34) to one contact.
+  const bContact = await app.inject({
+    method: 'POST',
+    url: '/v1/contacts',
+    headers: bearer(b.accessToken),
+    payload: { email: 'tenant-b-reader@example.com', status: 'unsubscribed' },
+  });
+  t.equal(bContact.statusCode, 201, bContact.body);
+  const bHighRisk = await app.inject({
+    method: 'POST',
+    url: '/v1/breach-incidents',
+    headers: bearer(b.accessToken),
+    payload: {
+      title: 'Tenant B high-risk breach',
+      description: 'Tenant B breach description',
+      kinds: ['confidentiality'],
+      risk: 'high',
+      riskReason: 'Tenant B risk reason',
+      contactPoint: { email: 'tenant-b-dpo@example.com' },
+    },
+  });
+  t.equal(bHighRisk.statusCode, 201, bHighRisk.body);
+  const bBatch = await app.inject({
+    method: 'POST',
+    url: `/v1/breach-incidents/${bHighRisk.json().id}/subject-notices`,
+    headers: bearer(b.accessToken),
+    payload: {
+      selection: { type: 'all' },
+      text: {
+        nature: 'Tenant B notice nature',
+        contactPoint: 'Tenant B notice contact',
+        consequences: 'Tenant B notice consequences',
+        measures: 'Tenant B notice measures',
+      },
+    },
+  });
+  t.equal(bBatch.statusCode, 201, bBatch.body);
   await webhookWorkerFromConfig({
     db: app.database.owner,
     config: testConfig(),
@@ -69,6 +125,8 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     'api-keys': bKey.id,
     accounts: b.accountId,
     'data-subject-requests': bRequest.json().id,
+    'breach-incidents': bHighRisk.json().id,
+    'subject-notice-batches': bBatch.json().id,
   };
   const bSecrets = [
     b.accountId,
@@ -84,6 +142,15 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     'tenant-b-hooks',
     bWebhook.json().secret.slice(6),
     bDelivery.json().data[0].id,
+    bIncident.json().id,
+    'Tenant B breach',
+    'tenant-b-dpo',
+    'tenant-b-ref',
+    bNotified.json().notification.id,
+    bHighRisk.json().id,
+    'tenant-b-reader',
+    bBatch.json().id,
+    'Tenant B notice',
   ];
 
   const bChain = await app.inject({
@@ -117,6 +184,7 @@ t.test('tenancy matrix over every /v1 route', async (t) => {
     const url = route.url
       .replace(/:id\b/, bIds[collection] ?? b.accountId)
       .replace(/:deliveryId\b/, bIds.deliveries!)
+      .replace(/:batchId\b/, bIds['subject-notice-batches']!)
       .replace(/:version\b/, '1')
       .replace(/:\w+/g, 'not-a-real-token-0123456789');
     const openapiPath = route.url.replace(/:(\w+)/g, '{$1}');

@@ -361,4 +361,34 @@ t.test('docs/api-tour.md runs as written', async (t) => {
   );
   t.match(ran.output, /"suppressed":true/, 'the erased address is suppressed');
   t.match(ran.output, /"valid":true/, 'the audit chain verifies');
+
+  // The README's breach tour, likewise: from "we became aware" to "closed".
+  const breaches = readme.slice(readme.indexOf('## Breach incidents'));
+  const breachScript = /```sh\n([\s\S]*?)```/.exec(breaches)![1]!;
+  const breachRequests = breachScript.match(/\bcurl\b/g)!.length;
+  let breachRan: Ran;
+  try {
+    breachRan = await readmeShell.run(
+      `set -e\n${breachScript.replaceAll(DOCUMENTED_ORIGIN, service.origin)}`,
+    );
+  } catch (err) {
+    t.fail(`README.md, Breach incidents: ${(err as Error).message}`);
+    return;
+  }
+  t.equal(breachRan.code, 0, 'the breach tour runs to its end', { output: breachRan.output });
+  t.equal(breachRan.statuses.length, breachRequests, `it makes its ${breachRequests} requests`);
+  t.same(
+    breachRan.statuses.filter((s) => s < 200 || s > 299),
+    [],
+    `each succeeds: ${breachRan.statuses.join(' ')}`,
+  );
+  t.match(
+    breachRan.output,
+    /^open: notify by \S+, 70 h left$/m,
+    'the deadline counts from awareAt',
+  );
+  t.match(breachRan.output, /^phase 1 to Information Commissioner, late: false$/m);
+  t.match(breachRan.output, /^closed$/m);
+  t.match(breachRan.output, /^id,source,status,title,description,kinds$/m, 'the register as CSV');
+  t.match(breachRan.output, /,account,closed,Newsletter export on a public share,/);
 });

@@ -26,7 +26,13 @@ export function updateAccount(
   values: Partial<
     Pick<
       AccountRow,
-      'name' | 'time_zone' | 'holiday_country' | 'dpo_name' | 'dpo_email' | 'dpo_phone'
+      | 'name'
+      | 'time_zone'
+      | 'holiday_country'
+      | 'supervisory_authority'
+      | 'dpo_name'
+      | 'dpo_email'
+      | 'dpo_phone'
     >
   >,
   version: number,

@@ -29,6 +29,9 @@ export const HolidayCountry = z
   .refine(isHolidayCountry, 'no public holiday calendar for this country')
   .describe(HOLIDAY_COUNTRY_DESCRIPTION);
 
+const SUPERVISORY_AUTHORITY_DESCRIPTION =
+  'The supervisory authority breach notifications go to unless one names another (Art. 33(1)).';
+
 export const DpoContactSchema = z
   .object({
     name: z.string().nullable(),
@@ -44,6 +47,7 @@ export const AccountSchema = z
     timeZone: z.string(),
     holidayCountry: z.string().nullable().describe(HOLIDAY_COUNTRY_DESCRIPTION),
     dpo: DpoContactSchema,
+    supervisoryAuthority: z.string().nullable().describe(SUPERVISORY_AUTHORITY_DESCRIPTION),
     createdAt: Instant,
     updatedAt: Instant,
     version: z.number().int().describe('Increments on each change; the ETag is derived from it.'),
@@ -56,6 +60,7 @@ export const AccountSchema = z
       timeZone: 'Europe/Ljubljana',
       holidayCountry: 'SI',
       dpo: { name: 'Privacy Officer', email: 'dpo@example.com', phone: '+386 1 000 0000' },
+      supervisoryAuthority: 'Information Commissioner of the Republic of Slovenia',
       createdAt: '2026-11-25T14:00:00.000Z',
       updatedAt: '2026-11-25T14:00:00.000Z',
       version: 1,
@@ -69,6 +74,7 @@ export function toAccount(row: AccountRow): z.infer<typeof AccountSchema> {
     timeZone: row.time_zone,
     holidayCountry: row.holiday_country,
     dpo: { name: row.dpo_name, email: row.dpo_email, phone: row.dpo_phone },
+    supervisoryAuthority: row.supervisory_authority,
     createdAt: toIso(row.created_at),
     updatedAt: toIso(row.updated_at),
     version: row.version,
@@ -87,6 +93,14 @@ export const AccountPatchBody = z
         phone: z.string().trim().min(3).max(40).nullable().optional(),
       })
       .optional(),
+    supervisoryAuthority: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .nullable()
+      .optional()
+      .describe(SUPERVISORY_AUTHORITY_DESCRIPTION),
   })
   .strict()
   .meta({
@@ -94,6 +108,7 @@ export const AccountPatchBody = z
       timeZone: 'Europe/Ljubljana',
       holidayCountry: 'SI',
       dpo: { name: 'Privacy Officer', email: 'dpo@example.com', phone: '+386 1 000 0000' },
+      supervisoryAuthority: 'Information Commissioner of the Republic of Slovenia',
     },
   });
 

@@ -20,6 +20,8 @@ export interface AccountPatch {
   timeZone?: string | undefined;
   /** null clears it. */
   holidayCountry?: string | null | undefined;
+  /** null clears it. */
+  supervisoryAuthority?: string | null | undefined;
   dpo?:
     | {
         name?: string | null | undefined;
@@ -33,6 +35,7 @@ const COLUMN_OF = {
   name: 'name',
   timeZone: 'time_zone',
   holidayCountry: 'holiday_country',
+  supervisoryAuthority: 'supervisory_authority',
   'dpo.name': 'dpo_name',
   'dpo.email': 'dpo_email',
   'dpo.phone': 'dpo_phone',
@@ -41,7 +44,13 @@ const COLUMN_OF = {
 type AccountValues = Partial<
   Pick<
     AccountRow,
-    'name' | 'time_zone' | 'holiday_country' | 'dpo_name' | 'dpo_email' | 'dpo_phone'
+    | 'name'
+    | 'time_zone'
+    | 'holiday_country'
+    | 'supervisory_authority'
+    | 'dpo_name'
+    | 'dpo_email'
+    | 'dpo_phone'
   >
 >;
 
@@ -62,6 +71,9 @@ export async function updateAccountIn(
   if (patch.timeZone !== undefined) values[COLUMN_OF.timeZone] = patch.timeZone;
   if (patch.holidayCountry !== undefined) {
     values[COLUMN_OF.holidayCountry] = patch.holidayCountry;
+  }
+  if (patch.supervisoryAuthority !== undefined) {
+    values[COLUMN_OF.supervisoryAuthority] = patch.supervisoryAuthority;
   }
   for (const key of ['name', 'email', 'phone'] as const) {
     const value = patch.dpo?.[key];

@@ -206,6 +206,48 @@ export function contactsQuery(db: Kysely<DB>, accountId: string, filter: Contact
 }
 
 /**
+ * The ids of the account's contacts matching the list filters (and, with `ids`, among those),
+ * in id order after `after`: a walk over a selection in bounded pages, for another module to
+ * act on each contact (erased contacts are gone from the table, so never selected).
+ */
+export async function contactIdsPage(
+  db: Kysely<DB>,
+  accountId: string,
+  filter: ContactListFilter & { ids?: readonly string[] | undefined },
+  after: string | undefined,
+  limit: number,
+): Promise<string[]> {
+  let q = contactsQuery(db, accountId, filter).clearSelect().select('contacts.id as id');
+  if (filter.ids !== undefined) q = q.where('contacts.id', 'in', [...filter.ids]);
+  if (after !== undefined) q = q.where('contacts.id', '>', after);
+  const rows = await q.orderBy('contacts.id').limit(limit).execute();
+  return rows.map((row) => row.id);
+}
+
+/** Where to reach each of the account's contacts `ids` (those that exist). */
+export async function contactAddresses(
+  db: Kysely<DB>,
+  accountId: string,
+  ids: readonly string[],
+): Promise<
+  {
+    id: string;
+    email: string;
+    first_name: string | null;
+    last_name: string | null;
+    language: string | null;
+  }[]
+> {
+  if (ids.length === 0) return [];
+  return db
+    .selectFrom('contacts')
+    .select(['id', 'email', 'first_name', 'last_name', 'language'])
+    .where('account_id', '=', accountId)
+    .where('id', 'in', [...ids])
+    .execute();
+}
+
+/**
  * Remembers an address the contact no longer holds, as its keyed hash only, so that erasure
  * can suppress it too (Art. 17). Holding it again and leaving it again is one row.
  */

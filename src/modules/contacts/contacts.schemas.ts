@@ -147,7 +147,8 @@ export const RestrictionBody = z
 
 const Bool = z.enum(['true', 'false']).transform((v) => v === 'true');
 
-export const ListContactsQuery = PageQuery.extend({
+/** The contact list's filters, shared by the list and by whatever selects contacts by them. */
+const contactFilterFields = {
   email: ContactEmail.optional().describe('Exact address (normalised before matching).'),
   status: Status.optional(),
   restricted: Bool.optional().describe('`true`: only restricted contacts; `false`: none.'),
@@ -156,7 +157,12 @@ export const ListContactsQuery = PageQuery.extend({
   consentState: ConsentStateSchema.optional().describe(
     'With `consentPurposeId`: the current state (newest ledger event) for that purpose.',
   ),
-}).superRefine((query, ctx) => {
+};
+
+function consentPair(
+  query: { consentPurposeId?: string | undefined; consentState?: string | undefined },
+  ctx: z.RefinementCtx,
+) {
   if ((query.consentPurposeId === undefined) !== (query.consentState === undefined)) {
     ctx.addIssue({
       code: 'custom',
@@ -164,7 +170,13 @@ export const ListContactsQuery = PageQuery.extend({
       message: 'consentPurposeId and consentState go together',
     });
   }
-});
+}
+
+export const ListContactsQuery = PageQuery.extend(contactFilterFields).superRefine(consentPair);
+
+/** The list's filters as a JSON object (the same names and values as its query parameters). */
+export const ContactFilter = z.strictObject(contactFilterFields).superRefine(consentPair);
+export type ContactFilterInput = z.output<typeof ContactFilter>;
 
 export type ListContactsFilter = z.output<typeof ListContactsQuery>;
 

@@ -26,6 +26,7 @@ import type { RequestContext } from '../identity/actor.js';
 import { grantAllowed, isSuppressed, suppress } from '../suppressions/suppressions.service.js';
 import {
   type ContactColumns,
+  type ContactListFilter,
   contactsQuery,
   deleteContact,
   earlierAddressHashes,
@@ -39,6 +40,7 @@ import {
   updateContact,
 } from './contacts.repository.js';
 import {
+  type ContactFilterInput,
   type ContactPatch,
   type CreateContactInput,
   type ListContactsFilter,
@@ -166,16 +168,7 @@ export function createContactsService(deps: {
     get,
 
     async list(accountId: string, query: ListContactsFilter) {
-      const filtered = contactsQuery(db, accountId, {
-        email: query.email,
-        status: query.status,
-        restricted: query.restricted,
-        updatedSince: query.updatedSince,
-        consent:
-          query.consentPurposeId && query.consentState
-            ? { purposeId: query.consentPurposeId, state: query.consentState }
-            : undefined,
-      });
+      const filtered = contactsQuery(db, accountId, contactListFilter(query));
       return pageByCreatedAt(filtered, query);
     },
 
@@ -501,13 +494,30 @@ export function createContactsService(deps: {
 
 export type ContactsService = ReturnType<typeof createContactsService>;
 
+/** The list's filter from its query (or a body holding the same fields, `ContactFilter`). */
+export function contactListFilter(query: ContactFilterInput): ContactListFilter {
+  return {
+    email: query.email,
+    status: query.status,
+    restricted: query.restricted,
+    updatedSince: query.updatedSince,
+    consent:
+      query.consentPurposeId && query.consentState
+        ? { purposeId: query.consentPurposeId, state: query.consentState }
+        : undefined,
+  };
+}
+
 /**
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself.
  */
 export {
+  type ContactListFilter,
   type ContactUpsert,
   clearSuppressedUntilConfirmed,
+  contactAddresses,
+  contactIdsPage,
   findContactRef,
   findContactsByEmail,
   type LockedContact,

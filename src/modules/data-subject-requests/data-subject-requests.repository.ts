@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
+import { type Insertable, type Kysely, sql, type Transaction, type Updateable } from 'kysely';
 import type {
   DataSubjectRequestRow,
   DataSubjectRequestStatus,
@@ -323,5 +323,82 @@ export async function revokeVerificationTokens(
     .where('account_id', '=', accountId)
     .where('request_id', '=', requestId)
     .where('used_at', 'is', null)
+    .execute();
+}
+
+export type RequestReminderThreshold = '7d' | 'overdue';
+
+const WEEK_MS = 7 * 24 * 3_600_000;
+
+/**
+ * Across accounts (through the owner-defined `data_subject_requests_due_for_reminder()`, the
+ * sweep runs bound to no account): the ids of open requests whose current reminder is not sent
+ * yet, soonest due first. Each account's are then read with {@link requestsDueForReminder}.
+ */
+export async function requestIdsDueForReminder(
+  db: Kysely<DB>,
+  now: Date,
+  limit: number,
+): Promise<{ account_id: string; id: string }[]> {
+  const { rows } = await sql<{ account_id: string; id: string }>`
+    select account_id, id from data_subject_requests_due_for_reminder(${now}, ${limit})`.execute(
+    db,
+  );
+  return rows;
+}
+
+/**
+ * Of the account's requests `ids`, the open ones whose current reminder is not sent yet:
+ * `overdue` past the due time, `7d` within a week of it.
+ */
+export async function requestsDueForReminder(
+  trx: Transaction<DB>,
+  accountId: string,
+  ids: string[],
+  now: Date,
+): Promise<(DataSubjectRequestRow & { threshold: RequestReminderThreshold })[]> {
+  if (ids.length === 0) return [];
+  const threshold = sql<RequestReminderThreshold>`case
+    when d.due_at < ${now} then 'overdue' else '7d' end`;
+  return trx
+    .selectFrom('data_subject_requests as d')
+    .selectAll('d')
+    .select(threshold.as('threshold'))
+    .where('d.account_id', '=', accountId)
+    .where('d.id', 'in', ids)
+    .where('d.status', 'in', ['received', 'identity_verified'])
+    .where('d.due_at', '<=', new Date(now.getTime() + WEEK_MS))
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('data_subject_request_reminders as r')
+            .select(sql`1`.as('one'))
+            .whereRef('r.account_id', '=', 'd.account_id')
+            .whereRef('r.request_id', '=', 'd.id')
+            .where(sql<boolean>`r.threshold = ${threshold}`),
+        ),
+      ),
+    )
+    .orderBy('d.due_at')
+    .orderBy('d.id')
+    .execute();
+}
+
+/** Records reminders as sent; returns those that were not already (a concurrent worker's). */
+export async function insertRequestReminders(
+  trx: Transaction<DB>,
+  rows: {
+    account_id: string;
+    request_id: string;
+    threshold: RequestReminderThreshold;
+    sent_at: Date;
+  }[],
+): Promise<{ account_id: string; request_id: string; threshold: RequestReminderThreshold }[]> {
+  if (rows.length === 0) return [];
+  return trx
+    .insertInto('data_subject_request_reminders')
+    .values(rows)
+    .onConflict((oc) => oc.doNothing())
+    .returning(['account_id', 'request_id', 'threshold'])
     .execute();
 }

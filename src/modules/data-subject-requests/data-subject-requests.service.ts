@@ -29,7 +29,12 @@ import type { ConsentsService } from '../consents/consents.service.js';
 import { currentConsentEvents, deriveState } from '../consents/consents.service.js';
 import type { ContactsService } from '../contacts/contacts.service.js';
 import { findContactRef, findContactsByEmail } from '../contacts/contacts.service.js';
-import { appendEvents, type EventType, storedRequestLink } from '../events/events.service.js';
+import {
+  appendEvents,
+  type EventType,
+  type NewEvent,
+  storedRequestLink,
+} from '../events/events.service.js';
 import type { RequestContext } from '../identity/actor.js';
 import { purposeLookups } from '../purposes/purposes.service.js';
 import { suppress } from '../suppressions/suppressions.service.js';
@@ -40,6 +45,7 @@ import {
   findVerificationToken,
   forgetSubjectPlaintext,
   insertRequest,
+  insertRequestReminders,
   insertVerificationToken,
   isDuplicateExternalId,
   lockRequest,
@@ -47,6 +53,8 @@ import {
   markVerificationTokenUsed,
   type RequestChanges,
   type RequestListFilter,
+  requestIdsDueForReminder,
+  requestsDueForReminder,
   requestsOfContact,
   requestsQuery,
   revokeVerificationTokens,
@@ -59,7 +67,7 @@ import {
   type REJECTION_BASES,
   type VerifyIdentityInput,
 } from './data-subject-requests.schemas.js';
-import { computeDeadline, extensionAllowed, isOverdue } from './deadlines.js';
+import { computeDeadline, daysRemaining, extensionAllowed, isOverdue } from './deadlines.js';
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -963,4 +971,70 @@ export function requestsExportSection(clock: Clock) {
       })),
     };
   };
+}
+
+/**
+ * Art. 12(3) reminders, for the worker: `data_subject_request.due_soon` once an open request is
+ * due within seven days, `data_subject_request.overdue` once it is past its due time; each once
+ * per request (the reminders table's key decides, also between workers). Up to `limit` per
+ * sweep: the question across accounts answers ids, and each account's reminders are then
+ * recorded and put on its feed in a transaction bound to it. Returns how many were put on the
+ * feed.
+ */
+export async function sendRequestDueReminders(
+  db: Kysely<DB>,
+  clock: Clock,
+  limit = 500,
+): Promise<number> {
+  const now = clock.now();
+  const due = await requestIdsDueForReminder(db, now, limit);
+  const byAccount = new Map<string, string[]>();
+  for (const { account_id, id } of due) {
+    const ids = byAccount.get(account_id);
+    if (ids) ids.push(id);
+    else byAccount.set(account_id, [id]);
+  }
+  let sent = 0;
+  // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
+  for (const accountId of [...byAccount.keys()].sort()) {
+    sent += await withTenant(accountId, () =>
+      db.transaction().execute(async (trx) => {
+        const rows = await requestsDueForReminder(trx, accountId, byAccount.get(accountId)!, now);
+        const fresh = await insertRequestReminders(
+          trx,
+          rows.map((row) => ({
+            account_id: accountId,
+            request_id: row.id,
+            threshold: row.threshold,
+            sent_at: now,
+          })),
+        );
+        const recorded = new Set(fresh.map((r) => `${r.request_id}/${r.threshold}`));
+        const events: NewEvent[] = rows
+          .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
+          .map((row) => ({
+            type:
+              row.threshold === '7d'
+                ? 'data_subject_request.due_soon'
+                : 'data_subject_request.overdue',
+            contactId: null,
+            data: {
+              requestId: row.id,
+              requestType: row.type,
+              status: row.status,
+              contactId: row.contact_id,
+              dueDate: row.due_date,
+              dueAt: row.due_at.toISOString(),
+              ...(row.external_id !== null ? { externalId: row.external_id } : {}),
+              ...(row.threshold === '7d'
+                ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
+                : {}),
+            },
+          }));
+        if (events.length > 0) await appendEvents(trx, accountId, events);
+        return events.length;
+      }),
+    );
+  }
+  return sent;
 }

@@ -23,6 +23,17 @@ export const EVENT_TYPES = [
   'data_subject_request.completed',
   'data_subject_request.rejected',
   'data_subject_request.cancelled',
+  'data_subject_request.due_soon',
+  'data_subject_request.overdue',
+  'breach_incident.created',
+  'breach_incident.assessed',
+  'breach_incident.notified',
+  'breach_incident.closed',
+  'breach_incident.deadline_approaching',
+  'breach_incident.deadline_passed',
+  'breach_incident.subject_notice_exemption_recorded',
+  'breach_incident.subject_notices_ready',
+  'breach_incident.reported_by_processor',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -216,6 +216,112 @@ const RequestEvents = [
     'The request was withdrawn or recorded in error.',
     {},
   ),
+  requestEvent(
+    'data_subject_request.due_soon',
+    'RequestDueSoonEvent',
+    'Reminder, once per request: an open request’s `dueAt` is less than seven days ' +
+      '(168 hours) away.',
+    { daysRemaining: z.number().int().describe('Calendar days to `dueDate`.') },
+  ),
+  requestEvent(
+    'data_subject_request.overdue',
+    'RequestOverdueEvent',
+    'Reminder, once per request: an open request is past its due time.',
+    {},
+  ),
+] as const;
+
+/** What every breach-incident event says: the incident's state and its Art. 33(1) deadline. */
+const BreachEventData = z.object({
+  incidentId: z.uuid(),
+  status: z.string().describe('`open`, `assessed`, `notified` or `closed`, after the change.'),
+  risk: z.string().describe('`unassessed`, `none`, `risk` or `high`.'),
+  kinds: z.array(z.string()).describe('`confidentiality`, `integrity`, `availability`.'),
+  source: z.string().describe('`account`, or `processor` when the provider reported it.'),
+  awareAt: Timestamp,
+  authorityDeadlineAt: Timestamp.describe('awareAt + 72 h (Art. 33(1)).'),
+});
+
+function breachEvent<T extends string, E extends z.ZodRawShape>(
+  type: T,
+  id: string,
+  description: string,
+  extra: E,
+) {
+  return z
+    .object({ ...eventFields, type: z.literal(type), data: BreachEventData.extend(extra) })
+    .meta({ id, description });
+}
+
+const BreachEvents = [
+  breachEvent(
+    'breach_incident.created',
+    'BreachIncidentCreatedEvent',
+    'A breach was recorded; the 72-hour clock runs from `awareAt`.',
+    {},
+  ),
+  breachEvent(
+    'breach_incident.assessed',
+    'BreachIncidentAssessedEvent',
+    'The risk to people was assessed (`none`: no notification needed, Art. 33(1)).',
+    {},
+  ),
+  breachEvent(
+    'breach_incident.notified',
+    'BreachIncidentNotifiedEvent',
+    'A phase of the notification to the supervisory authority was recorded (Art. 33(4)).',
+    { phase: z.number().int(), notifiedAt: Timestamp, late: z.boolean() },
+  ),
+  breachEvent(
+    'breach_incident.closed',
+    'BreachIncidentClosedEvent',
+    'The incident was closed (notified, or with the reason it needed no notification).',
+    { notified: z.boolean() },
+  ),
+  breachEvent(
+    'breach_incident.deadline_approaching',
+    'BreachIncidentDeadlineApproachingEvent',
+    'Reminder, once per incident and threshold: the authority is not notified yet and ' +
+      '`authorityDeadlineAt` is within 24 hours (`threshold: 24h`), then within 6 (`6h`).',
+    {
+      threshold: z.enum(['24h', '6h']),
+      hoursRemaining: z.number().int().describe('Whole hours to the deadline.'),
+    },
+  ),
+  breachEvent(
+    'breach_incident.deadline_passed',
+    'BreachIncidentDeadlinePassedEvent',
+    'Reminder, once per incident: the 72 hours are over and the authority is not notified; ' +
+      'the first notification now needs `delayReason`.',
+    {},
+  ),
+  breachEvent(
+    'breach_incident.subject_notice_exemption_recorded',
+    'BreachIncidentSubjectNoticeExemptionRecordedEvent',
+    'An Art. 34(3) ground was recorded: the people affected need not be told one by one.',
+    {
+      ground: z.enum(['unintelligible', 'risk_removed', 'disproportionate_effort']),
+    },
+  ),
+  breachEvent(
+    'breach_incident.subject_notices_ready',
+    'BreachIncidentSubjectNoticesReadyEvent',
+    'A batch of Art. 34 notices to the people affected awaits sending: read the pending ones ' +
+      'at `GET /v1/breach-incidents/{id}/subject-notices?status=pending`.',
+    {
+      batchId: z.string(),
+      noticeCount: z.number().int(),
+      textSha256: z.string().describe('SHA-256 (hex) of the notice text, as stored.'),
+    },
+  ),
+  breachEvent(
+    'breach_incident.reported_by_processor',
+    'BreachIncidentReportedByProcessorEvent',
+    'The provider, as your processor, told you of a breach (Art. 33(2)): your own incident, ' +
+      'its 72 hours from this moment. Acknowledge it at ' +
+      '`POST /v1/breach-incidents/{id}/acknowledgement`.',
+    { processorIncidentId: z.string() },
+  ),
 ] as const;
 
 export const EventSchema = z
@@ -230,6 +336,7 @@ export const EventSchema = z
     ConsentConfirmedEvent,
     ConsentWithdrawnEvent,
     ...RequestEvents,
+    ...BreachEvents,
   ])
   .meta({
     id: 'Event',

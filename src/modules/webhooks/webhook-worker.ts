@@ -29,6 +29,18 @@ const CLAIM_BATCH = 500;
 /** Jitter: a wait is 80–100% of its back-off, so retries of many deliveries spread out. */
 const JITTER = 0.2;
 
+/**
+ * Other background work that rides on the worker's loop (the deadline reminders): one pass at
+ * a time, between fan-outs. A pass that did something runs again on the next tick; one that
+ * did nothing waits `everyMs`.
+ */
+export interface WorkerJob {
+  name: string;
+  everyMs: number;
+  /** One pass; how many things it did. */
+  run(): Promise<number>;
+}
+
 export interface WebhookWorkerOptions {
   db: Kysely<DB>;
   clock: Clock;
@@ -48,6 +60,8 @@ export interface WebhookWorkerOptions {
   resolve?: ResolveHost;
   /** Random numbers in [0, 1) for the jitter, replaceable in tests. */
   random?: () => number;
+  /** Run in each tick before the fan-out, so what they put on the feed goes out in it. */
+  jobs?: readonly WorkerJob[];
 }
 
 /** The wait before attempt n+1 of a round, after n failed ones: base × 2^(n-1), capped. */
@@ -383,11 +397,35 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     }
   }
 
-  /** One round of work: fan out, then send what is due. What it did, for tests and the loop. */
-  async function tick(): Promise<{ fannedOut: number; attempted: number }> {
+  /** When each job may run next (real time: a throttle, not a rule of the domain). */
+  const jobsDueAt = new Map<string, number>();
+
+  /** The jobs whose time has come; a failing job is logged and does not stop the deliveries. */
+  async function runJobs(): Promise<number> {
+    let done = 0;
+    for (const job of options.jobs ?? []) {
+      if ((jobsDueAt.get(job.name) ?? 0) > Date.now()) continue;
+      let did = 0;
+      try {
+        did = await job.run();
+      } catch (err) {
+        log.error({ err, job: job.name }, 'worker job failed');
+      }
+      jobsDueAt.set(job.name, did > 0 ? 0 : Date.now() + job.everyMs);
+      done += did;
+    }
+    return done;
+  }
+
+  /**
+   * One round of work: the jobs, then fan out, then send what is due. What it did, for tests
+   * and the loop.
+   */
+  async function tick(): Promise<{ jobs: number; fannedOut: number; attempted: number }> {
+    const jobs = await runJobs();
     const fannedOut = await fanOut();
     const attempted = await sendDue();
-    return { fannedOut, attempted };
+    return { jobs, fannedOut, attempted };
   }
 
   let running: Promise<void> | undefined;
@@ -400,7 +438,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       let busy = false;
       try {
         const done = await tick();
-        busy = done.fannedOut > 0 || done.attempted > 0;
+        busy = done.jobs > 0 || done.fannedOut > 0 || done.attempted > 0;
         failures = 0;
       } catch (err) {
         // The database is away or behind (migrations pending): wait longer each time.
@@ -460,6 +498,7 @@ export function webhookWorkerFromConfig(deps: {
   log: WebhookWorkerOptions['log'];
   resolve?: ResolveHost;
   random?: () => number;
+  jobs?: readonly WorkerJob[];
 }): WebhookWorker {
   const { config } = deps;
   return createWebhookWorker({
@@ -480,5 +519,6 @@ export function webhookWorkerFromConfig(deps: {
     pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
     ...(deps.resolve ? { resolve: deps.resolve } : {}),
     ...(deps.random ? { random: deps.random } : {}),
+    ...(deps.jobs ? { jobs: deps.jobs } : {}),
   });
 }
