@@ -125,7 +125,11 @@ export function describe(event: Event): string {
     case 'breach_incident.closed':
     case 'breach_incident.deadline_approaching':
     case 'breach_incident.deadline_passed':
+    case 'breach_incident.subject_notice_exemption_recorded':
+    case 'breach_incident.reported_by_processor':
       return `breach ${event.data.incidentId} is ${event.data.status}, notify by ${event.data.authorityDeadlineAt}`;
+    case 'breach_incident.subject_notices_ready':
+      return `send ${event.data.noticeCount} notices of breach ${event.data.incidentId}`;
     default:
       // The other data-subject request events: the request as it now stands.
       return `request ${event.data.requestId} is ${event.data.status}, due ${event.data.dueDate}`;
