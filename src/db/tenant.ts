@@ -127,3 +127,27 @@ export async function bindTransaction(trx: Transaction<DB>, accountId: string): 
   if (!UUID.test(accountId)) throw new Error('bindTransaction needs an account id');
   await sql`select set_config(${TENANT_SETTING}, ${accountId.toLowerCase()}, true)`.execute(trx);
 }
+
+/**
+ * Work across accounts, one account at a time: the `(account_id, id)` pairs a definer function
+ * answered are grouped by account, and `fn` runs once per account, bound to it, with that
+ * account's ids. Accounts go in one fixed order, so two workers doing the same sweep never wait
+ * on each other's locks in a cycle. Returns the sum of what `fn` returned.
+ */
+export async function sumOverAccounts(
+  pairs: readonly { account_id: string; id: string }[],
+  fn: (accountId: string, ids: string[]) => Promise<number>,
+): Promise<number> {
+  const byAccount = new Map<string, string[]>();
+  for (const { account_id, id } of pairs) {
+    const ids = byAccount.get(account_id);
+    if (ids) ids.push(id);
+    else byAccount.set(account_id, [id]);
+  }
+  let sum = 0;
+  for (const accountId of [...byAccount.keys()].sort()) {
+    const ids = byAccount.get(accountId) as string[];
+    sum += await withTenant(accountId, () => fn(accountId, ids));
+  }
+  return sum;
+}

@@ -7,7 +7,7 @@ import type {
   ContactPoint,
   DB,
 } from '../../db/schema.js';
-import { withTenant } from '../../db/tenant.js';
+import { sumOverAccounts } from '../../db/tenant.js';
 import {
   ConflictError,
   NotFoundError,
@@ -686,44 +686,33 @@ export async function sendBreachDeadlineReminders(
 ): Promise<number> {
   const now = clock.now();
   const due = await incidentIdsDueForReminder(db, now, limit);
-  const byAccount = new Map<string, string[]>();
-  for (const { account_id, id } of due) {
-    const ids = byAccount.get(account_id);
-    if (ids) ids.push(id);
-    else byAccount.set(account_id, [id]);
-  }
-  let sent = 0;
-  // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
-  for (const accountId of [...byAccount.keys()].sort()) {
-    sent += await withTenant(accountId, () =>
-      db.transaction().execute(async (trx) => {
-        const rows = await incidentsDueForReminder(trx, accountId, byAccount.get(accountId)!, now);
-        const fresh = await insertReminders(
-          trx,
-          rows.map((row) => ({
-            account_id: accountId,
-            incident_id: row.id,
-            threshold: row.threshold,
-            sent_at: now,
-          })),
+  return sumOverAccounts(due, (accountId, ids) =>
+    db.transaction().execute(async (trx) => {
+      const rows = await incidentsDueForReminder(trx, accountId, ids, now);
+      const fresh = await insertReminders(
+        trx,
+        rows.map((row) => ({
+          account_id: accountId,
+          incident_id: row.id,
+          threshold: row.threshold,
+          sent_at: now,
+        })),
+      );
+      const recorded = new Set(fresh.map((r) => `${r.incident_id}/${r.threshold}`));
+      const events = rows
+        .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
+        .map((row) =>
+          row.threshold === 'passed'
+            ? feedEvent('breach_incident.deadline_passed', row)
+            : feedEvent('breach_incident.deadline_approaching', row, {
+                threshold: row.threshold,
+                hoursRemaining: hoursRemaining(row, now),
+              }),
         );
-        const recorded = new Set(fresh.map((r) => `${r.incident_id}/${r.threshold}`));
-        const events = rows
-          .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
-          .map((row) =>
-            row.threshold === 'passed'
-              ? feedEvent('breach_incident.deadline_passed', row)
-              : feedEvent('breach_incident.deadline_approaching', row, {
-                  threshold: row.threshold,
-                  hoursRemaining: hoursRemaining(row, now),
-                }),
-          );
-        if (events.length > 0) await appendEvents(trx, accountId, events);
-        return events.length;
-      }),
-    );
-  }
-  return sent;
+      if (events.length > 0) await appendEvents(trx, accountId, events);
+      return events.length;
+    }),
+  );
 }
 
 function groupByIncident(rows: BreachAuthorityNotificationRow[]) {

@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { pageByCreatedAt, pageByDueDate } from '../../db/keyset.js';
 import type { DataSubjectRequestRow, DB } from '../../db/schema.js';
-import { accountOf, allAccounts, inAccountOf, withTenant } from '../../db/tenant.js';
+import {
+  accountOf,
+  allAccounts,
+  inAccountOf,
+  sumOverAccounts,
+  withTenant,
+} from '../../db/tenant.js';
 import {
   AppError,
   BadRequestError,
@@ -988,53 +994,42 @@ export async function sendRequestDueReminders(
 ): Promise<number> {
   const now = clock.now();
   const due = await requestIdsDueForReminder(db, now, limit);
-  const byAccount = new Map<string, string[]>();
-  for (const { account_id, id } of due) {
-    const ids = byAccount.get(account_id);
-    if (ids) ids.push(id);
-    else byAccount.set(account_id, [id]);
-  }
-  let sent = 0;
-  // Accounts in one order, so two workers never wait on each other's journal locks in a cycle.
-  for (const accountId of [...byAccount.keys()].sort()) {
-    sent += await withTenant(accountId, () =>
-      db.transaction().execute(async (trx) => {
-        const rows = await requestsDueForReminder(trx, accountId, byAccount.get(accountId)!, now);
-        const fresh = await insertRequestReminders(
-          trx,
-          rows.map((row) => ({
-            account_id: accountId,
-            request_id: row.id,
-            threshold: row.threshold,
-            sent_at: now,
-          })),
-        );
-        const recorded = new Set(fresh.map((r) => `${r.request_id}/${r.threshold}`));
-        const events: NewEvent[] = rows
-          .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
-          .map((row) => ({
-            type:
-              row.threshold === '7d'
-                ? 'data_subject_request.due_soon'
-                : 'data_subject_request.overdue',
-            contactId: null,
-            data: {
-              requestId: row.id,
-              requestType: row.type,
-              status: row.status,
-              contactId: row.contact_id,
-              dueDate: row.due_date,
-              dueAt: row.due_at.toISOString(),
-              ...(row.external_id !== null ? { externalId: row.external_id } : {}),
-              ...(row.threshold === '7d'
-                ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
-                : {}),
-            },
-          }));
-        if (events.length > 0) await appendEvents(trx, accountId, events);
-        return events.length;
-      }),
-    );
-  }
-  return sent;
+  return sumOverAccounts(due, (accountId, ids) =>
+    db.transaction().execute(async (trx) => {
+      const rows = await requestsDueForReminder(trx, accountId, ids, now);
+      const fresh = await insertRequestReminders(
+        trx,
+        rows.map((row) => ({
+          account_id: accountId,
+          request_id: row.id,
+          threshold: row.threshold,
+          sent_at: now,
+        })),
+      );
+      const recorded = new Set(fresh.map((r) => `${r.request_id}/${r.threshold}`));
+      const events: NewEvent[] = rows
+        .filter((row) => recorded.has(`${row.id}/${row.threshold}`))
+        .map((row) => ({
+          type:
+            row.threshold === '7d'
+              ? 'data_subject_request.due_soon'
+              : 'data_subject_request.overdue',
+          contactId: null,
+          data: {
+            requestId: row.id,
+            requestType: row.type,
+            status: row.status,
+            contactId: row.contact_id,
+            dueDate: row.due_date,
+            dueAt: row.due_at.toISOString(),
+            ...(row.external_id !== null ? { externalId: row.external_id } : {}),
+            ...(row.threshold === '7d'
+              ? { daysRemaining: daysRemaining(row.due_date, row.time_zone, now) }
+              : {}),
+          },
+        }));
+      if (events.length > 0) await appendEvents(trx, accountId, events);
+      return events.length;
+    }),
+  );
 }
