@@ -12,6 +12,7 @@ import { buildApp } from '../src/app.js';
 import { type Config, loadConfig } from '../src/config.js';
 import { type Database, openDatabase } from '../src/db/database.js';
 import { prepareSchema } from '../src/db/migrate.js';
+import { withTenant } from '../src/db/tenant.js';
 import { systemClock } from '../src/lib/clock.js';
 import { webhookHeaders } from '../src/lib/standard-webhooks.js';
 import { appendEvents } from '../src/modules/events/events.service.js';
@@ -212,22 +213,25 @@ async function openEngine(
 async function queueEvents(engine: Engine, n: number, perTransaction: number): Promise<void> {
   for (let done = 0; done < n; done += perTransaction) {
     const size = Math.min(perTransaction, n - done);
-    await engine.database.db.transaction().execute((trx) =>
-      appendEvents(
-        trx,
-        engine.accountId,
-        Array.from({ length: size }, () => ({
-          type: 'contact.created' as const,
-          contactId: null,
-          data: { contactId: randomUUID(), source: 'api', importId: null },
-        })),
+    // The service's own handle, bound to the account as the API would be (row-level security).
+    await withTenant(engine.accountId, () =>
+      engine.database.db.transaction().execute((trx) =>
+        appendEvents(
+          trx,
+          engine.accountId,
+          Array.from({ length: size }, () => ({
+            type: 'contact.created' as const,
+            contactId: null,
+            data: { contactId: randomUUID(), source: 'api', importId: null },
+          })),
+        ),
       ),
     );
   }
 }
 
 async function latestEventId(engine: Engine): Promise<string> {
-  const row = await engine.database.db
+  const row = await engine.database.owner
     .selectFrom('events')
     .select('id')
     .where('account_id', '=', engine.accountId)
