@@ -21,6 +21,8 @@ export const SERVICE_GRANTS: Readonly<Record<string, readonly Privilege[]>> = {
   audit_checkpoints: ['select', 'insert'],
   contacts: ['select', 'insert', 'update'],
   contact_address_history: ['select', 'insert', 'delete'],
+  // Deleted only with their contact, by erase_contact() (as the owner).
+  imported_contacts: ['select', 'insert'],
   suppressions: ['select', 'insert', 'update'],
   erasures: ['select', 'insert'],
   purposes: ['select', 'insert', 'update'],

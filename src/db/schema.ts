@@ -142,6 +142,13 @@ export interface ContactAddressHistoryTable {
   replaced_at: CreatedAt;
 }
 
+/** Which contacts each import wrote or confirmed: ids only, gone with the contact. */
+export interface ImportedContactsTable {
+  account_id: string;
+  import_id: string;
+  contact_id: string;
+}
+
 export interface SuppressionsTable {
   account_id: string;
   email_hash: string;
@@ -582,6 +589,7 @@ export interface DB {
   audit_checkpoints: AuditCheckpointsTable;
   contacts: ContactsTable;
   contact_address_history: ContactAddressHistoryTable;
+  imported_contacts: ImportedContactsTable;
   suppressions: SuppressionsTable;
   erasures: ErasuresTable;
   purposes: PurposesTable;

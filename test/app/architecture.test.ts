@@ -45,6 +45,7 @@ const TABLE_OWNERS: Record<string, string> = {
   audit_checkpoints: 'src/modules/audit/',
   contacts: 'src/modules/contacts/',
   contact_address_history: 'src/modules/contacts/',
+  imported_contacts: 'src/modules/contacts/',
   erasures: 'src/modules/contacts/',
   suppressions: 'src/modules/suppressions/',
   purposes: 'src/modules/purposes/',

@@ -4,6 +4,7 @@ import { TestClock } from '../../src/lib/clock.js';
 import { addUser, bearer, type SignedUp, signup } from '../fixtures/identity.js';
 import { build } from '../helper.js';
 import { assertFieldProblem, createIncident, footprint } from './breach-incidents-fixtures.js';
+import { CONSENT, ndjson, upload, world } from './contact-imports-fixtures.js';
 
 type App = Awaited<ReturnType<typeof build>>;
 
@@ -228,6 +229,140 @@ t.test('erased contacts are not selected, and erasure removes their notices', as
     payload: { selection: { type: 'contacts', contactIds: [kept, erasedLater] }, text: TEXT },
   });
   assertFieldProblem(t, byId, 422, 'body.selection.contactIds.1', 'contact_not_found');
+});
+
+t.test('an import selection tells the people its file held, and only them', async (t) => {
+  const w = await world(t);
+  const { app, owner, headers } = w;
+  const outside = await contact(app, owner, 'outside.reader@example.com');
+  const imported = async (rows: object[]) => {
+    const res = await upload(w, ndjson(rows));
+    t.equal(res.statusCode, 201, res.body);
+    t.equal(res.json().status, 'completed');
+    return res.json().id as string;
+  };
+  const first = await imported([
+    { email: 'ada.reader@example.com', firstName: 'Ada', consent: CONSENT },
+    { email: 'bob.reader@example.com', consent: CONSENT },
+    { email: 'not-an-address', consent: CONSENT },
+  ]);
+  // Bob again, unchanged (the upsert leaves his row alone), and Carol, new.
+  const second = await imported([
+    { email: 'bob.reader@example.com', consent: CONSENT },
+    { email: 'carol.reader@example.com', consent: CONSENT },
+  ]);
+  const listed = async (importId: string) => {
+    const res = await app.inject({
+      method: 'GET',
+      url: `/v1/contacts?importId=${importId}&limit=100`,
+      headers,
+    });
+    t.equal(res.statusCode, 200, res.body);
+    return res
+      .json()
+      .data.map((c: { email: string }) => c.email)
+      .sort();
+  };
+  t.same(await listed(first), ['ada.reader@example.com', 'bob.reader@example.com']);
+  t.same(
+    await listed(second),
+    ['bob.reader@example.com', 'carol.reader@example.com'],
+    'a contact the import found unchanged was still in its file',
+  );
+  t.same(await listed('0190f3a2-7c1d-7e8f-9a0b-1c2d3e4f5a6b'), [], 'an unknown import lists none');
+  const ids = new Map<string, string>();
+  for (const c of (await app.inject({ method: 'GET', url: '/v1/contacts', headers })).json().data) {
+    ids.set(c.email, c.id);
+  }
+  const bob = ids.get('bob.reader@example.com')!;
+  const carol = ids.get('carol.reader@example.com')!;
+  const unsubscribe = await app.inject({
+    method: 'PATCH',
+    url: `/v1/contacts/${bob}`,
+    headers,
+    payload: { status: 'unsubscribed' },
+  });
+  t.equal(unsubscribe.statusCode, 200, unsubscribe.body);
+
+  const incident = await highRiskIncident(app, owner);
+  const url = `/v1/breach-incidents/${incident.id}/subject-notices`;
+  const created = await app.inject({
+    method: 'POST',
+    url,
+    headers,
+    payload: { selection: { type: 'import', importId: second }, text: TEXT },
+  });
+  t.equal(created.statusCode, 201, created.body);
+  t.equal(created.json().noticeCount, 2);
+  t.same(created.json().selection, { type: 'import', importId: second });
+  const told = (await noticeRows(app, owner)).notices.map((n) => n.contact_id).sort();
+  t.same(told, [bob, carol].sort(), 'the unsubscribed Bob too; not Ada, not the outsider');
+  t.notOk(told.includes(outside));
+
+  // Erasure takes the person's import record with them.
+  const importedRows = (contactId: string) =>
+    app.database.owner
+      .selectFrom('imported_contacts')
+      .select('import_id')
+      .where('account_id', '=', owner.accountId)
+      .where('contact_id', '=', contactId)
+      .execute();
+  t.equal((await importedRows(bob)).length, 2, 'Bob was in both files');
+  const erased = await app.inject({ method: 'DELETE', url: `/v1/contacts/${bob}`, headers });
+  t.equal(erased.statusCode, 204);
+  t.same(await importedRows(bob), [], 'erasure deleted his import records');
+  t.same(await listed(second), ['carol.reader@example.com']);
+
+  // An unknown import, another account's, or one still running: refused, nothing written.
+  const other = await signup(app);
+  const before = await footprint(app, owner);
+  const unknown = await app.inject({
+    method: 'POST',
+    url,
+    headers,
+    payload: {
+      selection: { type: 'import', importId: '0190f3a2-7c1d-7e8f-9a0b-1c2d3e4f5a6b' },
+      text: TEXT,
+    },
+  });
+  assertFieldProblem(t, unknown, 422, 'body.selection.importId', 'import_not_found');
+  const otherIncident = await highRiskIncident(app, other);
+  const foreign = await app.inject({
+    method: 'POST',
+    url: `/v1/breach-incidents/${otherIncident.id}/subject-notices`,
+    headers: bearer(other.accessToken),
+    payload: { selection: { type: 'import', importId: first }, text: TEXT },
+  });
+  assertFieldProblem(t, foreign, 422, 'body.selection.importId', 'import_not_found');
+  const foreignList = await app.inject({
+    method: 'GET',
+    url: `/v1/contacts?importId=${first}`,
+    headers: bearer(other.accessToken),
+  });
+  t.same(foreignList.json().data, [], 'another account lists none of its contacts');
+  await app.database.owner
+    .updateTable('contact_imports')
+    .set({ status: 'running' })
+    .where('account_id', '=', owner.accountId)
+    .where('id', '=', first)
+    .execute();
+  const running = await app.inject({
+    method: 'POST',
+    url,
+    headers,
+    payload: { selection: { type: 'import', importId: first }, text: TEXT },
+  });
+  t.equal(running.statusCode, 409, running.body);
+  t.equal(running.json().code, 'import_running');
+  const bad = await app.inject({
+    method: 'POST',
+    url,
+    headers,
+    payload: { selection: { type: 'import', importId: 'nope' }, text: TEXT },
+  });
+  assertFieldProblem(t, bad, 400, 'body.selection.importId');
+  t.same(await footprint(app, owner), before, 'nothing written');
+  t.equal((await noticeRows(app, owner)).batches.length, 1, 'only the first batch');
 });
 
 t.test('refused without high risk, with an exemption, or when closed', async (t) => {

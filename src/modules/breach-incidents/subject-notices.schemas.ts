@@ -50,6 +50,13 @@ const BY_IDS = z
     contactIds: z.array(Id).min(1).max(MAX_SELECTED_IDS),
   })
   .describe(`Contacts by id (at most ${MAX_SELECTED_IDS}); an unknown id is a 422.`);
+const BY_IMPORT = z
+  .strictObject({ type: z.literal('import'), importId: Id })
+  .describe(
+    'The people an import’s file held: every contact the import created, updated or found ' +
+      'unchanged (what `GET /v1/contacts?importId=` lists), e.g. when that file leaked. An ' +
+      'unknown import is a 422; one still running is a 409.',
+  );
 const BY_FILTER = z
   .strictObject({ type: z.literal('filter'), filter: ContactFilter })
   .describe(
@@ -58,7 +65,7 @@ const BY_FILTER = z
   );
 
 export const Selection = z
-  .discriminatedUnion('type', [ALL, BY_IDS, BY_FILTER])
+  .discriminatedUnion('type', [ALL, BY_IDS, BY_IMPORT, BY_FILTER])
   .describe(
     'Who is told. Unsubscribed contacts and those without consent are included: a breach ' +
       'notice is a legal duty, not marketing. Erased contacts are gone, so never included.',

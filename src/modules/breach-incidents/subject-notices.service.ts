@@ -12,6 +12,7 @@ import {
 import { canonicalJson } from '../../lib/canonical-json.js';
 import type { Clock } from '../../lib/clock.js';
 import { recordAudit } from '../audit/audit.service.js';
+import { findImportJob } from '../contact-imports/contact-imports.service.js';
 import {
   contactAddresses,
   contactIdsPage,
@@ -111,7 +112,29 @@ export function createSubjectNoticesService(deps: { db: Kysely<DB>; clock: Clock
   function selectionFilter(selection: SubjectNoticesInput['selection']) {
     if (selection.type === 'contacts') return { ids: [...new Set(selection.contactIds)] };
     if (selection.type === 'filter') return contactListFilter(selection.filter);
+    if (selection.type === 'import') return { importId: selection.importId };
     return {};
+  }
+
+  /** A selection by import names an import of the account that has stopped writing. */
+  async function checkImport(trx: Transaction<DB>, accountId: string, importId: string) {
+    const job = await findImportJob(trx, accountId, importId);
+    if (!job) {
+      throw new UnprocessableError('import_not_found', 'The selected import does not exist.', [
+        {
+          field: 'body.selection.importId',
+          code: 'import_not_found',
+          message: 'no such import in this account',
+        },
+      ]);
+    }
+    if (job.status === 'running') {
+      throw new ConflictError(
+        'import_running',
+        'The selected import is still writing contacts: the batch would miss the rest of its ' +
+          'file. Select it once it has completed, failed or been interrupted.',
+      );
+    }
   }
 
   return {
@@ -223,6 +246,9 @@ export function createSubjectNoticesService(deps: { db: Kysely<DB>; clock: Clock
           );
         }
         const filter = selectionFilter(input.selection);
+        if (input.selection.type === 'import') {
+          await checkImport(trx, accountId, input.selection.importId);
+        }
         if (input.selection.type === 'contacts') {
           const wanted = input.selection.contactIds;
           const found = new Set(

@@ -11,6 +11,7 @@ import {
 import {
   type ContactUpsert,
   findContactsByEmail,
+  recordImportedContacts,
   restrictedEmails,
   upsertContacts,
 } from '../contacts/contacts.service.js';
@@ -319,6 +320,8 @@ export function batchWriter(deps: WriterDeps) {
     for (const contact of await findContactsByEmail(trx, accountId, unchanged)) {
       ids.set(contact.email, contact.id);
     }
+    // Which people the file held, for selections by import (a breach notice, the list filter).
+    await recordImportedContacts(trx, accountId, importId, [...ids.values()]);
     const appended = await appendImportedConsents(
       trx,
       accountId,

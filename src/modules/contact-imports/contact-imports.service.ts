@@ -462,4 +462,4 @@ export type ContactImportsService = ReturnType<typeof createContactImportsServic
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself.
  */
-export { forgetImportKeys } from './contact-imports.repository.js';
+export { findImportJob, forgetImportKeys } from './contact-imports.repository.js';

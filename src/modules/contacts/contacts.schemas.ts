@@ -157,6 +157,10 @@ const contactFilterFields = {
   consentState: ConsentStateSchema.optional().describe(
     'With `consentPurposeId`: the current state (newest ledger event) for that purpose.',
   ),
+  importId: Id.optional().describe(
+    'Only the contacts this import (`POST /v1/contact-imports`) created, updated or found ' +
+      'unchanged: the people its file held. Rows it rejected made no contact.',
+  ),
 };
 
 function consentPair(

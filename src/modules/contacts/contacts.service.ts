@@ -505,6 +505,7 @@ export function contactListFilter(query: ContactFilterInput): ContactListFilter 
       query.consentPurposeId && query.consentState
         ? { purposeId: query.consentPurposeId, state: query.consentState }
         : undefined,
+    importId: query.importId,
   };
 }
 
@@ -523,6 +524,7 @@ export {
   type LockedContact,
   lockContact,
   markedUntilConfirmed,
+  recordImportedContacts,
   restrictedEmails,
   upsertContacts,
 } from './contacts.repository.js';
