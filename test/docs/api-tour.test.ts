@@ -20,7 +20,8 @@ import {
  * variables one command sets reach the next), from the repository's root, against a service
  * started for the test the way `npm start` starts it. Every request's status and every answer
  * shown must be what the service says (the convention is in test/fixtures/console-tour.ts and
- * at the top of the document). So is the README's short tour, which must run as a script.
+ * at the top of the document). So is the README's short tour, which must run as a script, and
+ * its breach tour: a script, then the processor fan-out in console blocks like the document's.
  *
  * The documents name the service as http://127.0.0.1:3000; the test's service listens on a free
  * port, which replaces it in the commands. On Postgres (DATABASE_URL) the service gets a schema
