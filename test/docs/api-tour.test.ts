@@ -8,14 +8,20 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import t from 'tap';
-import { compareOutput, parseTour, type TourCommand } from '../fixtures/console-tour.js';
+import {
+  compareOutput,
+  parseTour,
+  type TourBlock,
+  type TourCommand,
+} from '../fixtures/console-tour.js';
 
 /**
  * docs/api-tour.md is a script: its console blocks run, in order, in one bash session (so the
  * variables one command sets reach the next), from the repository's root, against a service
  * started for the test the way `npm start` starts it. Every request's status and every answer
  * shown must be what the service says (the convention is in test/fixtures/console-tour.ts and
- * at the top of the document). So is the README's short tour, which must run as a script.
+ * at the top of the document). So is the README's short tour, which must run as a script, and
+ * its breach tour: a script, then the processor fan-out in console blocks like the document's.
  *
  * The documents name the service as http://127.0.0.1:3000; the test's service listens on a free
  * port, which replaces it in the commands. On Postgres (DATABASE_URL) the service gets a schema
@@ -26,8 +32,9 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DOCUMENTED_ORIGIN = 'http://127.0.0.1:3000';
 const DATABASE_URL = process.env.DATABASE_URL;
 
-// Two starts of the service (the operator step needs it stopped), a hundred requests, npm run.
-t.setTimeout(240_000);
+// Three starts of the service (each operator step needs it stopped), over a hundred requests,
+// npm run twice.
+t.setTimeout(300_000);
 
 t.test('the convention: what a shown answer matches, and what the test refuses', async (t) => {
   const differences = (shown: string[], printed: string) =>
@@ -306,31 +313,40 @@ t.test('docs/api-tour.md runs as written', async (t) => {
     await rm(run, { recursive: true, force: true });
   });
 
-  for (const block of blocks) {
-    // On Postgres the service may run meanwhile, as the tour says.
-    const stop = block.serviceStopped && !DATABASE_URL;
-    if (stop) await service.stop();
-    for (const command of block.commands) {
-      const where = `docs/api-tour.md:${command.line} \`${oneLine(command)}\``;
-      const text = command.text.replaceAll(DOCUMENTED_ORIGIN, service.origin);
-      let ran: Ran;
-      try {
-        ran = await shell.run(text);
-      } catch (err) {
-        t.fail(`${where}: ${(err as Error).message}`);
-        return;
+  /**
+   * Runs a document's console blocks in `sh`, each command checked against what is shown;
+   * false if the shell broke off. `firstLine` is where the blocks' text starts in `file`.
+   */
+  async function runBlocks(file: string, firstLine: number, list: TourBlock[], sh: Shell) {
+    for (const block of list) {
+      // On Postgres the service may run meanwhile, as the tour says.
+      const stop = block.serviceStopped && !DATABASE_URL;
+      if (stop) await service.stop();
+      for (const command of block.commands) {
+        const where = `${file}:${firstLine + command.line - 1} \`${oneLine(command)}\``;
+        const text = command.text.replaceAll(DOCUMENTED_ORIGIN, service.origin);
+        let ran: Ran;
+        try {
+          ran = await sh.run(text);
+        } catch (err) {
+          t.fail(`${where}: ${(err as Error).message}`);
+          return false;
+        }
+        t.equal(ran.code, 0, `${where}: exits 0`, { output: ran.output });
+        t.same(ran.statuses, command.statuses ?? [], `${where}: answers ${ran.statuses.join(' ')}`);
+        // The readiness probe names the engine, which is Postgres when the suite runs on it.
+        const shown = DATABASE_URL
+          ? command.expected.map((l) => l.replace('"database":"embedded"', '"database":"postgres"'))
+          : command.expected;
+        const differences = compareOutput(shown, ran.output);
+        t.same(differences, [], `${where}: prints what is shown`, { printed: ran.output });
       }
-      t.equal(ran.code, 0, `${where}: exits 0`, { output: ran.output });
-      t.same(ran.statuses, command.statuses ?? [], `${where}: answers ${ran.statuses.join(' ')}`);
-      // The readiness probe names the engine, which is Postgres when the suite runs on it.
-      const shown = DATABASE_URL
-        ? command.expected.map((l) => l.replace('"database":"embedded"', '"database":"postgres"'))
-        : command.expected;
-      const differences = compareOutput(shown, ran.output);
-      t.same(differences, [], `${where}: prints what is shown`, { printed: ran.output });
+      if (stop) service = await Service.start(store.env);
     }
-    if (stop) service = await Service.start(store.env);
+    return true;
   }
+
+  if (!(await runBlocks('docs/api-tour.md', 1, blocks, shell))) return;
 
   // The README's short tour: one script (stopping at the first failure) in a new shell, on the
   // same service, with an account of its own.
@@ -391,4 +407,34 @@ t.test('docs/api-tour.md runs as written', async (t) => {
   t.match(breachRan.output, /^closed$/m);
   t.match(breachRan.output, /^id,source,status,title,description,kinds$/m, 'the register as CSV');
   t.match(breachRan.output, /,account,closed,Newsletter export on a public share,/);
+
+  // Then the processor fan-out (Art. 33(2)): console blocks, like docs/api-tour.md, in the same
+  // shell (the clinic's variables), with an operator made while the service is stopped.
+  const fanOutAt = readme.indexOf('### When the provider is breached: the processor fan-out');
+  t.ok(fanOutAt > readme.indexOf('## Breach incidents'), 'the fan-out is part of the breach tour');
+  const fanOutText = readme.slice(fanOutAt, readme.indexOf('\n## ', fanOutAt));
+  const fanOut = parseTour(fanOutText);
+  t.same(fanOut.problems, [], 'its blocks follow the convention and check something');
+  t.ok(
+    fanOut.blocks[0]?.serviceStopped,
+    'the operator is made first, with the service stopped on the embedded engine',
+  );
+  const fanOutCommands = fanOut.blocks.flatMap((b) => b.commands).map((c) => c.text);
+  for (const route of [
+    /POST \S+\/v1\/ops\/breach-incidents /,
+    /\/v1\/events\?type=breach_incident\.reported_by_processor/,
+    /\/v1\/breach-incidents -H/,
+    /\/acknowledgement /,
+    /\/v1\/ops\/breach-incidents\/\$PI -H/,
+    /\/public-communication /,
+  ]) {
+    t.ok(
+      fanOutCommands.some((c) => route.test(c)),
+      `the fan-out tour runs ${route.source}`,
+    );
+  }
+  // The breach script left `set -e` on: a failing command is reported, not the shell's end.
+  await readmeShell.run('set +e');
+  const fanOutLine = readme.slice(0, fanOutAt).split('\n').length;
+  await runBlocks('README.md', fanOutLine, fanOut.blocks, readmeShell);
 });
