@@ -286,12 +286,15 @@ t.test('an import selection tells the people its file held, and only them', asyn
 
   const incident = await highRiskIncident(app, owner);
   const url = `/v1/breach-incidents/${incident.id}/subject-notices`;
-  const created = await app.inject({
-    method: 'POST',
-    url,
-    headers,
-    payload: { selection: { type: 'import', importId: second }, text: TEXT },
-  });
+  /** Notices for the people of `importId`, on `incidentUrl` as `as`. */
+  const byImport = (importId: string, as = headers, incidentUrl = url) =>
+    app.inject({
+      method: 'POST',
+      url: incidentUrl,
+      headers: as,
+      payload: { selection: { type: 'import', importId }, text: TEXT },
+    });
+  const created = await byImport(second);
   t.equal(created.statusCode, 201, created.body);
   t.equal(created.json().noticeCount, 2);
   t.same(created.json().selection, { type: 'import', importId: second });
@@ -316,23 +319,14 @@ t.test('an import selection tells the people its file held, and only them', asyn
   // An unknown import, another account's, or one still running: refused, nothing written.
   const other = await signup(app);
   const before = await footprint(app, owner);
-  const unknown = await app.inject({
-    method: 'POST',
-    url,
-    headers,
-    payload: {
-      selection: { type: 'import', importId: '0190f3a2-7c1d-7e8f-9a0b-1c2d3e4f5a6b' },
-      text: TEXT,
-    },
-  });
+  const unknown = await byImport('0190f3a2-7c1d-7e8f-9a0b-1c2d3e4f5a6b');
   assertFieldProblem(t, unknown, 422, 'body.selection.importId', 'import_not_found');
   const otherIncident = await highRiskIncident(app, other);
-  const foreign = await app.inject({
-    method: 'POST',
-    url: `/v1/breach-incidents/${otherIncident.id}/subject-notices`,
-    headers: bearer(other.accessToken),
-    payload: { selection: { type: 'import', importId: first }, text: TEXT },
-  });
+  const foreign = await byImport(
+    first,
+    bearer(other.accessToken),
+    `/v1/breach-incidents/${otherIncident.id}/subject-notices`,
+  );
   assertFieldProblem(t, foreign, 422, 'body.selection.importId', 'import_not_found');
   const foreignList = await app.inject({
     method: 'GET',
@@ -346,20 +340,10 @@ t.test('an import selection tells the people its file held, and only them', asyn
     .where('account_id', '=', owner.accountId)
     .where('id', '=', first)
     .execute();
-  const running = await app.inject({
-    method: 'POST',
-    url,
-    headers,
-    payload: { selection: { type: 'import', importId: first }, text: TEXT },
-  });
+  const running = await byImport(first);
   t.equal(running.statusCode, 409, running.body);
   t.equal(running.json().code, 'import_running');
-  const bad = await app.inject({
-    method: 'POST',
-    url,
-    headers,
-    payload: { selection: { type: 'import', importId: 'nope' }, text: TEXT },
-  });
+  const bad = await byImport('nope');
   assertFieldProblem(t, bad, 400, 'body.selection.importId');
   t.same(await footprint(app, owner), before, 'nothing written');
   t.equal((await noticeRows(app, owner)).batches.length, 1, 'only the first batch');
