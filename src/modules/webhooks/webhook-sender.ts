@@ -56,6 +56,26 @@ export function connectionPool(maxSockets: number): ConnectionPool {
   };
 }
 
+/** How long an endpoint's checked addresses are reused before DNS is asked again. */
+const CHECKED_FOR_MS = 1_000;
+
+/**
+ * What the last attempt to an endpoint found (its URL checked, its host resolved and every
+ * address checked), kept by the caller per endpoint: for a second, further attempts to the same
+ * URL connect to those very addresses instead of asking DNS again. They still connect only to
+ * checked addresses; a host whose answer changes is seen at most a second later.
+ */
+export interface CheckedAddresses {
+  url?: string;
+  until?: number;
+  found?: {
+    url: URL;
+    addresses: { address: string; family: number }[];
+    lookup: LookupFunction;
+    agent: http.Agent | false;
+  };
+}
+
 /** What one attempt came to; never the answer's body. */
 export interface SendOutcome {
   delivered: boolean;
@@ -143,6 +163,8 @@ export async function sendWebhook(
     signal?: AbortSignal;
     /** Keep-alive connections; without it, a fresh connection per attempt. */
     pool?: ConnectionPool;
+    /** The endpoint's last checked addresses, reused for a moment and kept up to date here. */
+    checked?: CheckedAddresses;
   },
 ): Promise<SendOutcome> {
   const started = performance.now();
@@ -152,38 +174,53 @@ export async function sendWebhook(
     () => controller.abort(new SendFailure('timeout', 'No answer within the time limit.')),
     options.timeoutMs,
   );
-  // Rejects with the reason once the attempt is cut short (time limit, or the worker stops).
-  const aborted = new Promise<never>((_, reject) => {
-    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
-      once: true,
+  // Rejects with the reason once the attempt is cut short (time limit, or the worker stops):
+  // raced against DNS, which takes no signal. The request itself takes the signal.
+  const aborted = () =>
+    new Promise<never>((_, reject) => {
+      if (controller.signal.aborted) reject(controller.signal.reason);
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
+        once: true,
+      });
     });
-  });
-  aborted.catch(() => undefined);
   const stop = () => controller.abort(new SendFailure('worker_stopped', 'The worker stopped.'));
   options.signal?.addEventListener('abort', stop, { once: true });
   if (options.signal?.aborted) stop();
   try {
     if (controller.signal.aborted) throw controller.signal.reason;
-    const verdict = checkWebhookUrl(target, options.allowPrivate);
-    if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
-    const addresses = await Promise.race([
-      checkedAddresses(verdict.host, verdict.hostIsAddress, options.allowPrivate, options.resolve),
-      aborted,
-    ]);
-    const pinned: LookupFunction = (_host, lookupOptions, callback) => {
-      if (lookupOptions.all) callback(null, addresses);
-      else callback(null, addresses[0]!.address, addresses[0]!.family);
-    };
-    const statusCode = await Promise.race([
-      post(
-        verdict.url,
-        message,
-        pinned,
-        controller.signal,
-        options.pool?.agentFor(verdict.url, addresses) ?? false,
-      ),
-      aborted,
-    ]);
+    const memo = options.checked;
+    let found = memo?.url === target && memo.until! > performance.now() ? memo.found : undefined;
+    if (!found) {
+      const verdict = checkWebhookUrl(target, options.allowPrivate);
+      if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
+      const cutShort = aborted();
+      cutShort.catch(() => undefined);
+      const addresses = await Promise.race([
+        checkedAddresses(
+          verdict.host,
+          verdict.hostIsAddress,
+          options.allowPrivate,
+          options.resolve,
+        ),
+        cutShort,
+      ]);
+      const pinned: LookupFunction = (_host, lookupOptions, callback) => {
+        if (lookupOptions.all) callback(null, addresses);
+        else callback(null, addresses[0]!.address, addresses[0]!.family);
+      };
+      found = {
+        url: verdict.url,
+        addresses,
+        lookup: pinned,
+        agent: options.pool?.agentFor(verdict.url, addresses) ?? false,
+      };
+      if (memo) {
+        memo.url = target;
+        memo.until = performance.now() + CHECKED_FOR_MS;
+        memo.found = found;
+      }
+    }
+    const statusCode = await post(found.url, message, found.lookup, controller.signal, found.agent);
     if (statusCode >= 200 && statusCode < 300) {
       return { delivered: true, statusCode, errorCode: null, detail: null, durationMs: elapsed() };
     }
@@ -197,7 +234,9 @@ export async function sendWebhook(
         : `The endpoint answered ${statusCode}.`,
       durationMs: elapsed(),
     };
-  } catch (err) {
+  } catch (caught) {
+    // A request cut short fails with an AbortError: the reason is the signal's.
+    const err = controller.signal.aborted ? controller.signal.reason : caught;
     return {
       delivered: false,
       statusCode: null,
