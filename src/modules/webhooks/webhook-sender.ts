@@ -73,6 +73,13 @@ export interface CheckedAddresses {
     addresses: { address: string; family: number }[];
     lookup: LookupFunction;
     agent: http.Agent | false;
+    /** Where the request goes, as http.request takes it (parsed once). */
+    request: {
+      protocol: string;
+      hostname: string;
+      port: string;
+      path: string;
+    };
   };
 }
 
@@ -169,50 +176,57 @@ export async function sendWebhook(
 ): Promise<SendOutcome> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
-  const controller = new AbortController();
+  // What cut the attempt short (the time limit, or the worker stopping), and what to tell:
+  // the DNS wait, or the request (destroyed with the reason).
+  let cutBy: SendFailure | undefined;
+  let onCut: ((reason: SendFailure) => void) | undefined;
+  const cut = (reason: SendFailure) => {
+    if (cutBy) return;
+    cutBy = reason;
+    onCut?.(reason);
+  };
   const timer = setTimeout(
-    () => controller.abort(new SendFailure('timeout', 'No answer within the time limit.')),
+    () => cut(new SendFailure('timeout', 'No answer within the time limit.')),
     options.timeoutMs,
   );
-  // Rejects with the reason once the attempt is cut short (time limit, or the worker stops):
-  // raced against DNS, which takes no signal. The request itself takes the signal.
-  const aborted = () =>
-    new Promise<never>((_, reject) => {
-      if (controller.signal.aborted) reject(controller.signal.reason);
-      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
-        once: true,
-      });
-    });
-  const stop = () => controller.abort(new SendFailure('worker_stopped', 'The worker stopped.'));
+  const stop = () => cut(new SendFailure('worker_stopped', 'The worker stopped.'));
   options.signal?.addEventListener('abort', stop, { once: true });
   if (options.signal?.aborted) stop();
   try {
-    if (controller.signal.aborted) throw controller.signal.reason;
+    if (cutBy) throw cutBy;
     const memo = options.checked;
     let found = memo?.url === target && memo.until! > performance.now() ? memo.found : undefined;
     if (!found) {
       const verdict = checkWebhookUrl(target, options.allowPrivate);
       if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
-      const cutShort = aborted();
-      cutShort.catch(() => undefined);
-      const addresses = await Promise.race([
-        checkedAddresses(
-          verdict.host,
-          verdict.hostIsAddress,
-          options.allowPrivate,
-          options.resolve,
-        ),
-        cutShort,
-      ]);
+      const addresses = await new Promise<{ address: string; family: number }[]>(
+        (resolveAddresses, reject) => {
+          onCut = reject;
+          checkedAddresses(
+            verdict.host,
+            verdict.hostIsAddress,
+            options.allowPrivate,
+            options.resolve,
+          ).then(resolveAddresses, reject);
+        },
+      );
+      onCut = undefined;
       const pinned: LookupFunction = (_host, lookupOptions, callback) => {
         if (lookupOptions.all) callback(null, addresses);
         else callback(null, addresses[0]!.address, addresses[0]!.family);
       };
+      const { url } = verdict;
       found = {
-        url: verdict.url,
+        url,
         addresses,
         lookup: pinned,
-        agent: options.pool?.agentFor(verdict.url, addresses) ?? false,
+        agent: options.pool?.agentFor(url, addresses) ?? false,
+        request: {
+          protocol: url.protocol,
+          hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+          port: url.port,
+          path: `${url.pathname}${url.search}`,
+        },
       };
       if (memo) {
         memo.url = target;
@@ -220,7 +234,10 @@ export async function sendWebhook(
         memo.found = found;
       }
     }
-    const statusCode = await post(found.url, message, found.lookup, controller.signal, found.agent);
+    if (cutBy) throw cutBy;
+    const statusCode = await post(found, message, (destroy) => {
+      onCut = destroy;
+    });
     if (statusCode >= 200 && statusCode < 300) {
       return { delivered: true, statusCode, errorCode: null, detail: null, durationMs: elapsed() };
     }
@@ -235,8 +252,7 @@ export async function sendWebhook(
       durationMs: elapsed(),
     };
   } catch (caught) {
-    // A request cut short fails with an AbortError: the reason is the signal's.
-    const err = controller.signal.aborted ? controller.signal.reason : caught;
+    const err = cutBy ?? caught;
     return {
       delivered: false,
       statusCode: null,
@@ -255,23 +271,21 @@ const MAX_DRAINED_BYTES = 64 * 1024;
 
 /** The request itself: resolves with the answer's status as soon as its headers arrive. */
 function post(
-  url: URL,
+  target: NonNullable<CheckedAddresses['found']>,
   message: { headers: Record<string, string>; body: string },
-  lookup: LookupFunction,
-  signal: AbortSignal,
-  agent: http.Agent | false,
+  cutWith: (destroy: (reason: Error) => void) => void,
 ): Promise<number> {
   const body = Buffer.from(message.body, 'utf8');
-  const client = url.protocol === 'https:' ? https : http;
+  const client = target.request.protocol === 'https:' ? https : http;
+  const agent = target.agent;
   return new Promise((resolve, reject) => {
     const request = client.request(
-      url,
       {
+        ...target.request,
         method: 'POST',
         // Pooled only per checked address (see connectionPool), else a fresh connection.
         agent,
-        lookup,
-        signal,
+        lookup: target.lookup,
         headers: {
           ...message.headers,
           'content-type': 'application/json',
@@ -296,6 +310,8 @@ function post(
       },
     );
     request.on('error', reject);
+    // Cut short: the request ends with the reason (and its socket with it).
+    cutWith((reason) => request.destroy(reason));
     request.end(body);
   });
 }
