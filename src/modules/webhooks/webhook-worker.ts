@@ -41,6 +41,8 @@ const QUEUED_PER_LANE = 100;
 /** Outcomes written at once, at least, while attempts are under way (or after RECORD_WAIT_MS). */
 const RECORD_BATCH = 100;
 const RECORD_WAIT_MS = 20;
+/** How long what a claim read (events, endpoints) is used without reading it again. */
+const FRESH_FOR_MS = 1_000;
 /** Endpoints whose checked addresses are kept. */
 const MAX_CHECKED_ENDPOINTS = 1_000;
 /** Jitter: a wait is 80–100% of its back-off, so retries of many deliveries spread out. */
@@ -79,6 +81,11 @@ export interface WebhookWorkerOptions {
   random?: () => number;
   /** Run in each tick before the fan-out, so what they put on the feed goes out in it. */
   jobs?: readonly WorkerJob[];
+  /**
+   * How long a claimed delivery's event and endpoint, read with its claim, are used as read;
+   * one that waits longer in its endpoint's queue is read again just before it is sent.
+   */
+  freshForMs?: number;
 }
 
 /** The wait before attempt n+1 of a round, after n failed ones: base × 2^(n-1), capped. */
@@ -109,6 +116,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   const sealer = linkSealer(options.hashSecret);
   const resolve = options.resolve ?? systemResolver;
   const random = options.random ?? Math.random;
+  const freshForMs = options.freshForMs ?? FRESH_FOR_MS;
   /** This worker's name on the leases it holds. */
   const workerId = randomUUID();
 
@@ -331,6 +339,8 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
      * it ends (time limit included) before its lease does.
      */
     startBy: number;
+    /** performance.now() when its event and endpoint were read. */
+    readAt: number;
     /** Called once its outcome is written (or could not be). */
     recorded: () => void;
   }
@@ -382,11 +392,39 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       // Stopping, or not started in time: back as it was, due at once, for the next claim.
       outcome = released();
     } else {
-      outcome = await attempt(claim, job.target, job.event, signal).catch((err: unknown) =>
-        crashed(claim, err),
-      );
+      outcome = await (job.event && performance.now() - job.readAt > freshForMs
+        ? reread(job)
+        : Promise.resolve(job)
+      )
+        .then((fresh) =>
+          fresh
+            ? attempt(claim, fresh.target, fresh.event, signal)
+            : // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
+              released(),
+        )
+        .catch((err: unknown) => crashed(claim, err));
     }
     settle(job, outcome);
+  }
+
+  /**
+   * A job that waited in its endpoint's queue longer than `freshForMs` is sent as things are
+   * now: its event read again (an event erased meanwhile is not sent: cancelled) and its
+   * endpoint too (deleted or disabled: undefined).
+   */
+  async function reread(job: Job): Promise<Pick<Job, 'target' | 'event'> | undefined> {
+    const { claim } = job;
+    return withTenant(claim.account_id, async () => {
+      const [endpoint] = await findEndpoints(db, [
+        { accountId: claim.account_id, id: claim.endpoint_id },
+      ]);
+      if (endpoint?.status !== 'active') return undefined;
+      const events = await findEventsBySeqs(db, claim.account_id, [Number(claim.event_seq)]);
+      return {
+        target: targetOf(endpoint, clock.now()),
+        event: events.get(Number(claim.event_seq)),
+      };
+    });
   }
 
   /** Outcomes waiting to be written, each with its job. */
@@ -491,6 +529,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       [...groupBy(claims, (claim) => claim.account_id)].map(([accountId, group]) =>
         withTenant(accountId, async () => {
           try {
+            const readAt = performance.now();
             const endpoints = await findEndpoints(
               db,
               [...groupBy(group, (claim) => claim.endpoint_id).keys()].map((id) => ({
@@ -512,7 +551,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
               if (!target) recordedOne();
               else {
                 const event = events.get(Number(claim.event_seq));
-                jobs.push({ claim, target, event, startBy, recorded: recordedOne });
+                jobs.push({ claim, target, event, startBy, readAt, recorded: recordedOne });
               }
             }
           } catch (err) {
@@ -533,6 +572,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
           target: { endpoint: {} as WebhookEndpointRow, sign: null },
           event: undefined,
           startBy,
+          readAt: startBy,
           recorded: recordedOne,
         },
         crashed(claim, new Error('claims not read')),
@@ -720,6 +760,7 @@ export function webhookWorkerFromConfig(deps: {
   resolve?: ResolveHost;
   random?: () => number;
   jobs?: readonly WorkerJob[];
+  freshForMs?: number;
 }): WebhookWorker {
   const { config } = deps;
   return createWebhookWorker({
@@ -741,5 +782,6 @@ export function webhookWorkerFromConfig(deps: {
     ...(deps.resolve ? { resolve: deps.resolve } : {}),
     ...(deps.random ? { random: deps.random } : {}),
     ...(deps.jobs ? { jobs: deps.jobs } : {}),
+    ...(deps.freshForMs !== undefined ? { freshForMs: deps.freshForMs } : {}),
   });
 }
