@@ -513,6 +513,10 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       owner: workerId,
     });
     if (claims.length === 0) return { claimed: 0, recorded: Promise.resolve() };
+    // Sent in the order they fell due (the claim's rows come back in no particular order).
+    claims.sort(
+      (a, b) => a.next_attempt_at.getTime() - b.next_attempt_at.getTime() || (a.id < b.id ? -1 : 1),
+    );
     const startBy = started + limits.startWithinMs;
     let left = claims.length;
     let allRecorded: () => void = () => {};
