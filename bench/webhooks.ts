@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,20 +29,26 @@ import { removeDir } from './targets.js';
 /**
  * `npm run bench:webhooks`: webhook delivery against what the receiver can take, in one run.
  *
+ * Each of `--runs` rounds measures, one after the other on the same receiver:
  * 1. direct: autocannon POSTs a signed, event-sized message to a bare node:http receiver (its
  *    own process, answering 204) over `--connections` connections: the receiver's rate.
- *    Beside it, a bare node:http keep-alive client (no database, no signing) at the same
- *    concurrency: the ceiling of any sender built on node:http, as the worker is.
- * 2. worker: the webhook worker (webhook-worker.ts, its own loop as `npm run worker` runs it)
- *    delivers `--events` queued events of one endpoint to the same receiver: fan-out, claims,
- *    signing, sending and recording included, with as many attempts in flight per endpoint as
- *    autocannon has connections. Reported as delivered/s and as a ratio to (1), measured
- *    right before it.
- * 3. latency: events committed one at a time at `--rate` per second for `--seconds`, with the
+ * 2. bare: a node:http keep-alive client (the worker's HTTP client) POSTing the same signed
+ *    message with as many requests in flight, doing nothing else: what the worker's sends
+ *    would reach if delivering cost nothing but the requests.
+ * 3. worker: the webhook worker (webhook-worker.ts, its own loop as `npm run worker` runs it)
+ *    delivers `--events` newly queued events of one endpoint to the same receiver: fan-out,
+ *    claims, reading, signing, sending and recording included, with as many attempts in
+ *    flight per endpoint as the others have connections.
+ * The target is the worker's rate as a share of the bare client's (the same work on both
+ * sides of the ratio: the same client, requests in flight, messages and receiver), the
+ * median of the rounds' ratios; the share of autocannon's rate is reported beside it.
+ * Each round's line gives the CPU this process used during bare and worker, and during worker
+ * that of the database's backends when Postgres runs on this machine (1.00 = one core).
+ * 4. latency: events committed one at a time at `--rate` per second for `--seconds`, with the
  *    worker polling as configured (WORKER_POLL_INTERVAL_MS): commit-to-receipt p50/p99.
  *
  * The embedded engine always; Postgres too with `--postgres URL` (or DATABASE_URL), in a
- * throw-away database. Targets: worker >= 0.5 of direct on Postgres, p99 < 2 s.
+ * throw-away database. Targets: worker >= 0.5 of the bare client on Postgres, p99 < 2 s.
  */
 
 const HELP = `usage: npm run bench:webhooks -- [options]
@@ -51,7 +57,8 @@ const HELP = `usage: npm run bench:webhooks -- [options]
   --no-embedded     Postgres only
   --events N        queued events the worker delivers (default 10000)
   --connections N   autocannon connections for the direct rate (default 10)
-  --duration S      seconds of the direct run (default 10)
+  --runs N          rounds of direct, bare and worker; medians are reported (default 5)
+  --duration S      seconds of each direct and bare measurement (default 5)
   --rate N          events per second in the latency run (default 10)
   --seconds S       length of the latency run (default 30)
   --in-flight N     WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT for the worker (default: --connections,
@@ -62,6 +69,7 @@ interface Options {
   postgres: string | undefined;
   embedded: boolean;
   events: number;
+  runs: number;
   connections: number;
   duration: number;
   rate: number;
@@ -75,8 +83,9 @@ function parseOptions(): Options {
       postgres: { type: 'string' },
       'no-embedded': { type: 'boolean', default: false },
       events: { type: 'string', default: '10000' },
+      runs: { type: 'string', default: '5' },
       connections: { type: 'string', default: '10' },
-      duration: { type: 'string', default: '10' },
+      duration: { type: 'string', default: '5' },
       rate: { type: 'string', default: '10' },
       seconds: { type: 'string', default: '30' },
       'in-flight': { type: 'string' },
@@ -91,6 +100,7 @@ function parseOptions(): Options {
     postgres: values.postgres ?? process.env.DATABASE_URL,
     embedded: !values['no-embedded'],
     events: Number(values.events),
+    runs: Math.max(1, Number(values.runs)),
     connections: Number(values.connections),
     duration: Number(values.duration),
     rate: Number(values.rate),
@@ -131,6 +141,8 @@ async function startReceiver(): Promise<Receiver> {
 
 interface Engine {
   name: string;
+  /** The throw-away Postgres database's name (its backends' CPU is read from /proc). */
+  dbName: string | undefined;
   config: Config;
   database: Database;
   app: FastifyInstance;
@@ -196,6 +208,7 @@ async function openEngine(
   if (hook.statusCode !== 201) throw new Error(`webhook: ${hook.body}`);
   return {
     name,
+    dbName,
     config,
     database,
     app,
@@ -295,7 +308,10 @@ async function directRate(receiver: Receiver, options: Options): Promise<number>
 }
 
 /** Requests/s of a bare node:http keep-alive client, `connections` requests in flight. */
-async function bareClientRate(receiver: Receiver, options: Options): Promise<number> {
+async function bareClientRate(
+  receiver: Receiver,
+  options: Options,
+): Promise<{ perSecond: number; cpu: string }> {
   const message = sampleMessage();
   const body = Buffer.from(message.body);
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections });
@@ -309,6 +325,7 @@ async function bareClientRate(receiver: Receiver, options: Options): Promise<num
       request.on('error', reject);
       request.end(body);
     });
+  const cpu = cpuMeter();
   const started = performance.now();
   const stopAt = started + options.duration * 1000;
   let sent = 0;
@@ -320,8 +337,9 @@ async function bareClientRate(receiver: Receiver, options: Options): Promise<num
       }
     }),
   );
+  const seconds = (performance.now() - started) / 1000;
   agent.destroy();
-  return sent / ((performance.now() - started) / 1000);
+  return { perSecond: sent / seconds, cpu: cpu() };
 }
 
 async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
@@ -337,6 +355,8 @@ async function workerRate(engine: Engine, receiver: Receiver, n: number) {
   await queueEvents(engine, n, 1000);
   await receiver.ask('reset');
   const worker = workerOf(engine);
+  const cpu = cpuMeter();
+  const backends = backendCpuMeter(engine.dbName);
   const started = performance.now();
   worker.start();
   let last = 0;
@@ -346,9 +366,63 @@ async function workerRate(engine: Engine, receiver: Receiver, n: number) {
     return count >= n;
   }, 600_000);
   const seconds = (performance.now() - started) / 1000;
+  const used = cpu();
+  const database = backends();
   await worker.stop();
   if (!done) throw new Error(`${engine.name}: only ${last} of ${n} delivered in time`);
-  return { seconds, perSecond: n / seconds };
+  return { seconds, perSecond: n / seconds, cpu: used, database };
+}
+
+/**
+ * CPU time of the Postgres backends serving `dbName` since the call, as a share of the wall
+ * time, when the server runs on this machine (Linux /proc); '' otherwise.
+ */
+function backendCpuMeter(dbName: string | undefined): () => string {
+  const ticks = (): number | undefined => {
+    if (!dbName) return undefined;
+    try {
+      let total = 0;
+      for (const pid of readdirSync('/proc')) {
+        if (!/^[0-9]+$/.test(pid)) continue;
+        try {
+          if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dbName)) continue;
+          const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+          const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+          total += Number(fields[11]) + Number(fields[12]); // utime + stime, in 1/100 s
+        } catch {
+          // gone meanwhile, or not ours to read
+        }
+      }
+      return total;
+    } catch {
+      return undefined;
+    }
+  };
+  const startTicks = ticks();
+  const startWall = performance.now();
+  return () => {
+    const endTicks = ticks();
+    if (startTicks === undefined || endTicks === undefined) return '';
+    const share = ((endTicks - startTicks) * 10) / (performance.now() - startWall);
+    return `, database ${share.toFixed(2)}`;
+  };
+}
+
+/** This process's CPU time since the call, as a share of the wall time (1.00 = one core). */
+function cpuMeter(): () => string {
+  const startCpu = process.cpuUsage();
+  const startWall = performance.now();
+  return () => {
+    const used = process.cpuUsage(startCpu);
+    const wallUs = (performance.now() - startWall) * 1000;
+    return ((used.user + used.system) / wallUs).toFixed(2);
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -415,24 +489,41 @@ async function main() {
       const engine = await openEngine(name, url, receiver.url, options.inFlight);
       try {
         const inFlight = engine.config.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT;
-        const direct = await directRate(receiver, options);
+        const rounds: { direct: number; bare: number; worker: number }[] = [];
+        for (let run = 1; run <= options.runs; run++) {
+          const direct = await directRate(receiver, options);
+          const bare = await bareClientRate(receiver, options);
+          const worker = await workerRate(engine, receiver, options.events);
+          rounds.push({ direct, bare: bare.perSecond, worker: worker.perSecond });
+          log(
+            `${name}: run ${run}     direct ${direct.toFixed(0)} req/s, bare ${bare.perSecond.toFixed(0)} ` +
+              `req/s (cpu ${bare.cpu}), worker ${worker.perSecond.toFixed(0)} delivered/s (cpu ` +
+              `${worker.cpu}${worker.database}): ${(worker.perSecond / bare.perSecond).toFixed(3)} of bare, ` +
+              `${(bare.perSecond / direct).toFixed(3)} bare/direct`,
+          );
+        }
+        const direct = median(rounds.map((r) => r.direct));
+        const bare = median(rounds.map((r) => r.bare));
+        const worker = median(rounds.map((r) => r.worker));
+        const ofBare = median(rounds.map((r) => r.worker / r.bare));
+        const ofDirect = median(rounds.map((r) => r.worker / r.direct));
+        const bareOfDirect = median(rounds.map((r) => r.bare / r.direct));
+        const of = `median of ${rounds.length}`;
         log(
           `${name}: direct    ${direct.toFixed(0)} req/s  (autocannon, ${options.connections} ` +
-            `connections, ${options.duration} s)`,
+            `connections, ${options.duration} s; ${of})`,
         );
-        const bare = await bareClientRate(receiver, options);
         log(
           `${name}: bare      ${bare.toFixed(0)} req/s  (node:http keep-alive client, ` +
-            `${options.connections} in flight: ${(bare / direct).toFixed(3)} of direct)`,
-        );
-        const worker = await workerRate(engine, receiver, options.events);
-        log(
-          `${name}: worker    ${worker.perSecond.toFixed(0)} delivered/s  (${options.events} ` +
-            `events in ${worker.seconds.toFixed(2)} s, ${inFlight} in flight per endpoint)`,
+            `${options.connections} in flight: ${bareOfDirect.toFixed(3)} of direct; ${of})`,
         );
         log(
-          `${name}: ratio     ${(worker.perSecond / direct).toFixed(3)} of direct  ` +
-            `(target >= 0.5); ${(worker.perSecond / bare).toFixed(3)} of the bare client`,
+          `${name}: worker    ${worker.toFixed(0)} delivered/s  (${options.events} events per ` +
+            `run, ${inFlight} in flight per endpoint; ${of})`,
+        );
+        log(
+          `${name}: ratio     ${ofBare.toFixed(3)} of the bare client  (target >= 0.5; ${of} ` +
+            `runs' ratios); ${ofDirect.toFixed(3)} of direct (autocannon)`,
         );
         const lat = await latency(engine, receiver, options);
         log(

@@ -70,7 +70,7 @@ export const SERVICE_FUNCTIONS = [
   'account_directory()',
   'accounts_with_uncheckpointed_entries()',
   'webhook_endpoints_behind_their_feed(integer)',
-  'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer)',
+  'claim_due_webhook_deliveries(timestamptz, timestamptz, integer, integer, uuid)',
   'breach_incidents_due_for_reminder(timestamptz, integer)',
   'data_subject_requests_due_for_reminder(timestamptz, integer)',
   'processor_breach_accounts(uuid)',

@@ -420,6 +420,8 @@ export interface WebhookDeliveriesTable {
   next_attempt_at: Date;
   give_up_at: Date;
   lease_expires_at: Date | null;
+  /** The worker holding the lease (a random id per worker). */
+  lease_owner: string | null;
   last_attempt_at: Date | null;
   last_status_code: number | null;
   last_error_code: string | null;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Webhook } from 'standardwebhooks';
 import t from 'tap';
@@ -211,6 +212,39 @@ t.test('a worker dying mid-send loses nothing: the lease runs out, it is sent ag
   [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'delivered', attempts: 2 });
   t.equal(hook.received.length, 1);
+});
+
+t.test('a worker claims more of an endpoint it serves; another gets none of it', async (t) => {
+  const clock = new TestClock(new Date());
+  const app = await build(t, { env: WEBHOOK_ENV, clock });
+  const world = await consentingWorld(app);
+  const hook = await receiver(t);
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  for (let i = 0; i < 5; i++) await world.grant();
+  const w = worker(app.database.db, clock);
+  t.match(await w.fanOut(), 5);
+
+  const now = clock.now();
+  const claim = (owner: string, perEndpoint: number) =>
+    claimDueDeliveries(app.database.owner, {
+      now,
+      leaseUntil: new Date(now.getTime() + 30_000),
+      limit: 10,
+      perEndpoint,
+      owner,
+    });
+  const [first, second] = [randomUUID(), randomUUID()];
+  t.equal((await claim(first, 2)).length, 2, 'the first worker takes its share');
+  t.equal((await claim(second, 2)).length, 0, 'the second none: the first serves the endpoint');
+  t.equal((await claim(first, 2)).length, 0, 'the first holds its share already');
+  t.equal((await claim(first, 4)).length, 2, 'and takes more while it still sends the first two');
+  const held = await deliveries(app, world.owner, webhook.id, '?status=sending');
+  t.equal(held.length, 4);
+
+  // Its leases run out (it died): the rest of its claims and the fifth go to whoever claims.
+  clock.advance(30_000);
+  t.match(await w.tick(), { attempted: 5 });
+  t.equal(hook.received.length, 5);
 });
 
 t.test('redelivery sends it again with the same webhook-id', async (t) => {

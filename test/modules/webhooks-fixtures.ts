@@ -77,7 +77,7 @@ export function worker(
   db: Kysely<DB>,
   clock: Clock,
   env: Record<string, string> = {},
-  extra: { resolve?: ResolveHost } = {},
+  extra: { resolve?: ResolveHost; freshForMs?: number } = {},
 ): WebhookWorker {
   const config = testConfig({ ...WEBHOOK_ENV, ...env });
   return webhookWorkerFromConfig({

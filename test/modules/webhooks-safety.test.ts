@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { TestClock } from '../../src/lib/clock.js';
 import { appendEvents } from '../../src/modules/events/events.service.js';
@@ -167,6 +168,46 @@ t.test('an event erased between fan-out and send is cancelled at send time', asy
   const [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'cancelled', lastAttempt: null });
 });
+
+t.test(
+  'a delivery that waited in its endpoint’s queue is read again before it is sent',
+  async (t) => {
+    const clock = new TestClock(new Date());
+    const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '1' };
+    const app = await build(t, { env, clock });
+    const world = await consentingWorld(app);
+    // The first attempt is held open until the other event is gone: the other delivery, read
+    // with the claim, waits in the queue meanwhile.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const hook = await receiver(t, async (n) => {
+      if (n === 1) await held;
+      return 200;
+    });
+    const webhook = await createWebhook(app, world.owner, hook.url);
+    const contacts = [await world.grant(), await world.grant()];
+    // Everything read with a claim counts as stale at once: each send reads again.
+    const w = worker(app.database.db, clock, env, { freshForMs: 0 });
+    await w.fanOut();
+    const round = w.sendDue();
+    while (hook.received.length < 1) await sleep(5);
+    // The contact whose event waits is erased (its events go as an erasure takes them).
+    const first = JSON.parse(hook.received[0]!.body) as { contactId: string };
+    const waiting = contacts.find((id) => id !== first.contactId)!;
+    await app.database.owner
+      .deleteFrom('events')
+      .where('account_id', '=', world.owner.accountId)
+      .where('contact_id', '=', waiting)
+      .execute();
+    release();
+    t.equal(await round, 2);
+    t.equal(hook.received.length, 1, 'only the first event sent');
+    const log = await deliveries(app, world.owner, webhook.id);
+    t.same(log.map((d) => d.status).sort(), ['cancelled', 'delivered']);
+  },
+);
 
 t.test('an event the feed cannot serve is a failed attempt, not a loop', async (t) => {
   const clock = new TestClock(new Date());

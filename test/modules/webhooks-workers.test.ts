@@ -92,6 +92,64 @@ t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint
   t.ok(most <= 2, `at most two at once (${most})`);
 });
 
+t.test(
+  'the running worker keeps the cap too, and records everything before it stops',
+  async (t) => {
+    const clock = new TestClock(new Date());
+    const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '2' };
+    const app = await build(t, { env, clock });
+    const world = await consentingWorld(app);
+    let open = 0;
+    let most = 0;
+    const hook = await receiver(t, async () => {
+      open += 1;
+      most = Math.max(most, open);
+      await sleep(10);
+      open -= 1;
+      return 200;
+    });
+    const webhook = await createWebhook(app, world.owner, hook.url);
+    for (let i = 0; i < 12; i++) await world.grant();
+    const w = worker(app.database.db, clock, env);
+    // start(): claims while it sends, its lanes fed from a queue per endpoint.
+    w.start();
+    const delivered = async () =>
+      (await deliveries(app, world.owner, webhook.id, '?limit=100&status=delivered')).length;
+    for (let i = 0; i < 500 && (await delivered()) < 12; i++) await sleep(10);
+    await w.stop();
+    t.equal(await delivered(), 12, 'all delivered, each recorded');
+    t.equal(hook.received.length, 12, 'each sent once');
+    t.ok(most <= 2, `at most two at once (${most})`);
+  },
+);
+
+t.test('stopping the running worker leaves nothing claimed', async (t) => {
+  const clock = new TestClock(new Date());
+  const app = await build(t, { env: WEBHOOK_ENV, clock });
+  const world = await consentingWorld(app);
+  // Holds every attempt open: stop() finds them under way, and others waiting.
+  const hook = await receiver(t, () => new Promise(() => {}));
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  for (let i = 0; i < 6; i++) await world.grant();
+  const w = worker(app.database.db, clock);
+  w.start();
+  for (let i = 0; i < 500 && hook.received.length < 2; i++) await sleep(10);
+  await w.stop();
+  const log = await deliveries(app, world.owner, webhook.id, '?limit=100');
+  t.equal(log.length, 6);
+  t.ok(
+    log.every((d) => d.status === 'pending'),
+    'under way and waiting alike back to pending by the time stop() resolves',
+  );
+  t.equal(log.filter((d) => d.attempts === 1).length, 2, 'the two cut short count as attempts');
+  const gone = await app.inject({
+    method: 'DELETE',
+    url: `/v1/webhooks/${webhook.id}`,
+    headers: world.headers,
+  });
+  t.equal(gone.statusCode, 204);
+});
+
 t.test('a slow endpoint ends its round: what was not sent goes back untouched', async (t) => {
   const clock = new TestClock(new Date());
   const env = {

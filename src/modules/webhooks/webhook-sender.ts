@@ -56,6 +56,33 @@ export function connectionPool(maxSockets: number): ConnectionPool {
   };
 }
 
+/** How long an endpoint's checked addresses are reused before DNS is asked again. */
+const CHECKED_FOR_MS = 1_000;
+
+/**
+ * What the last attempt to an endpoint found (its URL checked, its host resolved and every
+ * address checked), kept by the caller per endpoint: for a second, further attempts to the same
+ * URL connect to those very addresses instead of asking DNS again. They still connect only to
+ * checked addresses; a host whose answer changes is seen at most a second later.
+ */
+export interface CheckedAddresses {
+  url?: string;
+  until?: number;
+  found?: {
+    url: URL;
+    addresses: { address: string; family: number }[];
+    lookup: LookupFunction;
+    agent: http.Agent | false;
+    /** Where the request goes, as http.request takes it (parsed once). */
+    request: {
+      protocol: string;
+      hostname: string;
+      port: string;
+      path: string;
+    };
+  };
+}
+
 /** What one attempt came to; never the answer's body. */
 export interface SendOutcome {
   delivered: boolean;
@@ -143,47 +170,74 @@ export async function sendWebhook(
     signal?: AbortSignal;
     /** Keep-alive connections; without it, a fresh connection per attempt. */
     pool?: ConnectionPool;
+    /** The endpoint's last checked addresses, reused for a moment and kept up to date here. */
+    checked?: CheckedAddresses;
   },
 ): Promise<SendOutcome> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
-  const controller = new AbortController();
+  // What cut the attempt short (the time limit, or the worker stopping), and what to tell:
+  // the DNS wait, or the request (destroyed with the reason).
+  let cutBy: SendFailure | undefined;
+  let onCut: ((reason: SendFailure) => void) | undefined;
+  const cut = (reason: SendFailure) => {
+    if (cutBy) return;
+    cutBy = reason;
+    onCut?.(reason);
+  };
   const timer = setTimeout(
-    () => controller.abort(new SendFailure('timeout', 'No answer within the time limit.')),
+    () => cut(new SendFailure('timeout', 'No answer within the time limit.')),
     options.timeoutMs,
   );
-  // Rejects with the reason once the attempt is cut short (time limit, or the worker stops).
-  const aborted = new Promise<never>((_, reject) => {
-    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), {
-      once: true,
-    });
-  });
-  aborted.catch(() => undefined);
-  const stop = () => controller.abort(new SendFailure('worker_stopped', 'The worker stopped.'));
+  const stop = () => cut(new SendFailure('worker_stopped', 'The worker stopped.'));
   options.signal?.addEventListener('abort', stop, { once: true });
   if (options.signal?.aborted) stop();
   try {
-    if (controller.signal.aborted) throw controller.signal.reason;
-    const verdict = checkWebhookUrl(target, options.allowPrivate);
-    if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
-    const addresses = await Promise.race([
-      checkedAddresses(verdict.host, verdict.hostIsAddress, options.allowPrivate, options.resolve),
-      aborted,
-    ]);
-    const pinned: LookupFunction = (_host, lookupOptions, callback) => {
-      if (lookupOptions.all) callback(null, addresses);
-      else callback(null, addresses[0]!.address, addresses[0]!.family);
-    };
-    const statusCode = await Promise.race([
-      post(
-        verdict.url,
-        message,
-        pinned,
-        controller.signal,
-        options.pool?.agentFor(verdict.url, addresses) ?? false,
-      ),
-      aborted,
-    ]);
+    if (cutBy) throw cutBy;
+    const memo = options.checked;
+    let found = memo?.url === target && memo.until! > performance.now() ? memo.found : undefined;
+    if (!found) {
+      const verdict = checkWebhookUrl(target, options.allowPrivate);
+      if (!verdict.ok) throw new SendFailure(verdict.code, verdict.reason);
+      const addresses = await new Promise<{ address: string; family: number }[]>(
+        (resolveAddresses, reject) => {
+          onCut = reject;
+          checkedAddresses(
+            verdict.host,
+            verdict.hostIsAddress,
+            options.allowPrivate,
+            options.resolve,
+          ).then(resolveAddresses, reject);
+        },
+      );
+      onCut = undefined;
+      const pinned: LookupFunction = (_host, lookupOptions, callback) => {
+        if (lookupOptions.all) callback(null, addresses);
+        else callback(null, addresses[0]!.address, addresses[0]!.family);
+      };
+      const { url } = verdict;
+      found = {
+        url,
+        addresses,
+        lookup: pinned,
+        agent: options.pool?.agentFor(url, addresses) ?? false,
+        request: {
+          protocol: url.protocol,
+          hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+          port: url.port,
+          path: `${url.pathname}${url.search}`,
+        },
+      };
+      if (memo) {
+        memo.url = target;
+        memo.until = performance.now() + CHECKED_FOR_MS;
+        memo.found = found;
+      }
+    }
+    if (cutBy) throw cutBy;
+    const statusCode = await post(found, message, (destroy) => {
+      onCut = destroy;
+    });
     if (statusCode >= 200 && statusCode < 300) {
       return { delivered: true, statusCode, errorCode: null, detail: null, durationMs: elapsed() };
     }
@@ -197,7 +251,8 @@ export async function sendWebhook(
         : `The endpoint answered ${statusCode}.`,
       durationMs: elapsed(),
     };
-  } catch (err) {
+  } catch (caught) {
+    const err = cutBy ?? caught;
     return {
       delivered: false,
       statusCode: null,
@@ -216,23 +271,21 @@ const MAX_DRAINED_BYTES = 64 * 1024;
 
 /** The request itself: resolves with the answer's status as soon as its headers arrive. */
 function post(
-  url: URL,
+  target: NonNullable<CheckedAddresses['found']>,
   message: { headers: Record<string, string>; body: string },
-  lookup: LookupFunction,
-  signal: AbortSignal,
-  agent: http.Agent | false,
+  cutWith: (destroy: (reason: Error) => void) => void,
 ): Promise<number> {
   const body = Buffer.from(message.body, 'utf8');
-  const client = url.protocol === 'https:' ? https : http;
+  const client = target.request.protocol === 'https:' ? https : http;
+  const agent = target.agent;
   return new Promise((resolve, reject) => {
     const request = client.request(
-      url,
       {
+        ...target.request,
         method: 'POST',
         // Pooled only per checked address (see connectionPool), else a fresh connection.
         agent,
-        lookup,
-        signal,
+        lookup: target.lookup,
         headers: {
           ...message.headers,
           'content-type': 'application/json',
@@ -257,6 +310,8 @@ function post(
       },
     );
     request.on('error', reject);
+    // Cut short: the request ends with the reason (and its socket with it).
+    cutWith((reason) => request.destroy(reason));
     request.end(body);
   });
 }

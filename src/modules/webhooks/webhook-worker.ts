@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
@@ -5,10 +7,16 @@ import type { DB, EventRow, WebhookDeliveryRow, WebhookEndpointRow } from '../..
 import { withTenant } from '../../db/tenant.js';
 import type { Clock } from '../../lib/clock.js';
 import { linkSealer } from '../../lib/link-sealing.js';
-import { webhookHeaders } from '../../lib/standard-webhooks.js';
+import { type WebhookHeaders, webhookSigner } from '../../lib/standard-webhooks.js';
 import { eventJson, eventRefsAfter, findEventsBySeqs } from '../events/events.service.js';
 import { type EndpointSecretBox, endpointSecretBox, webhookSecretKey } from './webhook-secrets.js';
-import { connectionPool, type ResolveHost, sendWebhook, systemResolver } from './webhook-sender.js';
+import {
+  type CheckedAddresses,
+  connectionPool,
+  type ResolveHost,
+  sendWebhook,
+  systemResolver,
+} from './webhook-sender.js';
 import {
   type AttemptOutcome,
   advanceEndpointCursor,
@@ -24,8 +32,19 @@ import {
 const FAN_OUT_BATCH = 500;
 /** Endpoints fanned out per tick (the ones furthest behind first). */
 const FAN_OUT_ENDPOINTS = 100;
-/** Deliveries claimed per tick, across endpoints. */
+/** Deliveries claimed at once, across endpoints. */
 const CLAIM_BATCH = 500;
+/** Deliveries the running worker holds at most (claimed, outcome not written yet). */
+const MAX_HELD = 5_000;
+/** Deliveries queued per lane of an endpoint in the running worker (see holdPerEndpoint). */
+const QUEUED_PER_LANE = 100;
+/** Outcomes written at once, at least, while attempts are under way (or after RECORD_WAIT_MS). */
+const RECORD_BATCH = 100;
+const RECORD_WAIT_MS = 20;
+/** How long what a claim read (events, endpoints) is used without reading it again. */
+const FRESH_FOR_MS = 1_000;
+/** Endpoints whose checked addresses are kept. */
+const MAX_CHECKED_ENDPOINTS = 1_000;
 /** Jitter: a wait is 80–100% of its back-off, so retries of many deliveries spread out. */
 const JITTER = 0.2;
 
@@ -62,6 +81,11 @@ export interface WebhookWorkerOptions {
   random?: () => number;
   /** Run in each tick before the fan-out, so what they put on the feed goes out in it. */
   jobs?: readonly WorkerJob[];
+  /**
+   * How long a claimed delivery's event and endpoint, read with its claim, are used as read;
+   * one that waits longer in its endpoint's queue is read again just before it is sent.
+   */
+  freshForMs?: number;
 }
 
 /** The wait before attempt n+1 of a round, after n failed ones: base × 2^(n-1), capped. */
@@ -92,6 +116,9 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   const sealer = linkSealer(options.hashSecret);
   const resolve = options.resolve ?? systemResolver;
   const random = options.random ?? Math.random;
+  const freshForMs = options.freshForMs ?? FRESH_FOR_MS;
+  /** This worker's name on the leases it holds. */
+  const workerId = randomUUID();
 
   /** One endpoint's fan-out, in one transaction; the number of deliveries it made. */
   async function fanOutEndpoint(accountId: string, endpointId: string): Promise<number> {
@@ -152,10 +179,11 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     return { ...attempt, status: 'pending', nextAttemptAt: new Date(next) };
   }
 
-  /** An endpoint as one round of sends needs it: its URL and its secrets, opened once. */
+  /** An endpoint as its sends need it: its URL, and its secrets opened once per claim. */
   interface Target {
     endpoint: WebhookEndpointRow;
-    secrets: string[] | null;
+    /** Signs with the endpoint's secrets; null when they cannot be opened. */
+    sign: ((message: { id: string; timestamp: number; body: string }) => WebhookHeaders) | null;
   }
 
   function targetOf(endpoint: WebhookEndpointRow, now: Date): Target {
@@ -169,7 +197,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
         : null;
     return {
       endpoint,
-      secrets: current === null ? null : previous ? [current, previous] : [current],
+      sign: current === null ? null : webhookSigner(previous ? [current, previous] : [current]),
     };
   }
 
@@ -196,7 +224,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       };
     }
     const now = clock.now();
-    if (target.secrets === null) {
+    if (target.sign === null) {
       log.error(context, 'webhook secret cannot be opened (was WEBHOOK_SECRET_KEY changed?)');
       return retryOrFail(claim, {
         attemptedAt: now,
@@ -209,7 +237,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     // Unix seconds of the real time, not the service clock: receivers compare it with
     // their own clocks to refuse replays (Standard Webhooks allows 5 minutes of skew).
     const timestamp = Math.floor(Date.now() / 1000);
-    const headers = webhookHeaders(target.secrets, { id: event.id, timestamp, body });
+    const headers = target.sign({ id: event.id, timestamp, body });
     const sent = await sendWebhook(
       target.endpoint.url,
       { headers, body },
@@ -219,6 +247,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
         resolve,
         signal,
         pool,
+        checked: addressesOf(claim),
       },
     );
     const result = {
@@ -256,145 +285,325 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     });
   }
 
+  /** Claimed, not attempted: back to pending as it was, its attempt number given back. */
+  function released(): AttemptOutcome {
+    return {
+      status: 'pending',
+      released: true,
+      nextAttemptAt: clock.now(),
+      attemptedAt: null,
+      statusCode: null,
+      errorCode: null,
+      durationMs: null,
+    };
+  }
+
   const pool = connectionPool(options.maxInFlightPerEndpoint);
+  /** Each endpoint's checked addresses, reused for a moment (see sendWebhook's `checked`). */
+  const checkedAddresses = new Map<string, CheckedAddresses>();
+  function addressesOf(claim: WebhookDeliveryRow): CheckedAddresses {
+    const key = `${claim.account_id}/${claim.endpoint_id}`;
+    let checked = checkedAddresses.get(key);
+    if (!checked) {
+      checked = {};
+      checkedAddresses.set(key, checked);
+      if (checkedAddresses.size > MAX_CHECKED_ENDPOINTS) {
+        const [oldest] = checkedAddresses.keys();
+        checkedAddresses.delete(oldest!);
+      }
+    }
+    return checked;
+  }
+
   /**
-   * Deliveries claimed per endpoint per round: `maxInFlightPerEndpoint` lanes, each sending
-   * one after another as many as surely end within the lease even if every one takes the
-   * whole time limit (and none starts past the round's end, see sendDue). One round's queries
-   * (claim, endpoints, events, outcomes) are shared by all its deliveries instead of paid per
-   * delivery.
+   * Deliveries one round of `tick()` claims per endpoint: `maxInFlightPerEndpoint` lanes, each
+   * sending one after another as many as surely end within the lease even if every one takes
+   * the whole time limit (and none starts past the round's end).
    */
   const perLane = Math.max(1, Math.floor(options.leaseMs / options.timeoutMs) - 1);
   const claimPerEndpoint = options.maxInFlightPerEndpoint * perLane;
+  /**
+   * What the running loop (`start()`) holds per endpoint at most, claimed and not yet
+   * recorded: enough queued behind each lane that the lanes keep sending while the next claim
+   * and the last outcomes are written. Attempts not started in time go back (see Job.startBy).
+   */
+  const holdPerEndpoint = options.maxInFlightPerEndpoint * Math.max(perLane, QUEUED_PER_LANE);
 
-  /** The rounds sending now (one per account of a claim), aborted by stop(). */
-  const inFlight = new Set<AbortController>();
+  /** A claimed delivery waiting for, or in, its endpoint's lanes. */
+  interface Job {
+    claim: WebhookDeliveryRow;
+    target: Target;
+    event: EventRow | undefined;
+    /**
+     * performance.now() past which it is not attempted but released: an attempt started before
+     * it ends (time limit included) before its lease does.
+     */
+    startBy: number;
+    /** performance.now() when its event and endpoint were read. */
+    readAt: number;
+    /** Called once its outcome is written (or could not be). */
+    recorded: () => void;
+  }
+
+  /** Per endpoint: what waits, and how many attempts are under way. */
+  interface EndpointLanes {
+    waiting: Job[];
+    sending: number;
+  }
+  const endpointLanes = new Map<string, EndpointLanes>();
+  /** Jobs claimed whose outcome is not written yet. */
+  let held = 0;
+
+  /** Cut short by stop(): attempts under way end as `worker_stopped`, waiting ones are released. */
+  let stopSignal = stopController();
+
+  function enqueue(jobs: Job[]): void {
+    held += jobs.length;
+    for (const job of jobs) {
+      const key = `${job.claim.account_id}/${job.claim.endpoint_id}`;
+      let lanes = endpointLanes.get(key);
+      if (!lanes) {
+        lanes = { waiting: [], sending: 0 };
+        endpointLanes.set(key, lanes);
+      }
+      lanes.waiting.push(job);
+    }
+    for (const [key, lanes] of endpointLanes) pump(key, lanes);
+  }
+
+  /** Starts attempts while the endpoint has a free lane and something waits. */
+  function pump(key: string, lanes: EndpointLanes): void {
+    while (lanes.sending < options.maxInFlightPerEndpoint && lanes.waiting.length > 0) {
+      const job = lanes.waiting.shift()!;
+      lanes.sending += 1;
+      void run(job).finally(() => {
+        lanes.sending -= 1;
+        if (lanes.sending === 0 && lanes.waiting.length === 0) endpointLanes.delete(key);
+        else pump(key, lanes);
+      });
+    }
+  }
+
+  async function run(job: Job): Promise<void> {
+    const { claim } = job;
+    const signal = stopSignal.signal;
+    let outcome: AttemptOutcome;
+    if (job.event && (signal.aborted || performance.now() > job.startBy)) {
+      // Stopping, or not started in time: back as it was, due at once, for the next claim.
+      outcome = released();
+    } else {
+      outcome = await (job.event && performance.now() - job.readAt > freshForMs
+        ? reread(job)
+        : Promise.resolve(job)
+      )
+        .then((fresh) =>
+          fresh
+            ? attempt(claim, fresh.target, fresh.event, signal)
+            : // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
+              released(),
+        )
+        .catch((err: unknown) => crashed(claim, err));
+    }
+    settle(job, outcome);
+  }
 
   /**
-   * One round of sends: claims what is due, reads the endpoints and events of all the claims
-   * at once, sends with at most `maxInFlightPerEndpoint` attempts at once per endpoint (in
-   * claim order within each lane), and records the outcomes together, each fenced by its
-   * attempt number. A delivery whose outcome is not recorded (the worker died) is claimed
-   * again when its lease runs out: at least once.
+   * A job that waited in its endpoint's queue longer than `freshForMs` is sent as things are
+   * now: its event read again (an event erased meanwhile is not sent: cancelled) and its
+   * endpoint too (deleted or disabled: undefined).
    */
-  async function sendDue(): Promise<number> {
+  async function reread(job: Job): Promise<Pick<Job, 'target' | 'event'> | undefined> {
+    const { claim } = job;
+    return withTenant(claim.account_id, async () => {
+      const [endpoint] = await findEndpoints(db, [
+        { accountId: claim.account_id, id: claim.endpoint_id },
+      ]);
+      if (endpoint?.status !== 'active') return undefined;
+      const events = await findEventsBySeqs(db, claim.account_id, [Number(claim.event_seq)]);
+      return {
+        target: targetOf(endpoint, clock.now()),
+        event: events.get(Number(claim.event_seq)),
+      };
+    });
+  }
+
+  /** Outcomes waiting to be written, each with its job. */
+  let unrecorded: { job: Job; outcome: AttemptOutcome }[] = [];
+  let recording: Promise<void> | undefined;
+
+  function settle(job: Job, outcome: AttemptOutcome): void {
+    unrecorded.push({ job, outcome });
+    recording ??= recordOutcomes();
+  }
+
+  /**
+   * Writes outcomes while there are any, each account's in one fenced statement (see
+   * recordAttempts); what settles meanwhile goes in the next. A write waits for a batch to fill
+   * (or a moment to pass) while attempts are still under way, and goes at once when none is:
+   * each statement costs a commit, and many small ones cost the database more than the sends.
+   * If a write fails, the leases run out and other attempts follow.
+   */
+  async function recordOutcomes(): Promise<void> {
+    while (unrecorded.length > 0) {
+      const waitUntil = performance.now() + RECORD_WAIT_MS;
+      // The outcomes of the sockets that answered in the same turn go together.
+      await new Promise((resolveNow) => setImmediate(resolveNow));
+      while (
+        unrecorded.length < RECORD_BATCH &&
+        unrecorded.length < held &&
+        performance.now() < waitUntil &&
+        !stopSignal.signal.aborted
+      ) {
+        await new Promise((resolveSoon) => setTimeout(resolveSoon, 1));
+      }
+      const batch = unrecorded;
+      unrecorded = [];
+      const byAccount = groupBy(batch, (item) => item.job.claim.account_id);
+      await Promise.all(
+        [...byAccount].map(async ([accountId, items]) => {
+          const written = await withTenant(accountId, () =>
+            recordAttempts(
+              db,
+              items.map(({ job, outcome }) => ({
+                claim: { accountId, id: job.claim.id, attempt: job.claim.attempts },
+                outcome,
+              })),
+              clock.now(),
+            ),
+          ).catch((err: unknown) => {
+            log.error({ err }, 'webhook outcomes not recorded');
+            return new Set<string>();
+          });
+          if (written.size < items.length) {
+            log.info(
+              { notRecorded: items.length - written.size },
+              'webhook outcomes not recorded: the deliveries were claimed again or cancelled',
+            );
+          }
+        }),
+      );
+      held -= batch.length;
+      freedSinceClaim += batch.length;
+      for (const { job } of batch) job.recorded();
+      if (freedSinceClaim >= holdPerEndpoint / 4 || held === 0) wake?.();
+    }
+    recording = undefined;
+  }
+
+  /**
+   * Claims what is due (at most `limit`, `perEndpoint` held per endpoint), reads the claims'
+   * endpoints and events, each account bound to itself (row-level security), and hands them to
+   * the endpoints' lanes without waiting for the sends. Resolves with the number claimed and a
+   * promise of their outcomes written.
+   */
+  async function claimAndEnqueue(limits: {
+    limit: number;
+    perEndpoint: number;
+    /** How long after the claim an attempt may still start. */
+    startWithinMs: number;
+  }): Promise<{ claimed: number; recorded: Promise<void> }> {
+    const started = performance.now();
     const now = clock.now();
+    freedSinceClaim = 0;
     const claims = await claimDueDeliveries(db, {
       now,
       leaseUntil: new Date(now.getTime() + options.leaseMs),
-      limit: CLAIM_BATCH,
-      perEndpoint: claimPerEndpoint,
+      limit: limits.limit,
+      perEndpoint: limits.perEndpoint,
+      owner: workerId,
     });
-    if (claims.length === 0) return 0;
-    // Each account's claims are sent bound to that account (row-level security), the
-    // accounts' rounds side by side.
-    const byAccount = new Map<string, WebhookDeliveryRow[]>();
-    for (const claim of claims) {
-      byAccount.set(claim.account_id, [...(byAccount.get(claim.account_id) ?? []), claim]);
-    }
+    if (claims.length === 0) return { claimed: 0, recorded: Promise.resolve() };
+    // Sent in the order they fell due (the claim's rows come back in no particular order).
+    claims.sort(
+      (a, b) => a.next_attempt_at.getTime() - b.next_attempt_at.getTime() || (a.id < b.id ? -1 : 1),
+    );
+    const startBy = started + limits.startWithinMs;
+    let left = claims.length;
+    let allRecorded: () => void = () => {};
+    const recorded = new Promise<void>((resolveAll) => {
+      allRecorded = resolveAll;
+    });
+    const recordedOne = () => {
+      left -= 1;
+      if (left === 0) allRecorded();
+    };
+    const jobs: Job[] = [];
+    const unread: WebhookDeliveryRow[] = [];
     await Promise.all(
-      [...byAccount].map(([accountId, group]) =>
-        withTenant(accountId, () => sendRound(group, now)),
+      [...groupBy(claims, (claim) => claim.account_id)].map(([accountId, group]) =>
+        withTenant(accountId, async () => {
+          try {
+            const readAt = performance.now();
+            const endpoints = await findEndpoints(
+              db,
+              [...groupBy(group, (claim) => claim.endpoint_id).keys()].map((id) => ({
+                accountId,
+                id,
+              })),
+            );
+            const targets = new Map(
+              endpoints.map((endpoint) => [endpoint.id, targetOf(endpoint, now)]),
+            );
+            const events = await findEventsBySeqs(
+              db,
+              accountId,
+              group.map((claim) => Number(claim.event_seq)),
+            );
+            for (const claim of group) {
+              const target = targets.get(claim.endpoint_id);
+              // Its endpoint was deleted meanwhile, and its deliveries with it.
+              if (!target) recordedOne();
+              else {
+                const event = events.get(Number(claim.event_seq));
+                jobs.push({ claim, target, event, startBy, readAt, recorded: recordedOne });
+              }
+            }
+          } catch (err) {
+            // Reading the claims' endpoints or events failed: each counts as a failed attempt
+            // (a delivery that always crashes ends `failed` instead of looping on its lease).
+            log.error({ err }, 'webhook claims not read');
+            unread.push(...group);
+          }
+        }),
       ),
     );
-    return claims.length;
+    enqueue(jobs);
+    for (const claim of unread) {
+      held += 1;
+      settle(
+        {
+          claim,
+          target: { endpoint: {} as WebhookEndpointRow, sign: null },
+          event: undefined,
+          startBy,
+          readAt: startBy,
+          recorded: recordedOne,
+        },
+        crashed(claim, new Error('claims not read')),
+      );
+    }
+    return { claimed: claims.length, recorded };
   }
 
-  /** One account's claims of a round: read, sent in lanes per endpoint, recorded at once. */
-  async function sendRound(claims: WebhookDeliveryRow[], now: Date): Promise<void> {
-    // No attempt starts past this: a round with a slow endpoint in it ends within about two
-    // time limits, so it does not hold up the other endpoints the worker serves.
-    const roundEnds = performance.now() + options.timeoutMs;
-    const controller = new AbortController();
-    inFlight.add(controller);
-    if (stopping) controller.abort();
-    const outcomes: {
-      claim: { accountId: string; id: string; attempt: number };
-      outcome: AttemptOutcome;
-    }[] = [];
-    const settle = (claim: WebhookDeliveryRow, outcome: AttemptOutcome) =>
-      outcomes.push({
-        claim: { accountId: claim.account_id, id: claim.id, attempt: claim.attempts },
-        outcome,
-      });
-    try {
-      const byEndpoint = new Map<string, WebhookDeliveryRow[]>();
-      for (const claim of claims) {
-        const key = `${claim.account_id}/${claim.endpoint_id}`;
-        byEndpoint.set(key, [...(byEndpoint.get(key) ?? []), claim]);
-      }
-      const endpoints = await findEndpoints(
-        db,
-        [...byEndpoint.values()].map(([first]) => ({
-          accountId: first!.account_id,
-          id: first!.endpoint_id,
-        })),
-      );
-      const targets = new Map(
-        endpoints.map((endpoint) => [
-          `${endpoint.account_id}/${endpoint.id}`,
-          targetOf(endpoint, now),
-        ]),
-      );
-      const events = new Map<string, Map<number, EventRow>>();
-      for (const accountId of new Set(claims.map((claim) => claim.account_id))) {
-        const seqs = claims
-          .filter((claim) => claim.account_id === accountId)
-          .map((claim) => Number(claim.event_seq));
-        events.set(accountId, await findEventsBySeqs(db, accountId, seqs));
-      }
-      await Promise.all(
-        [...byEndpoint.entries()].map(async ([key, queue]) => {
-          const target = targets.get(key);
-          if (!target) return; // deleted meanwhile; its deliveries went with it
-          const lane = async () => {
-            for (let claim = queue.shift(); claim; claim = queue.shift()) {
-              const event = events.get(claim.account_id)?.get(Number(claim.event_seq));
-              if (event && (controller.signal.aborted || performance.now() > roundEnds)) {
-                // Stopping, or a slow endpoint holding the round up: what was not sent yet
-                // goes back as it was, due at once, for the next round or worker.
-                settle(claim, {
-                  status: 'pending',
-                  released: true,
-                  nextAttemptAt: clock.now(),
-                  attemptedAt: null,
-                  statusCode: null,
-                  errorCode: null,
-                  durationMs: null,
-                });
-                continue;
-              }
-              settle(
-                claim,
-                await attempt(claim, target, event, controller.signal).catch((err: unknown) =>
-                  crashed(claim, err),
-                ),
-              );
-            }
-          };
-          await Promise.all(Array.from({ length: options.maxInFlightPerEndpoint }, lane));
-        }),
-      );
-    } catch (err) {
-      // Reading the round's endpoints or events failed: every claim not settled yet counts as
-      // a failed attempt (a delivery that always crashes ends `failed` instead of looping on
-      // its lease).
-      const settled = new Set(outcomes.map((o) => o.claim.id));
-      for (const claim of claims) if (!settled.has(claim.id)) settle(claim, crashed(claim, err));
-    } finally {
-      inFlight.delete(controller);
-    }
-    // If even this fails, the leases run out and other attempts follow.
-    const recorded = await recordAttempts(db, outcomes, clock.now()).catch((err: unknown) => {
-      log.error({ err }, 'webhook outcomes not recorded');
-      return new Set<string>();
+  /** Outcomes written since the last claim: the loop claims again once enough room is free. */
+  let freedSinceClaim = 0;
+
+  /**
+   * One round of sends (what `tick()` does): claims what is due, sends it with at most
+   * `maxInFlightPerEndpoint` attempts at once per endpoint (no attempt starting more than a
+   * time limit after the claim, so a slow endpoint ends its round within about two), and
+   * returns once every outcome is written, each fenced by its attempt number. A delivery whose
+   * outcome is not written (the worker died) is claimed again when its lease runs out: at
+   * least once.
+   */
+  async function sendDue(): Promise<number> {
+    const { claimed, recorded } = await claimAndEnqueue({
+      limit: CLAIM_BATCH,
+      perEndpoint: claimPerEndpoint,
+      startWithinMs: options.timeoutMs,
     });
-    if (recorded.size < outcomes.length) {
-      log.info(
-        { notRecorded: outcomes.length - recorded.size },
-        'webhook outcomes not recorded: the deliveries were claimed again or cancelled',
-      );
-    }
+    await recorded;
+    return claimed;
   }
 
   /** When each job may run next (real time: a throttle, not a rule of the domain). */
@@ -432,29 +641,61 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   let stopping = false;
   let wake: (() => void) | undefined;
 
+  function sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolveWait) => {
+      const timer = setTimeout(resolveWait, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolveWait();
+      };
+    }).finally(() => {
+      wake = undefined;
+    });
+  }
+
+  /**
+   * The running worker: unlike `tick()`, it does not wait for a round's sends before it claims
+   * again. It claims while its lanes send, as soon as enough of what it holds is written, so
+   * the lanes never stand still while the database is asked; outcomes are written as they
+   * come, many at once.
+   */
   async function loop() {
     let failures = 0;
     while (!stopping) {
       let busy = false;
       try {
-        const done = await tick();
-        busy = done.jobs > 0 || done.fannedOut > 0 || done.attempted > 0;
+        // The fan-out and the claim side by side: neither needs the other's answer (what a
+        // fan-out makes now is claimed next time).
+        const [{ jobs, fannedOut }, claimed] = await Promise.all([
+          runJobs().then(async (jobs) => ({ jobs, fannedOut: await fanOut() })),
+          held < MAX_HELD
+            ? claimAndEnqueue({
+                limit: Math.min(CLAIM_BATCH, MAX_HELD - held),
+                perEndpoint: holdPerEndpoint,
+                startWithinMs: options.leaseMs - options.timeoutMs,
+              }).then((claim) => claim.claimed)
+            : 0,
+        ]);
+        busy = jobs > 0 || fannedOut > 0 || claimed > 0;
         failures = 0;
       } catch (err) {
         // The database is away or behind (migrations pending): wait longer each time.
         failures += 1;
         log.error({ err, failures }, 'webhook worker tick failed');
       }
-      if (busy || stopping) continue;
+      if (stopping) break;
+      if (held > 0 && failures === 0) {
+        // Sending: claim again once enough is written (woken), or at the poll interval.
+        if (!busy || freedSinceClaim < holdPerEndpoint / 4) await sleep(options.pollIntervalMs);
+        continue;
+      }
+      if (busy) continue;
       const waitMs = Math.min(options.pollIntervalMs * 2 ** Math.min(failures, 10), 30_000);
-      await new Promise<void>((resolveWait) => {
-        const timer = setTimeout(resolveWait, Math.max(waitMs, options.pollIntervalMs));
-        wake = () => {
-          clearTimeout(timer);
-          resolveWait();
-        };
-      });
-      wake = undefined;
+      await sleep(Math.max(waitMs, options.pollIntervalMs));
+    }
+    // Whatever is still held ends now (stopSignal): each is recorded before the loop returns.
+    while (held > 0 || recording) {
+      await (recording ?? new Promise((resolveSoon) => setTimeout(resolveSoon, 5)));
     }
   }
 
@@ -463,28 +704,52 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     fanOut,
     sendDue,
 
-    /** Runs ticks until stopped: back to back while there is work, else every poll interval. */
+    /** Runs until stopped: claims while it sends while there is work, else every poll interval. */
     start(): void {
       if (running) return;
       stopping = false;
+      if (stopSignal.signal.aborted) stopSignal = stopController();
       running = loop();
       log.info({ pollIntervalMs: options.pollIntervalMs }, 'webhook worker started');
     },
 
     /**
-     * Stops after the current tick. Attempts in flight are cut short and put back as due now
-     * (the receiver may have had them: at least once), so shutdown takes no longer than a
-     * database round trip or two.
+     * Stops after the current claim. Attempts in flight are cut short and put back as due now
+     * (the receiver may have had them: at least once), waiting ones are released, and all of
+     * it is written before this resolves, so shutdown takes no longer than a database round
+     * trip or two.
      */
     async stop(): Promise<void> {
       stopping = true;
-      for (const controller of inFlight) controller.abort();
+      stopSignal.abort();
       wake?.();
       await running;
+      while (held > 0 || recording) {
+        await (recording ?? new Promise((resolveSoon) => setTimeout(resolveSoon, 5)));
+      }
       running = undefined;
       pool.destroy();
     },
   };
+}
+
+/** The worker's stop signal: every attempt under way listens to it (many at once, by design). */
+function stopController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
+
+/** Items grouped by a key, in their order. */
+function groupBy<T>(items: readonly T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const group = groups.get(key);
+    if (group) group.push(item);
+    else groups.set(key, [item]);
+  }
+  return groups;
 }
 
 export type WebhookWorker = ReturnType<typeof createWebhookWorker>;
@@ -499,6 +764,7 @@ export function webhookWorkerFromConfig(deps: {
   resolve?: ResolveHost;
   random?: () => number;
   jobs?: readonly WorkerJob[];
+  freshForMs?: number;
 }): WebhookWorker {
   const { config } = deps;
   return createWebhookWorker({
@@ -520,5 +786,6 @@ export function webhookWorkerFromConfig(deps: {
     ...(deps.resolve ? { resolve: deps.resolve } : {}),
     ...(deps.random ? { random: deps.random } : {}),
     ...(deps.jobs ? { jobs: deps.jobs } : {}),
+    ...(deps.freshForMs !== undefined ? { freshForMs: deps.freshForMs } : {}),
   });
 }

@@ -214,42 +214,57 @@ export async function insertDeliveries(
   }[],
 ): Promise<number> {
   if (rows.length === 0) return 0;
-  const inserted = await trx
-    .insertInto('webhook_deliveries')
-    .values(rows)
-    .onConflict((oc) => oc.columns(['account_id', 'endpoint_id', 'event_id']).doNothing())
-    .executeTakeFirst();
-  return Number(inserted.numInsertedOrUpdatedRows ?? 0n);
+  // One JSON parameter rather than nine per row: a fan-out batch is hundreds of rows.
+  const values = rows.map((row) => ({
+    ...row,
+    next_attempt_at: row.next_attempt_at.toISOString(),
+    give_up_at: row.give_up_at.toISOString(),
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  }));
+  const inserted = await sql`
+    insert into webhook_deliveries (account_id, endpoint_id, event_id, event_seq, event_type,
+      next_attempt_at, give_up_at, created_at, updated_at)
+    select u.account_id, u.endpoint_id, u.event_id, u.event_seq, u.event_type,
+      u.next_attempt_at, u.give_up_at, u.created_at, u.updated_at
+    from json_to_recordset(${JSON.stringify(values)}::json) as u(
+      account_id uuid, endpoint_id uuid, event_id uuid, event_seq bigint, event_type text,
+      next_attempt_at timestamptz, give_up_at timestamptz, created_at timestamptz,
+      updated_at timestamptz)
+    on conflict (account_id, endpoint_id, event_id) do nothing`.execute(trx);
+  return Number(inserted.numAffectedRows ?? 0n);
 }
 
 // --- Sending ------------------------------------------------------------------------------
 
 /**
  * CROSS-ACCOUNT (the worker's): claims up to `limit` deliveries that are due (pending, or
- * sending with a lease that ran out: its worker died) of active endpoints, at most
- * `perEndpoint` in flight per endpoint. Each claim adds one to `attempts`, which fences what
- * the claimant may write afterwards (see {@link recordAttempts}). SKIP LOCKED: concurrent
- * workers never claim the same row. One statement; under row-level security it becomes a
- * SECURITY DEFINER function.
+ * sending with a lease that ran out: its worker died) of active endpoints, for the worker
+ * `owner`. An endpoint another worker holds an unexpired lease on is left to that worker (one
+ * worker at a time serves an endpoint); of the others, `owner` ends up holding at most
+ * `perEndpoint` per endpoint, its earlier unexpired claims included, so a worker may claim
+ * more while it still sends what it claimed before. Each claim adds one to `attempts`, which
+ * fences what the claimant may write afterwards (see {@link recordAttempts}). SKIP LOCKED:
+ * concurrent workers never claim the same row. One statement, an owner-defined function
+ * (the claim-deliveries-per-worker migration holds the query); each account's claims are then
+ * sent bound to it.
  */
 export async function claimDueDeliveries(
   db: Kysely<DB>,
-  options: { now: Date; leaseUntil: Date; limit: number; perEndpoint: number },
+  options: {
+    now: Date;
+    leaseUntil: Date;
+    limit: number;
+    perEndpoint: number;
+    /** The claiming worker; a claim without one is nobody's (as a dead worker's would be). */
+    owner?: string | null;
+  },
 ): Promise<WebhookDeliveryRow[]> {
   const { now, leaseUntil, limit, perEndpoint } = options;
-  // The candidates are read without locks, from the two partial indexes in their order, and
-  // ranked per endpoint; the first `perEndpoint` of each endpoint that no worker is sending to
-  // right now (no unexpired lease: a worker records a round before it claims again) are then
-  // locked, skipping rows another worker holds, and checked again once locked. So one worker
-  // at a time serves an endpoint, with its own few lanes. Locking every candidate, and
-  // counting what was in flight once per candidate, made a claim cost more than the sends it
-  // fed.
-  // Across accounts, claimed in one statement by an owner-defined function (see the row-level
-  // security migration, which holds the query); each account's claims are then sent bound to it.
+  const owner = options.owner ?? null;
   const { rows } = await sql<WebhookDeliveryRow>`
-    select * from claim_due_webhook_deliveries(${now}, ${leaseUntil}, ${limit}, ${perEndpoint})`.execute(
-    db,
-  );
+    select * from claim_due_webhook_deliveries(
+      ${now}, ${leaseUntil}, ${limit}, ${perEndpoint}, ${owner}::uuid)`.execute(db);
   return rows;
 }
 
@@ -312,6 +327,7 @@ export async function recordAttempts(
         else u.duration_ms end,
       last_error_code = case when u.released then w.last_error_code else u.error_code end,
       delivered_at = coalesce(u.delivered_at, w.delivered_at),
+      lease_owner = null,
       updated_at = ${now}
     from json_to_recordset(${JSON.stringify(rows)}::json) as u(
       account_id uuid, id uuid, attempt int, status text, next_attempt_at timestamptz,
