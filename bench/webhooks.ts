@@ -24,6 +24,7 @@ import {
   newDatabaseName,
   redactUrl,
 } from './data-db.js';
+import { durableSenderRate } from './durable-sender.js';
 import { removeDir } from './targets.js';
 
 /**
@@ -342,6 +343,22 @@ async function bareClientRate(
   return { perSecond: sent / seconds, cpu: cpu() };
 }
 
+/** The least durable sender (bench/durable-sender.ts) on the engine, with its CPU shares. */
+async function durableRate(engine: Engine, receiver: Receiver, n: number, inFlight: number) {
+  const message = sampleMessage();
+  await receiver.ask('reset');
+  const cpu = cpuMeter();
+  const backends = backendCpuMeter(engine.dbName);
+  const { perSecond } = await durableSenderRate(
+    engine.database.owner,
+    receiver.url,
+    { body: Buffer.from(message.body), headers: message.headers },
+    n,
+    inFlight,
+  );
+  return { perSecond, cpu: cpu(), database: backends() };
+}
+
 async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -489,22 +506,34 @@ async function main() {
       const engine = await openEngine(name, url, receiver.url, options.inFlight);
       try {
         const inFlight = engine.config.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT;
-        const rounds: { direct: number; bare: number; worker: number }[] = [];
+        const rounds: { direct: number; bare: number; durable: number; worker: number }[] = [];
         for (let run = 1; run <= options.runs; run++) {
           const direct = await directRate(receiver, options);
           const bare = await bareClientRate(receiver, options);
+          const durable = await durableRate(engine, receiver, options.events, inFlight);
           const worker = await workerRate(engine, receiver, options.events);
-          rounds.push({ direct, bare: bare.perSecond, worker: worker.perSecond });
+          rounds.push({
+            direct,
+            bare: bare.perSecond,
+            durable: durable.perSecond,
+            worker: worker.perSecond,
+          });
           log(
             `${name}: run ${run}     direct ${direct.toFixed(0)} req/s, bare ${bare.perSecond.toFixed(0)} ` +
-              `req/s (cpu ${bare.cpu}), worker ${worker.perSecond.toFixed(0)} delivered/s (cpu ` +
-              `${worker.cpu}${worker.database}): ${(worker.perSecond / bare.perSecond).toFixed(3)} of bare, ` +
+              `req/s (cpu ${bare.cpu}), durable ${durable.perSecond.toFixed(0)} delivered/s (cpu ` +
+              `${durable.cpu}${durable.database}), worker ${worker.perSecond.toFixed(0)} delivered/s (cpu ` +
+              `${worker.cpu}${worker.database}): ${(worker.perSecond / durable.perSecond).toFixed(3)} of durable, ` +
+              `${(worker.perSecond / bare.perSecond).toFixed(3)} of bare, ` +
+              `${(durable.perSecond / bare.perSecond).toFixed(3)} durable/bare, ` +
               `${(bare.perSecond / direct).toFixed(3)} bare/direct`,
           );
         }
         const direct = median(rounds.map((r) => r.direct));
         const bare = median(rounds.map((r) => r.bare));
         const worker = median(rounds.map((r) => r.worker));
+        const durable = median(rounds.map((r) => r.durable));
+        const ofDurable = median(rounds.map((r) => r.worker / r.durable));
+        const durableOfBare = median(rounds.map((r) => r.durable / r.bare));
         const ofBare = median(rounds.map((r) => r.worker / r.bare));
         const ofDirect = median(rounds.map((r) => r.worker / r.direct));
         const bareOfDirect = median(rounds.map((r) => r.bare / r.direct));
@@ -518,12 +547,17 @@ async function main() {
             `${options.connections} in flight: ${bareOfDirect.toFixed(3)} of direct; ${of})`,
         );
         log(
+          `${name}: durable   ${durable.toFixed(0)} delivered/s  (the least durable sender, ` +
+            `bench/durable-sender.ts, ${inFlight} in flight: ${durableOfBare.toFixed(3)} of bare; ${of})`,
+        );
+        log(
           `${name}: worker    ${worker.toFixed(0)} delivered/s  (${options.events} events per ` +
             `run, ${inFlight} in flight per endpoint; ${of})`,
         );
         log(
           `${name}: ratio     ${ofBare.toFixed(3)} of the bare client  (target >= 0.5; ${of} ` +
-            `runs' ratios); ${ofDirect.toFixed(3)} of direct (autocannon)`,
+            `runs' ratios); ${ofDurable.toFixed(3)} of the durable sender, ${ofDirect.toFixed(3)} ` +
+            `of direct (autocannon)`,
         );
         const lat = await latency(engine, receiver, options);
         log(
