@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createPostgresDatabase } from '../../src/db/database.js';
 import { TestClock } from '../../src/lib/clock.js';
 import { build, ENGINE, TEST_WEBHOOK_SECRET_KEY, testConfig } from '../helper.js';
@@ -69,48 +69,41 @@ t.test('two workers never send the same attempt twice', async (t) => {
   );
 });
 
-t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint', async (t) => {
+/**
+ * An endpoint capped at two attempts at once, with `events` events queued for it, and a
+ * receiver that answers 200 after `delayMs`, counting how many attempts it held at once.
+ */
+async function cappedEndpoint(t: Test, events: number, delayMs: number) {
   const clock = new TestClock(new Date());
   const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '2' };
   const app = await build(t, { env, clock });
   const world = await consentingWorld(app);
   let open = 0;
-  let most = 0;
+  const seen = { most: 0 };
   const hook = await receiver(t, async () => {
     open += 1;
-    most = Math.max(most, open);
-    await sleep(30);
+    seen.most = Math.max(seen.most, open);
+    await sleep(delayMs);
     open -= 1;
     return 200;
   });
-  await createWebhook(app, world.owner, hook.url);
-  for (let i = 0; i < 5; i++) await world.grant();
-  const w = worker(app.database.db, clock, env);
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  for (let i = 0; i < events; i++) await world.grant();
+  return { app, world, hook, webhook, seen, w: worker(app.database.db, clock, env) };
+}
+
+t.test('at most WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT attempts at once per endpoint', async (t) => {
+  const { hook, seen, w } = await cappedEndpoint(t, 5, 30);
   // One round claims all five (they all end within their lease), and sends two at a time.
   t.match(await w.tick(), { fannedOut: 5, attempted: 5 });
   t.equal(hook.received.length, 5);
-  t.ok(most <= 2, `at most two at once (${most})`);
+  t.ok(seen.most <= 2, `at most two at once (${seen.most})`);
 });
 
 t.test(
   'the running worker keeps the cap too, and records everything before it stops',
   async (t) => {
-    const clock = new TestClock(new Date());
-    const env = { ...WEBHOOK_ENV, WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: '2' };
-    const app = await build(t, { env, clock });
-    const world = await consentingWorld(app);
-    let open = 0;
-    let most = 0;
-    const hook = await receiver(t, async () => {
-      open += 1;
-      most = Math.max(most, open);
-      await sleep(10);
-      open -= 1;
-      return 200;
-    });
-    const webhook = await createWebhook(app, world.owner, hook.url);
-    for (let i = 0; i < 12; i++) await world.grant();
-    const w = worker(app.database.db, clock, env);
+    const { app, world, hook, webhook, seen, w } = await cappedEndpoint(t, 12, 10);
     // start(): claims while it sends, its lanes fed from a queue per endpoint.
     w.start();
     const delivered = async () =>
@@ -119,7 +112,7 @@ t.test(
     await w.stop();
     t.equal(await delivered(), 12, 'all delivered, each recorded');
     t.equal(hook.received.length, 12, 'each sent once');
-    t.ok(most <= 2, `at most two at once (${most})`);
+    t.ok(seen.most <= 2, `at most two at once (${seen.most})`);
   },
 );
 
