@@ -179,10 +179,7 @@ export const cursors = {
   createdAt: cursorCodec(cursorField.isoTimestamp, cursorField.uuid),
   /** `(recorded_at, id)` of the consent ledger, at Postgres' microsecond precision. */
   consentLedger: cursorCodec(cursorField.pgTimestamp, cursorField.uuid),
-  /**
-   * One uuid: the audience of a purpose (by contact id), and webhook deliveries (by their
-   * time-ordered id, newest first).
-   */
+  /** One uuid: the audience of a purpose (by contact id). */
   contactId: cursorCodec(cursorField.uuid),
   /** Purposes by key. */
   purposeKey: cursorCodec(cursorField.slug),
@@ -190,7 +187,10 @@ export const cursors = {
   noticeVersion: cursorCodec(cursorField.integer(1)),
   /** The audit trail (an `integer` seq, newest first). */
   auditSeq: cursorCodec(cursorField.integer(0)),
-  /** The event feed (a `bigint` seq; 0 before the first event). */
+  /**
+   * The event feed (a `bigint` seq; 0 before the first event), and an endpoint's webhook
+   * deliveries (by their event's seq, newest first).
+   */
   eventSeq: cursorCodec(cursorField.seq),
   /** An import's row errors, by (row number, ordinal). */
   importError: cursorCodec(cursorField.integer(0), cursorField.integer(0)),

@@ -91,6 +91,12 @@ const TABLE_READS_BY_JOIN = new Map<string, string>([
     'the audience page joins contacts (active, not restricted) inside the DISTINCT ON walk of ' +
       'the ledger index, so a page stops after its LIMIT rows however large the audience',
   ],
+  [
+    'src/modules/webhooks/webhooks.repository.ts → reads events',
+    "the fan-out turns the next events past an endpoint's cursor into deliveries in one " +
+      'insert-select: their ids, seqs and types never travel to the worker and back, and the ' +
+      'last seq read (the new cursor) comes from the same snapshot as the rows inserted',
+  ],
 ]);
 
 const WRITES = new Set(['insertInto', 'updateTable', 'deleteFrom', 'mergeInto', 'replaceInto']);

@@ -192,28 +192,6 @@ export async function latestEventSeq(db: Db, accountId: string): Promise<number>
   return Number(row?.seq ?? 0);
 }
 
-/**
- * The account's next `limit` events after `afterSeq`, in seq order, without their data: what a
- * webhook fan-out reads. One statement, so the last seq it returns is a safe cursor: no event
- * committed later can have a smaller seq (see appendEvents).
- */
-export async function eventRefsAfter(
-  db: Db,
-  accountId: string,
-  afterSeq: number,
-  limit: number,
-): Promise<{ seq: number; id: string; type: string }[]> {
-  const rows = await db
-    .selectFrom('events')
-    .select(['seq', 'id', 'type'])
-    .where('account_id', '=', accountId)
-    .where('seq', '>', sql<number>`${afterSeq}::bigint`)
-    .orderBy('seq')
-    .limit(limit)
-    .execute();
-  return rows.map((row) => ({ seq: Number(row.seq), id: row.id, type: row.type }));
-}
-
 /** One event by its seq; undefined once it is gone (erased with its contact). */
 export async function findEventBySeq(
   db: Db,
@@ -228,19 +206,38 @@ export async function findEventBySeq(
     .executeTakeFirst();
 }
 
-/** The account's events with the given seqs, by seq; an erased one is missing. */
+/**
+ * The account's events with the given seqs, by seq; an erased one is missing. Seqs close
+ * together (a worker's claim of a fan-out, typically consecutive) are read as one range of the
+ * key, one index descent instead of one per seq.
+ */
 export async function findEventsBySeqs(
   db: Db,
   accountId: string,
   seqs: number[],
 ): Promise<Map<number, EventRow>> {
   if (seqs.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('events')
-    .selectAll()
-    .where('account_id', '=', accountId)
-    .where('seq', '=', sql<number>`any(${seqs.map(String)}::bigint[])`)
-    .execute();
+  let min = seqs[0]!;
+  let max = min;
+  for (const seq of seqs) {
+    if (seq < min) min = seq;
+    if (seq > max) max = seq;
+  }
+  const q = db.selectFrom('events').selectAll().where('account_id', '=', accountId);
+  if (max - min < 2 * seqs.length) {
+    const wanted = new Set(seqs);
+    const rows = await q
+      .where('seq', '>=', sql<number>`${min}::bigint`)
+      .where('seq', '<=', sql<number>`${max}::bigint`)
+      .execute();
+    const found = new Map<number, EventRow>();
+    for (const row of rows) {
+      const seq = Number(row.seq);
+      if (wanted.has(seq)) found.set(seq, row);
+    }
+    return found;
+  }
+  const rows = await q.where('seq', '=', sql<number>`any(${seqs.map(String)}::bigint[])`).execute();
   return new Map(rows.map((row) => [Number(row.seq), row]));
 }
 

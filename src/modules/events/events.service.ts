@@ -32,7 +32,8 @@ export type EventsService = ReturnType<typeof createEventsService>;
 /**
  * The module's transaction-bound functions for other modules: they call these (inside their own
  * transaction where they take one), never the repository itself. Webhooks read the feed through
- * latestEventSeq, eventRefsAfter and findEventsBySeqs, and serve it with `toEvent`.
+ * latestEventSeq and findEventsBySeqs, and serve it with `toEvent` (their fan-out reads event
+ * references inside its own insert: see the architecture test's TABLE_READS_BY_JOIN).
  */
 export {
   appendEvents,
@@ -40,7 +41,6 @@ export {
   contactEvents,
   EVENT_TYPES,
   type EventType,
-  eventRefsAfter,
   findEventBySeq,
   findEventsBySeqs,
   latestEventSeq,

@@ -3,12 +3,12 @@ import { setMaxListeners } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
-import type { DB, EventRow, WebhookDeliveryRow, WebhookEndpointRow } from '../../db/schema.js';
+import type { DB, EventRow, WebhookEndpointRow } from '../../db/schema.js';
 import { withTenant } from '../../db/tenant.js';
 import type { Clock } from '../../lib/clock.js';
 import { linkSealer } from '../../lib/link-sealing.js';
 import { type WebhookHeaders, webhookSigner } from '../../lib/standard-webhooks.js';
-import { eventJson, eventRefsAfter, findEventsBySeqs } from '../events/events.service.js';
+import { eventJson, findEventsBySeqs } from '../events/events.service.js';
 import { type EndpointSecretBox, endpointSecretBox, webhookSecretKey } from './webhook-secrets.js';
 import {
   type CheckedAddresses,
@@ -20,10 +20,11 @@ import {
 import {
   type AttemptOutcome,
   advanceEndpointCursor,
+  type ClaimedDelivery,
   claimDueDeliveries,
   endpointsBehindTheirFeed,
+  fanOutDeliveries,
   findEndpoints,
-  insertDeliveries,
   lockEndpointForFanOut,
   recordAttempts,
 } from './webhooks.repository.js';
@@ -125,29 +126,18 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     return db.transaction().execute(async (trx) => {
       const endpoint = await lockEndpointForFanOut(trx, accountId, endpointId);
       if (!endpoint) return 0;
-      const events = await eventRefsAfter(trx, accountId, endpoint.cursor_seq, FAN_OUT_BATCH);
-      const last = events[events.length - 1];
-      if (!last) return 0;
-      const wanted = new Set(endpoint.event_types);
       const now = clock.now();
-      const giveUpAt = new Date(now.getTime() + options.retryForMs);
-      const made = await insertDeliveries(
-        trx,
-        events
-          .filter((event) => wanted.has(event.type))
-          .map((event) => ({
-            account_id: accountId,
-            endpoint_id: endpointId,
-            event_id: event.id,
-            event_seq: event.seq,
-            event_type: event.type,
-            next_attempt_at: now,
-            give_up_at: giveUpAt,
-            created_at: now,
-            updated_at: now,
-          })),
-      );
-      await advanceEndpointCursor(trx, accountId, endpointId, last.seq);
+      const { lastSeq, made } = await fanOutDeliveries(trx, {
+        accountId,
+        endpointId,
+        afterSeq: endpoint.cursor_seq,
+        eventTypes: endpoint.event_types,
+        limit: FAN_OUT_BATCH,
+        now,
+        giveUpAt: new Date(now.getTime() + options.retryForMs),
+      });
+      if (lastSeq === null) return 0;
+      await advanceEndpointCursor(trx, accountId, endpointId, lastSeq);
       return made;
     });
   }
@@ -164,7 +154,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
 
   /** What to record when an attempt did not deliver: wait its back-off, or fail for good. */
   function retryOrFail(
-    claim: WebhookDeliveryRow,
+    claim: ClaimedDelivery,
     attempt: Omit<AttemptOutcome, 'status'>,
   ): AttemptOutcome {
     const now = clock.now();
@@ -203,7 +193,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
 
   /** One claimed delivery: sign the event as the feed shows it, send it; what came of it. */
   async function attempt(
-    claim: WebhookDeliveryRow,
+    claim: ClaimedDelivery,
     target: Target,
     event: EventRow | undefined,
     signal: AbortSignal,
@@ -275,7 +265,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   }
 
   /** A crashed attempt counts as a failed one (see sendDue). */
-  function crashed(claim: WebhookDeliveryRow, err: unknown): AttemptOutcome {
+  function crashed(claim: ClaimedDelivery, err: unknown): AttemptOutcome {
     log.error({ err, deliveryId: claim.id }, 'webhook attempt crashed');
     return retryOrFail(claim, {
       attemptedAt: clock.now(),
@@ -301,7 +291,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
   const pool = connectionPool(options.maxInFlightPerEndpoint);
   /** Each endpoint's checked addresses, reused for a moment (see sendWebhook's `checked`). */
   const checkedAddresses = new Map<string, CheckedAddresses>();
-  function addressesOf(claim: WebhookDeliveryRow): CheckedAddresses {
+  function addressesOf(claim: ClaimedDelivery): CheckedAddresses {
     const key = `${claim.account_id}/${claim.endpoint_id}`;
     let checked = checkedAddresses.get(key);
     if (!checked) {
@@ -331,7 +321,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
 
   /** A claimed delivery waiting for, or in, its endpoint's lanes. */
   interface Job {
-    claim: WebhookDeliveryRow;
+    claim: ClaimedDelivery;
     target: Target;
     event: EventRow | undefined;
     /**
@@ -528,7 +518,7 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       if (left === 0) allRecorded();
     };
     const jobs: Job[] = [];
-    const unread: WebhookDeliveryRow[] = [];
+    const unread: ClaimedDelivery[] = [];
     await Promise.all(
       [...groupBy(claims, (claim) => claim.account_id)].map(([accountId, group]) =>
         withTenant(accountId, async () => {

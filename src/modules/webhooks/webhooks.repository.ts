@@ -198,44 +198,67 @@ export async function advanceEndpointCursor(
     .execute();
 }
 
-/** New pending deliveries; one per (endpoint, event) whatever runs twice. */
-export async function insertDeliveries(
+/**
+ * One fan-out step of an endpoint, in one statement: the account's next `limit` events past
+ * `afterSeq` are read, those of `eventTypes` become pending deliveries (one per endpoint and
+ * event, whatever runs twice), and the last seq read comes back for the cursor (null when there
+ * were none). The events never travel to the worker and back.
+ */
+export async function fanOutDeliveries(
   trx: Transaction<DB>,
-  rows: {
-    account_id: string;
-    endpoint_id: string;
-    event_id: string;
-    event_seq: number;
-    event_type: string;
-    next_attempt_at: Date;
-    give_up_at: Date;
-    created_at: Date;
-    updated_at: Date;
-  }[],
-): Promise<number> {
-  if (rows.length === 0) return 0;
-  // One JSON parameter rather than nine per row: a fan-out batch is hundreds of rows.
-  const values = rows.map((row) => ({
-    ...row,
-    next_attempt_at: row.next_attempt_at.toISOString(),
-    give_up_at: row.give_up_at.toISOString(),
-    created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString(),
-  }));
-  const inserted = await sql`
-    insert into webhook_deliveries (account_id, endpoint_id, event_id, event_seq, event_type,
-      next_attempt_at, give_up_at, created_at, updated_at)
-    select u.account_id, u.endpoint_id, u.event_id, u.event_seq, u.event_type,
-      u.next_attempt_at, u.give_up_at, u.created_at, u.updated_at
-    from json_to_recordset(${JSON.stringify(values)}::json) as u(
-      account_id uuid, endpoint_id uuid, event_id uuid, event_seq bigint, event_type text,
-      next_attempt_at timestamptz, give_up_at timestamptz, created_at timestamptz,
-      updated_at timestamptz)
-    on conflict (account_id, endpoint_id, event_id) do nothing`.execute(trx);
-  return Number(inserted.numAffectedRows ?? 0n);
+  step: {
+    accountId: string;
+    endpointId: string;
+    afterSeq: number;
+    eventTypes: string[];
+    limit: number;
+    now: Date;
+    giveUpAt: Date;
+  },
+): Promise<{ lastSeq: number | null; made: number }> {
+  const { accountId, endpointId, now } = step;
+  const { rows } = await sql<{ last_seq: string | null; made: string }>`
+    with batch as materialized (
+      select seq, id, type from events
+      where account_id = ${accountId} and seq > ${step.afterSeq}::bigint
+      order by seq
+      limit ${step.limit}
+    ),
+    made as (
+      insert into webhook_deliveries (account_id, endpoint_id, event_id, event_seq, event_type,
+        next_attempt_at, give_up_at, created_at, updated_at)
+      select ${accountId}::uuid, ${endpointId}::uuid, b.id, b.seq, b.type,
+        ${now}::timestamptz, ${step.giveUpAt}::timestamptz, ${now}::timestamptz,
+        ${now}::timestamptz
+      from batch b
+      where b.type = any(${step.eventTypes}::text[])
+      order by b.seq
+      on conflict (account_id, endpoint_id, event_seq) do nothing
+      returning 1
+    )
+    select (select max(seq) from batch) as last_seq, (select count(*) from made) as made
+  `.execute(trx);
+  const row = rows[0];
+  return {
+    lastSeq: row?.last_seq == null ? null : Number(row.last_seq),
+    made: Number(row?.made ?? 0),
+  };
 }
 
 // --- Sending ------------------------------------------------------------------------------
+
+/** What the worker needs of a claimed delivery to send it and record what came of it. */
+export type ClaimedDelivery = Pick<
+  WebhookDeliveryRow,
+  | 'account_id'
+  | 'id'
+  | 'endpoint_id'
+  | 'event_seq'
+  | 'attempts'
+  | 'round_started_after'
+  | 'next_attempt_at'
+  | 'give_up_at'
+>;
 
 /**
  * CROSS-ACCOUNT (the worker's): claims up to `limit` deliveries that are due (pending, or
@@ -259,11 +282,14 @@ export async function claimDueDeliveries(
     /** The claiming worker; a claim without one is nobody's (as a dead worker's would be). */
     owner?: string | null;
   },
-): Promise<WebhookDeliveryRow[]> {
+): Promise<ClaimedDelivery[]> {
   const { now, leaseUntil, limit, perEndpoint } = options;
   const owner = options.owner ?? null;
-  const { rows } = await sql<WebhookDeliveryRow>`
-    select * from claim_due_webhook_deliveries(
+  // Only the columns a send needs: a claim is hundreds of rows, each parsed.
+  const { rows } = await sql<ClaimedDelivery>`
+    select account_id, id, endpoint_id, event_seq, attempts, round_started_after,
+      next_attempt_at, give_up_at
+    from claim_due_webhook_deliveries(
       ${now}, ${leaseUntil}, ${limit}, ${perEndpoint}, ${owner}::uuid)`.execute(db);
   return rows;
 }
@@ -352,6 +378,13 @@ export async function cancelDeliveriesOfEvents(
   now: Date,
 ): Promise<number> {
   if (eventSeqs.length === 0) return 0;
+  // By (account, endpoint, seq), the deliveries' own key: an account has a few endpoints.
+  const endpoints = await trx
+    .selectFrom('webhook_endpoints')
+    .select('id')
+    .where('account_id', '=', accountId)
+    .execute();
+  if (endpoints.length === 0) return 0;
   const result = await trx
     .updateTable('webhook_deliveries')
     .set({
@@ -361,6 +394,11 @@ export async function cancelDeliveriesOfEvents(
       updated_at: now,
     })
     .where('account_id', '=', accountId)
+    .where(
+      'endpoint_id',
+      'in',
+      endpoints.map((endpoint) => endpoint.id),
+    )
     .where('event_seq', 'in', eventSeqs)
     .where('status', 'in', ['pending', 'sending'])
     .executeTakeFirst();
@@ -369,7 +407,10 @@ export async function cancelDeliveriesOfEvents(
 
 // --- The delivery log ---------------------------------------------------------------------
 
-/** One page of an endpoint's deliveries, newest first (ids are time-ordered). */
+/**
+ * One page of an endpoint's deliveries, newest first: by their events' order, the order the
+ * fan-out made them in (the deliveries' own key serves it).
+ */
 export function pageDeliveries(
   db: Db,
   accountId: string,
@@ -383,8 +424,15 @@ export function pageDeliveries(
     .where('endpoint_id', '=', endpointId);
   if (page.status) q = q.where('status', '=', page.status);
   return keysetPage(q, {
-    codec: cursors.contactId,
-    keys: [{ column: 'id', direction: 'desc', cursorValue: (row) => row.id }],
+    codec: cursors.eventSeq,
+    keys: [
+      {
+        column: 'event_seq',
+        direction: 'desc',
+        cursorValue: (row) => Number(row.event_seq),
+        toSql: (v) => sql`${v}::bigint`,
+      },
+    ],
     limit: page.limit,
     cursor: page.cursor,
   });
