@@ -30,7 +30,8 @@ import { removeDir } from './targets.js';
 /**
  * `npm run bench:webhooks`: webhook delivery against what the receiver can take, in one run.
  *
- * Each of `--runs` rounds measures, one after the other on the same receiver:
+ * After `--warmup` unmeasured rounds of 3 and 4 (so that both run compiled code), each of
+ * `--runs` rounds measures, one after the other on the same receiver:
  * 1. direct: autocannon POSTs a signed, event-sized message to a bare node:http receiver (its
  *    own process, answering 204) over `--connections` connections: the receiver's rate.
  * 2. bare: a node:http keep-alive client (the worker's HTTP client) POSTing the same signed
@@ -55,6 +56,8 @@ import { removeDir } from './targets.js';
  *
  * The embedded engine always; Postgres too with `--postgres URL` (or DATABASE_URL), in a
  * throw-away database. Targets: worker >= 0.5 of the durable sender on Postgres, p99 < 2 s.
+ * The first line names the Node.js release: production runs Node.js 24 (the Dockerfile), and
+ * bench/README.md shows how to run the bench on it.
  */
 
 const HELP = `usage: npm run bench:webhooks -- [options]
@@ -63,7 +66,9 @@ const HELP = `usage: npm run bench:webhooks -- [options]
   --no-embedded     Postgres only
   --events N        queued events the worker delivers (default 10000)
   --connections N   autocannon connections for the direct rate (default 10)
-  --runs N          rounds of direct, bare and worker; medians are reported (default 5)
+  --runs N          rounds of direct, bare, durable and worker; medians are reported (default 5)
+  --warmup N        unmeasured rounds of durable and worker first, so both run compiled
+                    code when measured (default 1)
   --duration S      seconds of each direct and bare measurement (default 5)
   --rate N          events per second in the latency run (default 10)
   --seconds S       length of the latency run (default 30)
@@ -76,6 +81,7 @@ interface Options {
   embedded: boolean;
   events: number;
   runs: number;
+  warmup: number;
   connections: number;
   duration: number;
   rate: number;
@@ -90,6 +96,7 @@ function parseOptions(): Options {
       'no-embedded': { type: 'boolean', default: false },
       events: { type: 'string', default: '10000' },
       runs: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '1' },
       connections: { type: 'string', default: '10' },
       duration: { type: 'string', default: '5' },
       rate: { type: 'string', default: '10' },
@@ -107,6 +114,7 @@ function parseOptions(): Options {
     embedded: !values['no-embedded'],
     events: Number(values.events),
     runs: Math.max(1, Number(values.runs)),
+    warmup: Math.max(0, Number(values.warmup)),
     connections: Number(values.connections),
     duration: Number(values.duration),
     rate: Number(values.rate),
@@ -511,6 +519,17 @@ async function main() {
       const engine = await openEngine(name, url, receiver.url, options.inFlight);
       try {
         const inFlight = engine.config.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT;
+        // The JIT compiles a function after enough calls: the worker's many code paths reach
+        // compiled code over a few thousand deliveries, the durable sender's few sooner. One
+        // unmeasured round of each first, so the rounds compare compiled code with compiled code.
+        for (let round = 1; round <= options.warmup; round++) {
+          const durable = await durableRate(engine, receiver, options.events, inFlight);
+          const worker = await workerRate(engine, receiver, options.events);
+          log(
+            `${name}: warm-up ${round}  durable ${durable.perSecond.toFixed(0)} delivered/s, worker ` +
+              `${worker.perSecond.toFixed(0)} delivered/s (not counted)`,
+          );
+        }
         const rounds: { direct: number; bare: number; durable: number; worker: number }[] = [];
         for (let run = 1; run <= options.runs; run++) {
           const direct = await directRate(receiver, options);

@@ -246,16 +246,19 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       errorCode: sent.errorCode,
       durationMs: sent.durationMs,
     };
-    log.info(
-      {
-        ...context,
-        attempt: claim.attempts,
-        statusCode: sent.statusCode,
-        errorCode: sent.errorCode,
-        durationMs: sent.durationMs,
-      },
-      sent.delivered ? 'webhook delivered' : `webhook attempt failed: ${sent.detail}`,
-    );
+    // A delivery is on record in the delivery log; the process log tells only what went wrong.
+    if (!sent.delivered) {
+      log.info(
+        {
+          ...context,
+          attempt: claim.attempts,
+          statusCode: sent.statusCode,
+          errorCode: sent.errorCode,
+          durationMs: sent.durationMs,
+        },
+        `webhook attempt failed: ${sent.detail}`,
+      );
+    }
     if (sent.delivered) return { ...result, status: 'delivered', deliveredAt: clock.now() };
     if (sent.errorCode === 'worker_stopped') {
       // Not the endpoint's fault: due again at once, for whichever worker runs next.
@@ -366,7 +369,8 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     while (lanes.sending < options.maxInFlightPerEndpoint && lanes.waiting.length > 0) {
       const job = lanes.waiting.shift()!;
       lanes.sending += 1;
-      void run(job).finally(() => {
+      // run() settles every outcome itself and never rejects.
+      void run(job).then(() => {
         lanes.sending -= 1;
         if (lanes.sending === 0 && lanes.waiting.length === 0) endpointLanes.delete(key);
         else pump(key, lanes);
@@ -382,17 +386,16 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       // Stopping, or not started in time: back as it was, due at once, for the next claim.
       outcome = released();
     } else {
-      outcome = await (job.event && performance.now() - job.readAt > freshForMs
-        ? reread(job)
-        : Promise.resolve(job)
-      )
-        .then((fresh) =>
-          fresh
-            ? attempt(claim, fresh.target, fresh.event, signal)
-            : // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
-              released(),
-        )
-        .catch((err: unknown) => crashed(claim, err));
+      try {
+        const fresh =
+          job.event && performance.now() - job.readAt > freshForMs ? await reread(job) : job;
+        outcome = fresh
+          ? await attempt(claim, fresh.target, fresh.event, signal)
+          : // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
+            released();
+      } catch (err) {
+        outcome = crashed(claim, err);
+      }
     }
     settle(job, outcome);
   }
