@@ -236,7 +236,7 @@ export function createWebhooksService(deps: {
       query: { limit: number; cursor?: string | undefined; status?: WebhookDeliveryStatus },
     ) {
       // A forged cursor is a 400 even for an endpoint that does not exist.
-      cursors.contactId.decode(query.cursor);
+      cursors.eventSeq.decode(query.cursor);
       if (!(await findEndpoint(db, accountId, endpointId))) throw notFound();
       return pageDeliveries(db, accountId, endpointId, query);
     },
