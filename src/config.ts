@@ -250,8 +250,8 @@ const envSchema = z
     // After an erasure, the tables it touched are vacuumed (their dead row versions, which
     // still hold the erased data, reclaimed) at most once per this interval; 0 turns it off.
     ERASURE_VACUUM_INTERVAL_MS: int(60_000, 0, 86_400_000),
-    // Embedded engine only (no autovacuum there): how often tables past autovacuum's analyse
-    // threshold get fresh statistics. 0 turns it off.
+    // Embedded engine only (no autovacuum there): how often tables past autovacuum's vacuum or
+    // analyse threshold are vacuumed or get fresh statistics. 0 turns it off.
     EMBEDDED_ANALYZE_INTERVAL_MS: int(15_000, 0, 86_400_000),
     // Largest import body in bytes (413 when the Content-Length says more, or once more arrived).
     IMPORT_MAX_BYTES: int(2 * 1024 ** 3, 1),

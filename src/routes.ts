@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Config } from './config.js';
-import { embeddedAutoanalyze } from './db/autoanalyze.js';
+import { embeddedAutovacuum } from './db/autovacuum.js';
 import type { Engine } from './db/database.js';
 import type { DB } from './db/schema.js';
 import { debouncedVacuum } from './db/vacuum.js';
@@ -112,9 +112,10 @@ export async function v1Routes(
   const consentLinks = createConsentLinksService({ db });
   const events = createEventsService({ db, hashSecret });
   // The embedded engine has no autovacuum: without fresh statistics its planner picks indexes
-  // blindly (see embeddedAutoanalyze). A Postgres server analyses on its own.
+  // blindly, and dead row versions pile up in the indexes of tables updated over and over (see
+  // embeddedAutovacuum). A Postgres server vacuums and analyses on its own.
   if (engine === 'embedded') {
-    const analyze = embeddedAutoanalyze({
+    const analyze = embeddedAutovacuum({
       db: maintenance,
       schema: 'public',
       intervalMs: config.EMBEDDED_ANALYZE_INTERVAL_MS,

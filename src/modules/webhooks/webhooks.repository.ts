@@ -338,7 +338,28 @@ export async function recordAttempts(
     delivered_at: outcome.deliveredAt?.toISOString() ?? null,
     released: outcome.released ?? false,
   }));
+  // Each outcome's row is found by its key, one at a time (LIMIT 1: with statistics taken while
+  // nothing was being sent, the planner otherwise read every delivery being sent for each batch
+  // and hash-joined), then updated by the place of the row found. A row changed meanwhile (the
+  // erasure cancelled it, its lease ran out and another worker claimed it) has moved, is not
+  // matched, and keeps what the other writer wrote.
   const { rows: recorded } = await sql<{ id: string }>`
+    with u as materialized (
+      select * from json_to_recordset(${JSON.stringify(rows)}::json) as u(
+        account_id uuid, id uuid, attempt int, status text, next_attempt_at timestamptz,
+        attempted_at timestamptz, status_code int, error_code text, duration_ms int,
+        delivered_at timestamptz, released boolean)
+    ),
+    found as materialized (
+      select u.*, d.tid from u
+      cross join lateral (
+        select d.ctid as tid, d.status as held_status, d.attempts as held_attempt
+        from webhook_deliveries d
+        where d.account_id = u.account_id and d.id = u.id
+        limit 1
+      ) d
+      where d.held_status = 'sending' and d.held_attempt = u.attempt
+    )
     update webhook_deliveries w
     set status = u.status,
       -- A released claim gives its number back: no attempt was made under it, and the one
@@ -355,12 +376,8 @@ export async function recordAttempts(
       delivered_at = coalesce(u.delivered_at, w.delivered_at),
       lease_owner = null,
       updated_at = ${now}
-    from json_to_recordset(${JSON.stringify(rows)}::json) as u(
-      account_id uuid, id uuid, attempt int, status text, next_attempt_at timestamptz,
-      attempted_at timestamptz, status_code int, error_code text, duration_ms int,
-      delivered_at timestamptz, released boolean
-    )
-    where w.account_id = u.account_id and w.id = u.id
+    from found u
+    where w.ctid = u.tid and w.account_id = u.account_id and w.id = u.id
       and w.status = 'sending' and w.attempts = u.attempt
     returning w.id`.execute(db);
   return new Set(recorded.map((row) => row.id));
