@@ -334,6 +334,8 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     startBy: number;
     /** performance.now() when its event and endpoint were read. */
     readAt: number;
+    /** Read again, its endpoint was found deleted or disabled: released, not sent. */
+    endpointGone?: boolean;
     /** Called once its outcome is written (or could not be). */
     recorded: () => void;
   }
@@ -387,12 +389,11 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
       outcome = released();
     } else {
       try {
-        const fresh =
-          job.event && performance.now() - job.readAt > freshForMs ? await reread(job) : job;
-        outcome = fresh
-          ? await attempt(claim, fresh.target, fresh.event, signal)
-          : // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
-            released();
+        if (isStale(job)) await readAgain(job);
+        outcome = job.endpointGone
+          ? // Its endpoint was deleted or disabled meanwhile: not sent, back as it was.
+            released()
+          : await attempt(claim, job.target, job.event, signal);
       } catch (err) {
         outcome = crashed(claim, err);
       }
@@ -400,24 +401,52 @@ export function createWebhookWorker(options: WebhookWorkerOptions) {
     settle(job, outcome);
   }
 
+  function isStale(job: Job): boolean {
+    return (
+      job.event !== undefined && !job.endpointGone && performance.now() - job.readAt > freshForMs
+    );
+  }
+
+  /** Per endpoint: a read-again under way, which its other lanes wait for. */
+  const readingAgain = new Map<string, Promise<void>>();
+
   /**
    * A job that waited in its endpoint's queue longer than `freshForMs` is sent as things are
    * now: its event read again (an event erased meanwhile is not sent: cancelled) and its
-   * endpoint too (deleted or disabled: undefined).
+   * endpoint too (deleted or disabled: released). The endpoint's other stale jobs still waiting
+   * are read in the same two queries: a worker that falls behind would otherwise read every job
+   * again one by one, and fall further behind.
    */
-  async function reread(job: Job): Promise<Pick<Job, 'target' | 'event'> | undefined> {
-    const { claim } = job;
-    return withTenant(claim.account_id, async () => {
-      const [endpoint] = await findEndpoints(db, [
-        { accountId: claim.account_id, id: claim.endpoint_id },
-      ]);
-      if (endpoint?.status !== 'active') return undefined;
-      const events = await findEventsBySeqs(db, claim.account_id, [Number(claim.event_seq)]);
-      return {
-        target: targetOf(endpoint, clock.now()),
-        event: events.get(Number(claim.event_seq)),
-      };
-    });
+  async function readAgain(job: Job): Promise<void> {
+    const { account_id: accountId, endpoint_id: endpointId } = job.claim;
+    const key = `${accountId}/${endpointId}`;
+    // Another lane's read may include this job; if it failed, this one reads for itself.
+    for (let under = readingAgain.get(key); under; under = readingAgain.get(key)) {
+      await under.catch(() => undefined);
+    }
+    if (!isStale(job)) return;
+    const jobs = [job, ...(endpointLanes.get(key)?.waiting.filter(isStale) ?? [])];
+    const reading = withTenant(accountId, async () => {
+      const [endpoint] = await findEndpoints(db, [{ accountId, id: endpointId }]);
+      const readAt = performance.now();
+      if (endpoint?.status !== 'active') {
+        for (const stale of jobs) stale.endpointGone = true;
+        return;
+      }
+      const target = targetOf(endpoint, clock.now());
+      const events = await findEventsBySeqs(
+        db,
+        accountId,
+        jobs.map((stale) => Number(stale.claim.event_seq)),
+      );
+      for (const stale of jobs) {
+        stale.target = target;
+        stale.event = events.get(Number(stale.claim.event_seq));
+        stale.readAt = readAt;
+      }
+    }).finally(() => readingAgain.delete(key));
+    readingAgain.set(key, reading);
+    await reading;
   }
 
   /** Outcomes waiting to be written, each with its job. */
