@@ -333,7 +333,7 @@ const LIST_CURSORS: Record<string, keyof typeof cursors> = {
   getPurposeAudience: 'contactId',
   listEvents: 'eventSeq',
   listWebhooks: 'createdAt',
-  listWebhookDeliveries: 'contactId',
+  listWebhookDeliveries: 'eventSeq',
   listBreachIncidents: 'createdAt',
   getBreachRegister: 'createdAt',
   listBreachSubjectNotices: 'contactId',
