@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'kysely';
 import { Webhook } from 'standardwebhooks';
 import t from 'tap';
 import { TestClock } from '../../src/lib/clock.js';
 import { backoffMs } from '../../src/modules/webhooks/webhook-worker.js';
-import { claimDueDeliveries } from '../../src/modules/webhooks/webhooks.repository.js';
+import {
+  type AttemptOutcome,
+  type ClaimedDelivery,
+  cancelDeliveriesOfEvents,
+  claimDueDeliveries,
+  recordAttempts,
+} from '../../src/modules/webhooks/webhooks.repository.js';
 import { bearer } from '../fixtures/identity.js';
 import { build } from '../helper.js';
 import {
@@ -212,6 +219,77 @@ t.test('a worker dying mid-send loses nothing: the lease runs out, it is sent ag
   [delivery] = await deliveries(app, world.owner, webhook.id);
   t.match(delivery, { status: 'delivered', attempts: 2 });
   t.equal(hook.received.length, 1);
+});
+
+t.test('an outcome is recorded only over its own attempt, never over a newer writer', async (t) => {
+  const clock = new TestClock(new Date());
+  const app = await build(t, { env: WEBHOOK_ENV, clock });
+  const world = await consentingWorld(app);
+  const hook = await receiver(t);
+  const webhook = await createWebhook(app, world.owner, hook.url);
+  const contacts = [await world.grant(), await world.grant()];
+  const w = worker(app.database.db, clock);
+  t.match(await w.fanOut(), 2);
+  const db = app.database.owner;
+  const accountId = world.owner.accountId;
+  const claim = (now: Date) =>
+    claimDueDeliveries(db, {
+      now,
+      leaseUntil: new Date(now.getTime() + 30_000),
+      limit: 10,
+      perEndpoint: 10,
+    });
+  const delivered = (now: Date): AttemptOutcome => ({
+    status: 'delivered',
+    attemptedAt: now,
+    statusCode: 204,
+    errorCode: null,
+    durationMs: 3,
+    deliveredAt: now,
+  });
+  const record = (c: ClaimedDelivery, attempt: number, now: Date) =>
+    recordAttempts(db, [{ claim: { accountId, id: c.id, attempt }, outcome: delivered(now) }], now);
+
+  // Claimed by a worker that then stalls; its lease runs out and another claims them again.
+  const first = await claim(clock.now());
+  t.equal(first.length, 2);
+  clock.advance(30_000);
+  const second = await claim(clock.now());
+  t.same(
+    second.map((c) => c.attempts),
+    [2, 2],
+    'claimed again: attempt 2',
+  );
+
+  // The first claimant wakes up: its outcome is refused (attempt 1 is not the row's).
+  const [a, b] = second.sort((x, y) => Number(x.event_seq) - Number(y.event_seq));
+  t.same([...(await record(a!, 1, clock.now()))], [], 'the stale attempt is not recorded');
+  t.same([...(await record(a!, 2, clock.now()))], [a!.id], 'the current attempt is');
+
+  // While b is being sent, its contact is erased: the cancel wins over the late outcome.
+  const seqs = await sql<{ seq: string }>`
+    select seq from events where account_id = ${accountId} and contact_id = ${contacts[1]}`.execute(
+    db,
+  );
+  const erasedSeq = Number(b!.event_seq);
+  t.ok(
+    seqs.rows.some((row) => Number(row.seq) === erasedSeq),
+    'b is the second contact’s',
+  );
+  await db
+    .transaction()
+    .execute((trx) => cancelDeliveriesOfEvents(trx, accountId, [erasedSeq], clock.now()));
+  t.same([...(await record(b!, 2, clock.now()))], [], 'a cancelled delivery keeps its status');
+
+  const log = await deliveries(app, world.owner, webhook.id);
+  t.same(
+    log.map((d) => [d.eventSeq, d.status, d.attempts]),
+    [
+      [erasedSeq, 'cancelled', 2],
+      [Number(a!.event_seq), 'delivered', 2],
+    ],
+  );
+  t.equal(hook.received.length, 0, 'nothing was sent: only outcomes were written');
 });
 
 t.test('a worker claims more of an endpoint it serves; another gets none of it', async (t) => {

@@ -340,9 +340,10 @@ export async function recordAttempts(
   }));
   // Each outcome's row is found by its key, one at a time (LIMIT 1: with statistics taken while
   // nothing was being sent, the planner otherwise read every delivery being sent for each batch
-  // and hash-joined), then updated by the place of the row found. A row changed meanwhile (the
-  // erasure cancelled it, its lease ran out and another worker claimed it) has moved, is not
-  // matched, and keeps what the other writer wrote.
+  // and hash-joined), then updated by the place (ctid) of the version found. The fence is the
+  // status and attempt number, checked again on the row as it is when updated: a row changed
+  // meanwhile (cancelled by an erasure, claimed again after its lease ran out) keeps what the
+  // other writer wrote.
   const { rows: recorded } = await sql<{ id: string }>`
     with u as materialized (
       select * from json_to_recordset(${JSON.stringify(rows)}::json) as u(
@@ -395,13 +396,6 @@ export async function cancelDeliveriesOfEvents(
   now: Date,
 ): Promise<number> {
   if (eventSeqs.length === 0) return 0;
-  // By (account, endpoint, seq), the deliveries' own key: an account has a few endpoints.
-  const endpoints = await trx
-    .selectFrom('webhook_endpoints')
-    .select('id')
-    .where('account_id', '=', accountId)
-    .execute();
-  if (endpoints.length === 0) return 0;
   const result = await trx
     .updateTable('webhook_deliveries')
     .set({
@@ -411,10 +405,9 @@ export async function cancelDeliveriesOfEvents(
       updated_at: now,
     })
     .where('account_id', '=', accountId)
-    .where(
-      'endpoint_id',
-      'in',
-      endpoints.map((endpoint) => endpoint.id),
+    // By (account, endpoint, seq), the deliveries' own key: an account has a few endpoints.
+    .where('endpoint_id', 'in', (eb) =>
+      eb.selectFrom('webhook_endpoints').select('id').where('account_id', '=', accountId),
     )
     .where('event_seq', 'in', eventSeqs)
     .where('status', 'in', ['pending', 'sending'])
